@@ -1,0 +1,212 @@
+"""The common surface of every discretizer.
+
+Every quantizer maps frames ``x: (N, D) float32`` to integer codes ``(N, M)`` (M unit streams
+per frame; M = 1 for K-means) and back to a reconstruction ``(N, D)``::
+
+    q = make_quantizer("rpq", num_codebooks=4, codebook_size=2000, dims_ratio=0.25, seed=0)
+    q.fit(x); codes = q.encode(x); x_hat = q.decode(codes)
+    q.save("exp/units/codebook.pt"); q2 = load_quantizer("exp/units/codebook.pt")
+
+Saved models are plain tensors plus a JSON-able config (``torch.load(..., weights_only=True)``
+reads them), never pickled library objects, so they survive library upgrades.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "rpq_units.quantizer/v1"
+
+# Method name -> "module:Class". Explicit, lazily imported (no star-import registry).
+METHODS: dict[str, str] = {
+    "kmeans": "rpq_units.kmeans:KMeansQuantizer",
+    "pq": "rpq_units.pq:ProductQuantizer",
+    "rpq": "rpq_units.pq:RandomProductQuantizer",
+}
+
+
+class QuantizerError(ValueError):
+    """Bad input to a quantizer (shape, dimension, NaN/Inf, too few frames)."""
+
+
+def as_tensor(x: Any, device: torch.device | str, what: str = "features") -> torch.Tensor:
+    """``x`` (numpy or torch, (N, D)) as a contiguous float32 tensor on ``device``, validated."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if not isinstance(t, torch.Tensor):
+        raise QuantizerError(f"{what}: expected a numpy array or torch tensor, got {type(x).__name__}")
+    if t.dim() != 2:
+        raise QuantizerError(f"{what}: expected shape (N, D), got {tuple(t.shape)}")
+    t = t.to(device=device, dtype=torch.float32).contiguous()
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+        raise QuantizerError(f"{what}: {bad} of {t.shape[0]} frames contain NaN or Inf")
+    return t
+
+
+def like_input(y: torch.Tensor, x: Any) -> Any:
+    """Return ``y`` as numpy when the caller passed numpy, else as a tensor."""
+    return y.cpu().numpy() if isinstance(x, np.ndarray) else y
+
+
+class Quantizer:
+    """Base class. Subclasses set ``method`` and implement ``_fit``, ``_encode``, ``_decode``,
+    ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``."""
+
+    method: str = ""
+
+    def __init__(
+        self,
+        *,
+        num_codebooks: int = 1,
+        codebook_size: int = 2000,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if num_codebooks < 1:
+            raise QuantizerError(f"num_codebooks must be >= 1, got {num_codebooks}")
+        if codebook_size < 2:
+            raise QuantizerError(f"codebook_size must be >= 2, got {codebook_size}")
+        self.num_codebooks = int(num_codebooks)
+        self.codebook_size = int(codebook_size)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.dim: int | None = None  # D, known after fit/load
+        self.meta: dict[str, Any] = {}  # free-form provenance (upstream, layer, ...)
+
+    # ---- public surface ------------------------------------------------------------
+    def fit(self, x: Any) -> Quantizer:
+        """Learn codebooks from ``x: (N, D)``; returns ``self``."""
+        t = as_tensor(x, self.device, "training features")
+        if t.shape[0] < self.codebook_size:
+            raise QuantizerError(
+                f"training features: {t.shape[0]} frames is fewer than codebook_size="
+                f"{self.codebook_size}; use more data or a smaller codebook"
+            )
+        self.dim = int(t.shape[1])
+        self._fit(t)
+        return self
+
+    @torch.no_grad()
+    def encode(self, x: Any) -> Any:
+        """``x: (N, D)`` -> codes ``(N, M)`` int64 in ``[0, codebook_size)``."""
+        t = as_tensor(x, self.device)
+        self._check_dim(t.shape[1])
+        return like_input(self._encode(t), x)
+
+    @torch.no_grad()
+    def decode(self, codes: Any) -> Any:
+        """codes ``(N, M)`` -> reconstruction ``(N, D)`` float32."""
+        self._check_fitted()
+        c = torch.from_numpy(np.asarray(codes)) if isinstance(codes, np.ndarray) else codes
+        c = c.to(self.device, torch.long)
+        if c.dim() != 2 or c.shape[1] != self.num_codebooks:
+            raise QuantizerError(
+                f"codes: expected shape (N, {self.num_codebooks}), got {tuple(c.shape)}"
+            )
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
+            raise QuantizerError(f"codes: values outside [0, {self.codebook_size})")
+        return like_input(self._decode(c), codes)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description: enough, with the state, to rebuild the quantizer."""
+        return {
+            "method": self.method,
+            "num_codebooks": self.num_codebooks,
+            "codebook_size": self.codebook_size,
+            "seed": self.seed,
+            "dim": self.dim,
+            **self._config(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config + plain tensors to ``path`` (temporary name, then rename)."""
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self._state().items()}
+        blob = {"format": FORMAT, "config": self.config(), "meta": dict(self.meta), "state": state}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+    # ---- helpers for subclasses ----------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.dim is None:
+            raise QuantizerError(f"{self.method} quantizer is not fitted (call fit or load)")
+
+    def _check_dim(self, d: int) -> None:
+        self._check_fitted()
+        if d != self.dim:
+            raise QuantizerError(
+                f"features have dimension {d} but the {self.method} codebook was trained on "
+                f"dimension {self.dim}"
+            )
+
+    def _generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from ``seed`` (+ offset): same seed, same draws on any device."""
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.seed + offset)
+        return g
+
+    # ---- to implement ---------------------------------------------------------------
+    def _fit(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+def _resolve(method: str) -> type[Quantizer]:
+    if method not in METHODS:
+        raise QuantizerError(
+            f"unknown quantization method {method!r}; choose one of {', '.join(sorted(METHODS))}"
+        )
+    module, name = METHODS[method].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_quantizer(method: str, **kwargs: Any) -> Quantizer:
+    """Build an unfitted quantizer by method name (``kmeans``, ``pq``, ``rpq``, ...)."""
+    return _resolve(method)(**kwargs)
+
+
+def load_quantizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> Quantizer:
+    """Rebuild a quantizer saved with :meth:`Quantizer.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise QuantizerError(f"{path}: no such codebook file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise QuantizerError(f"{path}: not a readable codebook file ({e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise QuantizerError(f"{path}: not an rpq_units codebook (format {FORMAT} expected)")
+    cfg = dict(blob["config"])
+    method = cfg.pop("method")
+    dim = cfg.pop("dim")
+    q = _resolve(method)(device=device, **cfg)
+    q.dim = dim
+    q.meta = dict(blob.get("meta", {}))
+    q._load_state({k: v.to(q.device) for k, v in blob["state"].items()})
+    return q

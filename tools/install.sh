@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One-command installer: makes .venv at the repository root with pinned versions,
+# installs the audio tools the demo corpora need (Debian, as root), and rpq_units itself.
+# Idempotent: a second run only checks and fills what is missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${RPQ_VENV:-${root}/.venv}
+python=${PYTHON:-python3}
+torch_version=2.9.1
+log() { echo "[install] $*" >&2; }
+
+# --- audio tools (espeak-ng, sox, festival) -------------------------------------------
+apt_pkgs=(espeak-ng sox libsox-fmt-all festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac)
+missing=()
+for bin in espeak-ng sox festival flac; do
+    command -v "${bin}" >/dev/null 2>&1 || missing+=("${bin}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing audio tools: ${apt_pkgs[*]}"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${apt_pkgs[@]}" >/dev/null
+    else
+        log "missing audio tools: ${missing[*]}"
+        log "install them with: sudo apt-get install ${apt_pkgs[*]}"
+        log "(the demo corpora need espeak-ng; festival is optional)"
+    fi
+fi
+
+# --- python environment ---------------------------------------------------------------
+if [ ! -x "${venv}/bin/python" ]; then
+    log "creating ${venv}"
+    "${python}" -m venv "${venv}"
+fi
+pip=("${venv}/bin/python" -m pip)
+# pip>=26 refuses espnet's dependency tree (a direct-URL dependency of ci_sdr).
+"${pip[@]}" install -q "pip<26"
+stamp=${venv}/.rpq_units_deps
+if [ -f "${stamp}" ] && cmp -s "${stamp}" "${root}/tools/requirements.txt"; then
+    log "pinned dependencies already installed"
+else
+    # torch first: espnet with no torch pinned pulls another release.
+    log "installing torch==${torch_version} torchaudio==${torch_version}"
+    "${pip[@]}" install -q "torch==${torch_version}" "torchaudio==${torch_version}"
+    log "installing pinned dependencies"
+    "${pip[@]}" install -q -r "${root}/tools/requirements.txt" \
+        "torch==${torch_version}" "torchaudio==${torch_version}"
+    cp "${root}/tools/requirements.txt" "${stamp}"
+fi
+"${pip[@]}" install -q --no-deps -e "${root}"
+"${venv}/bin/python" -c "import torch, torchaudio, espnet, rpq_units; print('ok: torch', torch.__version__, 'espnet', espnet.__version__)" >&2
+log "done: activate with 'source ${venv}/bin/activate'"
