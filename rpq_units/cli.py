@@ -1,0 +1,519 @@
+"""Command line: ``rpq-units <subcommand>`` (also ``python -m rpq_units <subcommand>``).
+
+Subcommands (each is the typed function of the same name below; ``main`` only parses)::
+
+    dump_feats  features of a seeded portion of a data dir -> feats.<rank>.{npy,len,ids} + feats.json
+    fit         fit a quantizer on feature shards -> codebook.pt, codebook.yaml, codebook.metrics.json
+    encode      units of a data dir (features on the fly) -> sorted unit text [+ ark/scp]
+    analyze     usage, perplexity, mse, bitrate, rho, heatmap -> analysis.{json,txt}, PNG
+    token_list  the ESPnet source token list for a codebook
+    merge       merge per-shard unit files into one sorted file
+
+Long options take underscores or dashes (``--data_dir`` = ``--data-dir``). ``--rank`` is
+0-based (shell ``JOB`` indices are 1-based: pass ``JOB-1``).
+
+Bad utterances (unreadable or empty audio, a failing ``cmd |``, a segment past the end,
+audio too short for one frame, non-finite features) are skipped with a warning naming the
+utterance, and counted in the summary at the end; ``--strict`` stops at the first one instead
+(exit status 1, no output written). A run where every utterance fails is an error.
+Errors in the user's input print ``error: <one line>`` on stderr and exit 1; usage errors
+exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rpq_units.base import METHODS, QuantizerError, load_quantizer, make_quantizer
+from rpq_units.data import AudioError, AudioLoader, DataDirError, Utterance, load_data_dir
+from rpq_units.shards import (
+    FeatureShards,
+    FeatureShardWriter,
+    ShardError,
+    select_portion,
+    shard_range,
+    write_feats_json,
+    write_text_atomic,
+)
+from rpq_units.units import (
+    UnitArkWriter,
+    UnitsError,
+    merge_unit_files,
+    units_to_text,
+    write_token_list,
+    write_units,
+)
+
+logger = logging.getLogger("rpq_units")
+
+# config keys that are not quantizer constructor arguments
+_FIT_KEYS = {"method", "max_frames"}
+
+
+class BadUtterance(ValueError):
+    """One utterance could not be turned into features or units."""
+
+
+# ---- shared loop ---------------------------------------------------------------------------
+
+
+def _progress(it: Sequence[Any], desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, unit="utt", mininterval=2.0, dynamic_ncols=True)
+
+
+def _features(
+    utts: Sequence[Utterance],
+    fx: Any,
+    *,
+    strict: bool,
+    skipped: list[str],
+    batch_size: int = 1,
+    desc: str = "features",
+) -> Iterator[tuple[Utterance, np.ndarray]]:
+    """``(utterance, feats (T, D))`` for each good utterance; bad ones raise
+    :class:`BadUtterance` (``strict``) or are logged and appended to ``skipped``."""
+    from rpq_units.features import FeatureError
+
+    load = AudioLoader()
+
+    def bad(utt: Utterance, err: Exception) -> None:
+        msg = str(err) if utt.uttid in str(err) else f"utterance {utt.uttid}: {err}"
+        if strict:
+            raise BadUtterance(msg) from err
+        logger.warning("skipping %s", msg)
+        skipped.append(utt.uttid)
+
+    def run(batch: list[tuple[Utterance, np.ndarray]]) -> list[tuple[Utterance, np.ndarray]]:
+        if len(batch) == 1:
+            utt, wav = batch[0]
+            try:
+                return [(utt, _check_feats(utt, fx.extract(wav)))]
+            except (FeatureError, BadUtterance) as e:
+                bad(utt, e)
+                return []
+        try:
+            feats = fx.extract_batch([w for _, w in batch])
+        except FeatureError:  # find the culprit one by one
+            return [r for item in batch for r in run([item])]
+        out = []
+        for (utt, _), f in zip(batch, feats, strict=True):
+            try:
+                out.append((utt, _check_feats(utt, f)))
+            except BadUtterance as e:
+                bad(utt, e)
+        return out
+
+    pending: list[tuple[Utterance, np.ndarray]] = []
+    for utt in _progress(utts, desc):
+        try:
+            pending.append((utt, load(utt)))
+        except AudioError as e:
+            bad(utt, e)
+            continue
+        if len(pending) >= batch_size:
+            yield from run(pending)
+            pending = []
+    if pending:
+        yield from run(pending)
+
+
+def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
+    if feats.shape[0] == 0:
+        raise BadUtterance(f"utterance {utt.uttid}: no feature frames")
+    if not np.isfinite(feats).all():
+        n = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise BadUtterance(f"utterance {utt.uttid}: {n} of {feats.shape[0]} frames are NaN/Inf")
+    return feats
+
+
+def _finish(what: str, done: int, total: int, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        logger.warning("%s: skipped %d of %d utterances (bad input): %s", what, len(skipped), total, shown)
+    if total and not done:
+        raise BadUtterance(f"{what}: all {total} utterances failed (see the warnings above)")
+
+
+# ---- subcommands -------------------------------------------------------------------------
+
+
+def dump_feats(
+    *,
+    data_dir: str,
+    out_dir: str,
+    upstream: str,
+    upstream_ckpt: str | None = None,
+    layer: int = -1,
+    portion: float = 1.0,
+    seed: int = 0,
+    nshard: int = 1,
+    rank: int = 0,
+    device: str = "cpu",
+    batch_size: int = 1,
+    chunk_s: float = 30.0,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Features of a seeded ``portion`` of ``data_dir`` (shard ``rank`` of ``nshard``) to
+    ``out_dir/feats.<rank>.{npy,len,ids}`` and ``out_dir/feats.json``."""
+    from rpq_units.features import FeatureExtractor
+
+    utts = load_data_dir(data_dir)
+    chosen = select_portion(len(utts), portion, seed)
+    mine = [utts[chosen[i]] for i in shard_range(len(chosen), nshard, rank)]
+    logger.info(
+        "dump_feats: %d of %d utterances selected (portion %g, seed %d); shard %d/%d has %d",
+        len(chosen), len(utts), portion, seed, rank, nshard, len(mine),
+    )
+    fx = FeatureExtractor(upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s)
+    skipped: list[str] = []
+    out = Path(out_dir)
+    with FeatureShardWriter(out, rank) as writer:
+        for utt, feats in _features(
+            mine, fx, strict=strict, skipped=skipped, batch_size=batch_size, desc=f"dump_feats.{rank}"
+        ):
+            writer.add(utt.uttid, feats)
+        _finish("dump_feats", len(writer.ids), len(mine), skipped)
+        writer.dim = writer.dim or fx.dim
+    info = {
+        **fx.describe(),
+        "data_dir": str(data_dir),
+        "nshard": nshard,
+        "portion": portion,
+        "seed": seed,
+    }
+    write_feats_json(out, info)
+    summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped)}
+    logger.info("dump_feats: wrote %s (%d utterances, %d frames, %d skipped)",
+                writer.path, summary["utterances"], summary["frames"], summary["skipped"])
+    return summary
+
+
+def _fit_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise QuantizerError(f"{config}: no such config file")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise QuantizerError(f"{config}: not valid YAML ({e})") from e
+        if not isinstance(cfg, dict):
+            raise QuantizerError(f"{config}: expected a mapping of options")
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if "method" not in cfg:
+        raise QuantizerError(
+            f"no quantization method: give --method ({', '.join(sorted(METHODS))}) or --config"
+        )
+    return cfg
+
+
+def fit(
+    *,
+    feats_dir: str,
+    out: str,
+    config: str | None = None,
+    method: str | None = None,
+    num_codebooks: int | None = None,
+    codebook_size: int | None = None,
+    dims_ratio: float | None = None,
+    seed: int | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    max_frames: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Fit a quantizer on the frames of ``feats_dir`` (YAML ``config`` overridden by the
+    arguments); writes ``out`` (codebook), ``out`` with ``.yaml`` (config and provenance) and
+    ``.metrics.json`` (training distortion, time)."""
+    from rpq_units.analyze import reconstruction_mse
+
+    cfg = _fit_config(
+        config,
+        {
+            "method": method, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
+            "dims_ratio": dims_ratio, "seed": seed, "max_iter": max_iter, "tol": tol,
+            "max_frames": max_frames,
+        },
+    )
+    method = cfg["method"]
+    qargs = {k: v for k, v in cfg.items() if k not in _FIT_KEYS}
+    try:
+        q = make_quantizer(method, device=device, **qargs)
+    except TypeError as e:
+        raise QuantizerError(f"method {method}: bad option ({e})") from e
+    shards = FeatureShards(feats_dir)
+    t0 = time.time()
+    x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    t_load = time.time() - t0
+    logger.info("fit: %s on %d x %d frames from %s", method, x.shape[0], x.shape[1], feats_dir)
+    if x.shape[0] == 0:
+        raise QuantizerError(f"{feats_dir}: no frames to fit on")
+    t0 = time.time()
+    q.fit(x)
+    t_fit = time.time() - t0
+    info = shards.info
+    q.meta = {
+        "upstream": info.get("upstream"),
+        "upstream_ckpt": info.get("upstream_ckpt"),
+        "layer": info.get("layer"),
+        "sample_rate": info.get("sample_rate", 16000),
+        "frame_rate": info.get("frame_rate"),
+        "feats_dir": str(feats_dir),
+    }
+    out_path = Path(out)
+    q.save(out_path)
+    distortion = reconstruction_mse(q, x)
+    metrics = {
+        "method": method,
+        "frames": int(x.shape[0]),
+        "dim": int(x.shape[1]),
+        "distortion": distortion,
+        "distortion_per_dim": distortion / x.shape[1],
+        "fit_seconds": round(t_fit, 3),
+        "load_seconds": round(t_load, 3),
+        "device": device,
+    }
+    desc = {"config": q.config(), "meta": q.meta, "fit": {k: cfg[k] for k in sorted(cfg)}}
+    write_text_atomic(out_path.with_suffix(".yaml"), yaml.safe_dump(desc, sort_keys=False))
+    write_text_atomic(out_path.with_suffix(".metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    logger.info("fit: wrote %s (distortion %.6g, %.1f s)", out_path, distortion, t_fit)
+    return metrics
+
+
+def encode(
+    *,
+    data_dir: str,
+    codebook: str,
+    out: str,
+    ark: str | None = None,
+    nshard: int = 1,
+    rank: int = 0,
+    device: str = "cpu",
+    upstream: str | None = None,
+    upstream_ckpt: str | None = None,
+    layer: int | None = None,
+    batch_size: int = 1,
+    chunk_s: float = 30.0,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Units of shard ``rank`` of ``data_dir``, features computed on the fly with the
+    codebook's upstream/layer (or the given overrides); writes ``out`` (sorted unit text) and,
+    with ``ark``, a kaldiio ark + scp (``ark`` with ``.scp``) of ``(T, M)`` int32 codes."""
+    from rpq_units.features import FeatureExtractor
+
+    q = load_quantizer(codebook, device=device)
+    meta = q.meta
+    up = upstream or meta.get("upstream")
+    if not up:
+        raise QuantizerError(f"{codebook}: no upstream recorded in the codebook; give --upstream")
+    ckpt = upstream_ckpt
+    if ckpt is None and up == meta.get("upstream"):
+        ckpt = meta.get("upstream_ckpt")
+    lay = layer if layer is not None else meta.get("layer", -1)
+    utts = load_data_dir(data_dir)
+    mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
+    fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s)
+    if fx.dim != q.dim:
+        raise QuantizerError(
+            f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
+            f"layer {fx.layer} gives {fx.dim}-dim features"
+        )
+    units: dict[str, str] = {}
+    arks = UnitArkWriter(ark) if ark else None
+    skipped: list[str] = []
+    frames = 0
+    for utt, feats in _features(
+        mine, fx, strict=strict, skipped=skipped, batch_size=batch_size, desc=f"encode.{rank}"
+    ):
+        try:
+            codes = q.encode(feats)
+        except QuantizerError as e:
+            if strict:
+                raise BadUtterance(f"utterance {utt.uttid}: {e}") from e
+            logger.warning("skipping utterance %s: %s", utt.uttid, e)
+            skipped.append(utt.uttid)
+            continue
+        units[utt.uttid] = units_to_text(codes, q.codebook_size)
+        frames += codes.shape[0]
+        if arks is not None:
+            arks.add(utt.uttid, codes)
+    _finish("encode", len(units), len(mine), skipped)
+    write_units(out, units)
+    if arks is not None:
+        arks.close()
+    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped)}
+    logger.info("encode: wrote %s (%d utterances, %d frames, %d skipped)", out, len(units), frames, len(skipped))
+    return summary
+
+
+def token_list(
+    *, out: str, codebook: str | None = None, num_codebooks: int | None = None,
+    codebook_size: int | None = None,
+) -> int:
+    """Write the source token list for ``codebook`` (or M and K); returns its length."""
+    if codebook is not None:
+        q = load_quantizer(codebook)
+        m, k = q.num_codebooks, q.codebook_size
+    elif num_codebooks is not None and codebook_size is not None:
+        m, k = num_codebooks, codebook_size
+    else:
+        raise QuantizerError("give --codebook, or --num_codebooks and --codebook_size")
+    write_token_list(out, m, k)
+    return m * k + 3
+
+
+def merge(*, inputs: Sequence[str], out: str) -> int:
+    """Merge unit files into one sorted by utterance id; returns the number of utterances."""
+    n = merge_unit_files(inputs, out)
+    logger.info("merge: %d utterances from %d files -> %s", n, len(inputs), out)
+    return n
+
+
+def analyze(**kwargs: Any) -> dict[str, Any]:
+    """See :func:`rpq_units.analyze.analyze`."""
+    from rpq_units.analyze import analyze as run
+    from rpq_units.analyze import format_report
+
+    report = run(**kwargs)
+    sys.stdout.write(format_report(report))
+    return report
+
+
+# ---- argument parsing ----------------------------------------------------------------------
+
+
+def _opt(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
+    """Add ``--foo_bar`` with the alias ``--foo-bar``."""
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    p.add_argument(*flags, dest=name, **kw)
+
+
+def _int_or_none(s: str) -> int | None:
+    return None if s.lower() in ("none", "null", "") else int(s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    _opt(common, "log_level", default=os.environ.get("LOGLEVEL", "INFO").upper(),
+         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (env LOGLEVEL)")
+    parser = argparse.ArgumentParser(
+        prog="rpq-units", description="Discrete speech units: K-means, PQ and RPQ on s3prl features.",
+        formatter_class=fmt, parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+
+    def feature_opts(p: argparse.ArgumentParser, required: bool) -> None:
+        _opt(p, "upstream", required=required, default=None,
+             help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...)")
+        _opt(p, "upstream_ckpt", default=None, help="checkpoint path for *_local upstreams")
+        _opt(p, "layer", type=int, default=None if not required else -1,
+             help="hidden-state index (-1 = last)")
+        _opt(p, "device", default="cpu", help="torch device")
+        _opt(p, "batch_size", type=int, default=1, help="utterances per forward pass (1 = exact)")
+        _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
+        _opt(p, "nshard", type=int, default=1, help="number of shards")
+        _opt(p, "rank", type=int, default=0, help="this shard (0-based)")
+        _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
+
+    p = sub.add_parser("dump_feats", help="features of a portion of a data dir", formatter_class=fmt, parents=[common])
+    _opt(p, "data_dir", required=True, help="Kaldi data dir")
+    _opt(p, "out_dir", required=True, help="feature dir")
+    feature_opts(p, required=True)
+    _opt(p, "portion", type=float, default=1.0, help="fraction of utterances (seeded)")
+    _opt(p, "seed", type=int, default=0, help="seed of the portion")
+
+    p = sub.add_parser("fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common])
+    _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
+    _opt(p, "out", required=True, help="codebook path (.pt)")
+    _opt(p, "config", default=None, help="YAML config (conf/units/*.yaml)")
+    _opt(p, "method", default=None, help=f"one of {', '.join(sorted(METHODS))}")
+    _opt(p, "num_codebooks", type=int, default=None, help="M")
+    _opt(p, "codebook_size", type=int, default=None, help="K")
+    _opt(p, "dims_ratio", type=float, default=None, help="RPQ: fraction of dims per sub-vector")
+    _opt(p, "seed", type=int, default=None, help="seed")
+    _opt(p, "max_iter", type=int, default=None, help="max Lloyd iterations")
+    _opt(p, "tol", type=float, default=None, help="relative objective change to stop")
+    _opt(p, "max_frames", type=_int_or_none, default=None, help="fit on at most this many frames")
+    _opt(p, "device", default="cpu", help="torch device")
+
+    p = sub.add_parser("encode", help="units of a data dir", formatter_class=fmt, parents=[common])
+    _opt(p, "data_dir", required=True, help="Kaldi data dir")
+    _opt(p, "codebook", required=True, help="codebook from fit")
+    _opt(p, "out", required=True, help="unit text file")
+    _opt(p, "ark", default=None, help="also write a kaldiio ark (+ .scp) of (T, M) codes")
+    feature_opts(p, required=False)
+
+    p = sub.add_parser("analyze", help="codebook statistics on feature shards", formatter_class=fmt, parents=[common])
+    _opt(p, "codebook", required=True, help="codebook from fit")
+    _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
+    _opt(p, "out_dir", required=True, help="output dir")
+    _opt(p, "max_frames", type=_int_or_none, default=200_000, help="analyze at most this many frames")
+    _opt(p, "seed", type=int, default=0, help="seed of the frame subset")
+    _opt(p, "device", default="cpu", help="torch device")
+
+    p = sub.add_parser("token_list", help="source token list", formatter_class=fmt, parents=[common])
+    _opt(p, "out", required=True, help="token list path")
+    _opt(p, "codebook", default=None, help="codebook from fit")
+    _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
+    _opt(p, "codebook_size", type=int, default=None, help="K (without --codebook)")
+
+    p = sub.add_parser("merge", help="merge unit files", formatter_class=fmt, parents=[common])
+    _opt(p, "out", required=True, help="merged unit file")
+    p.add_argument("inputs", nargs="+", help="unit files")
+    return parser
+
+
+_COMMANDS = {
+    "dump_feats": dump_feats,
+    "fit": fit,
+    "encode": encode,
+    "analyze": analyze,
+    "token_list": token_list,
+    "merge": merge,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; returns the exit status."""
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    level = args.pop("log_level")
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("rpq_units").setLevel(getattr(logging, level))
+    if level != "DEBUG":  # s3prl logs whole model configs at INFO
+        logging.getLogger("s3prl").setLevel(logging.WARNING)
+    try:
+        _COMMANDS[command](**args)
+    except (ValueError, OSError) as e:  # user errors (QuantizerError, AudioError, ... are ValueErrors)
+        logger.debug("%s failed", command, exc_info=True)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = [
+    "AudioError", "BadUtterance", "DataDirError", "ShardError", "UnitsError",
+    "analyze", "build_parser", "dump_feats", "encode", "fit", "main", "merge", "token_list",
+]

@@ -1,0 +1,344 @@
+"""Frame features from s3prl upstreams: one hidden layer, batched, chunked for long audio.
+
+::
+
+    fx = FeatureExtractor(upstream="wavlm_large", layer=21, device="cuda")
+    feats = fx.extract(wav)            # wav: (L,) float32 at 16 kHz -> (T, D) float32
+    many = fx.extract_batch([w1, w2])  # padded batch, lengths respected
+
+``upstream`` is any s3prl hub entry: pretrained models by name (``wavlm_large``,
+``hubert_large_ll60k``, ... downloaded by s3prl on first use), local checkpoints
+(``wavlm_local`` / ``hubert_local`` with ``ckpt=PATH``), and the signal-processing baselines
+(``fbank`` 240 dims, ``mfcc`` 39, ``mel`` 80, ``spectrogram`` 257, ``linear`` 201: 100 frames/s).
+The entry is imported from its own ``s3prl/upstream/<name>/hubconf.py`` (what ``s3prl.hub``
+re-exports), so loading one upstream does not import all of them (``import s3prl.hub`` takes
+most of a minute on a small CPU). :mod:`rpq_units.s3prl_compat` is imported first.
+
+Layers follow s3prl's ``hidden_states`` (as ``s3prl.nn.S3PRLUpstream`` and ESPnet's s3prl
+frontend): index 0 is the input of the first transformer layer, the last is the encoder
+output, ``layer=-1`` the last; WavLM Large has 25 (0..24). Output lengths are s3prl's:
+``T = (L - 1) // stride + 1`` frames for ``L`` samples (the upstream's last frame repeated
+when its convolutions give fewer), ``stride`` = 320 samples (50 frames/s) for WavLM/HuBERT.
+
+Long inputs are cut into windows of ``chunk_s`` seconds overlapping by ``overlap_s``; window
+starts are multiples of the stride, so window frame ``i`` is utterance frame
+``start / stride + i``, and each utterance frame is taken from the window where it lies
+furthest from an edge (the boundary is the middle of the overlap). Memory stays bounded by the
+window. Frame-local features (``fbank_no_cmvn``, the CNN part of a model) come out identical to
+unchunked extraction; transformer layers see ``overlap_s / 2`` of context across a window edge
+instead of the whole utterance. An upstream that normalizes its input waveform (WavLM Large,
+HuBERT Large: zero mean, unit variance) is given the whole-utterance normalization before
+chunking, not a per-window one; the utterance CMVN of s3prl's baselines (``fbank``, ...) is
+likewise computed over the whole stitched utterance.
+
+Batches (:meth:`FeatureExtractor.extract_batch`) are padded and masked by the upstream itself,
+as in ``S3PRLUpstream``; the padded frames at an utterance's end, and for transformers the
+attention over a partially valid last frame, make batched output differ slightly from
+one-at-a-time output. :meth:`FeatureExtractor.extract` (one utterance) is exact and does not
+depend on what else is processed; the command line uses it unless ``--batch_size`` > 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import importlib
+import inspect
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MIN_SAMPLES = 800  # s3prl pads shorter batches to 0.05 s (as S3PRLUpstream does)
+HINT = (
+    "list valid names with: python -c \"import rpq_units.features as f; "
+    "print(' '.join(f.available_upstreams()))\""
+)
+
+
+class FeatureError(ValueError):
+    """Bad upstream name/checkpoint/layer, or input the upstream cannot process."""
+
+
+# ---- finding hub entries -----------------------------------------------------------------
+
+
+def _s3prl_dir() -> Path:
+    spec = importlib.util.find_spec("s3prl")
+    if spec is None or not spec.submodule_search_locations:
+        raise FeatureError("s3prl is not installed (pip install 's3prl==0.4.18')")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_modules() -> dict[str, str]:
+    """Hub entry name -> module defining it, read from the source of ``s3prl/hub.py`` and the
+    ``hubconf.py`` files it star-imports (later imports win, as in ``s3prl.hub``)."""
+    root = _s3prl_dir()
+    hub_src = (root / "hub.py").read_text()
+    table: dict[str, str] = {}
+    for mod in re.findall(r"^from (s3prl\.[\w.]+\.hubconf) import \*", hub_src, re.M):
+        path = root.joinpath(*mod.split(".")[1:]).with_suffix(".py")
+        if not path.is_file():
+            continue
+        for name in re.findall(r"^def ([A-Za-z]\w*)\(", path.read_text(), re.M):
+            table[name] = mod
+    return table
+
+
+def available_upstreams() -> list[str]:
+    """Names of all s3prl hub entries (``*_local`` ones need a checkpoint path)."""
+    return sorted(_entry_modules())
+
+
+def _hub_entry(name: str):
+    table = _entry_modules()
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=3)
+        maybe = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise FeatureError(f"unknown s3prl upstream {name!r}{maybe}; {HINT}")
+    from rpq_units.s3prl_compat import install
+
+    install()  # before any s3prl import
+    return getattr(importlib.import_module(table[name]), name)
+
+
+def _normalize_flag(expert: Any) -> tuple[Any, str] | None:
+    """Where the upstream keeps its 'normalize the input waveform' switch, if it has one."""
+    for holder in ("cfg", "task_cfg"):
+        obj = getattr(expert, holder, None)
+        if obj is not None and isinstance(getattr(obj, "normalize", None), bool):
+            return obj, "normalize"
+    return None
+
+
+def _cmvn_module(expert: Any) -> Any:
+    """The enabled utterance-CMVN stage of an s3prl baseline feature (fbank, mfcc, ...)."""
+    ex = getattr(expert, "extracter", None)
+    for m in ex if isinstance(ex, torch.nn.Sequential) else []:
+        if type(m).__name__ == "CMVN" and getattr(m, "use_cmvn", False):
+            return m
+    return None
+
+
+# ---- extractor ---------------------------------------------------------------------------
+
+
+class FeatureExtractor:
+    """One hidden layer of an s3prl upstream as ``(T, D)`` float32 frames.
+
+    Args (keyword-only):
+        upstream: s3prl hub entry name (see module docstring; :func:`available_upstreams`).
+        ckpt: checkpoint path for ``*_local`` entries (``wavlm_local``, ``hubert_local``).
+        layer: index into the upstream's hidden states; negative counts from the end.
+        device: torch device for the model.
+        chunk_s: inputs longer than this many seconds are processed in windows.
+        overlap_s: overlap of consecutive windows (half of it is context on each side).
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        ckpt: str | None = None,
+        layer: int = -1,
+        device: str | torch.device = "cpu",
+        chunk_s: float = 30.0,
+        overlap_s: float = 5.0,
+    ) -> None:
+        self.upstream_name = upstream
+        self.ckpt = None if ckpt is None else str(Path(ckpt).resolve())
+        self.device = torch.device(device)
+        entry = _hub_entry(upstream)
+        kwargs: dict[str, Any] = {}
+        args: list[Any] = []
+        if self.ckpt is not None:
+            if not Path(self.ckpt).is_file():
+                raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
+            params = inspect.signature(entry).parameters
+            if "ckpt" in params or not upstream.endswith(("_local", "_custom")):
+                kwargs["ckpt"] = self.ckpt
+            else:
+                args.append(self.ckpt)
+        elif upstream.endswith("_local"):
+            raise FeatureError(f"upstream {upstream} needs a checkpoint path (--upstream_ckpt)")
+        try:
+            self.model = entry(*args, **kwargs)
+        except FeatureError:
+            raise
+        except Exception as e:
+            where = f" from {self.ckpt}" if self.ckpt else ""
+            raise FeatureError(
+                f"cannot load s3prl upstream {upstream}{where}: {type(e).__name__}: {e}"
+            ) from e
+        self.model.to(self.device).eval()
+        rates = self.model.get_downsample_rates("hidden_states")
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            probe = torch.randn(SAMPLE_RATE, generator=g).to(self.device)
+            hs = self.model([probe])["hidden_states"]
+        if isinstance(hs, torch.Tensor):
+            hs = [hs]
+        self.num_layers = len(hs)
+        if not -self.num_layers <= layer < self.num_layers:
+            raise FeatureError(
+                f"layer {layer} out of range: upstream {upstream} has {self.num_layers} hidden "
+                f"states (layers 0..{self.num_layers - 1}, or -1 for the last)"
+            )
+        self.layer = layer % self.num_layers
+        self.dim = int(hs[self.layer].shape[-1])
+        self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
+        self.frame_rate = SAMPLE_RATE / self.stride
+        self.chunk = max(self.stride, round(chunk_s * SAMPLE_RATE) // self.stride * self.stride)
+        overlap = round(overlap_s * SAMPLE_RATE) // self.stride * self.stride
+        if not 0 <= overlap < self.chunk:
+            raise FeatureError(f"overlap_s={overlap_s} must be >= 0 and below chunk_s={chunk_s}")
+        self.overlap = overlap
+        self._norm = _normalize_flag(self.model)
+        logger.info(
+            "upstream %s%s: layer %d of %d, dim %d, %.0f frames/s",
+            upstream, f" ({self.ckpt})" if self.ckpt else "", self.layer, self.num_layers,
+            self.dim, self.frame_rate,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for codebooks and feature dirs."""
+        return {
+            "upstream": self.upstream_name,
+            "upstream_ckpt": self.ckpt,
+            "layer": self.layer,
+            "num_layers": self.num_layers,
+            "dim": self.dim,
+            "frame_rate": self.frame_rate,
+            "sample_rate": SAMPLE_RATE,
+        }
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for ``num_samples`` samples: ``(L - 1) // stride + 1``."""
+        return (num_samples - 1) // self.stride + 1
+
+    # ---- forward -------------------------------------------------------------------------
+    def _as_tensor(self, wav: Any) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav)
+        t = t.to(self.device, torch.float32)
+        if t.dim() != 1:
+            raise FeatureError(f"waveform must be 1-D (mono, 16 kHz), got shape {tuple(t.shape)}")
+        if t.numel() == 0:
+            raise FeatureError("waveform is empty (0 samples)")
+        if not bool(torch.isfinite(t).all()):
+            raise FeatureError("waveform contains NaN or Inf")
+        return t
+
+    @torch.no_grad()
+    def _forward(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The chosen layer for a list of waveforms (one padded batch) -> list of (T_i, D)."""
+        return self._forward_raw(wavs)[0]
+
+    @torch.no_grad()
+    def _forward_raw(self, wavs: list[torch.Tensor]) -> tuple[list[torch.Tensor], int]:
+        """As :meth:`_forward`, plus the number of frames the upstream itself produced for the
+        batch (before the last frame is repeated up to s3prl's length)."""
+        lens = [int(w.numel()) for w in wavs]
+        if max(lens) < MIN_SAMPLES:  # as S3PRLUpstream: pad very short batches
+            wavs = [F.pad(w, (0, MIN_SAMPLES - max(lens))) for w in wavs]
+        hs = self.model(wavs)["hidden_states"]
+        h = hs if isinstance(hs, torch.Tensor) else hs[self.layer]
+        raw = int(h.shape[1])
+        want = self.num_frames(max(int(w.numel()) for w in wavs))
+        if h.shape[1] < want:  # repeat the last frame, as S3PRLUpstream does
+            h = torch.cat([h, h[:, -1:].expand(-1, want - h.shape[1], -1)], dim=1)
+        return [h[i, : self.num_frames(n)].float() for i, n in enumerate(lens)], raw
+
+    @contextlib.contextmanager
+    def _whole_utterance_norm(self) -> Iterator[tuple[bool, Any]]:
+        """Inside: the upstream's per-input normalizations are off. Yields ``(wav_norm, cmvn)``:
+        whether the waveform must be normalized up front, and the CMVN module (s3prl
+        baselines) whose statistics must be applied to the stitched output, or ``None``."""
+        flags = []
+        if self._norm is not None and getattr(*self._norm):
+            flags.append(self._norm)
+        cmvn = _cmvn_module(self.model)
+        if cmvn is not None:
+            flags.append((cmvn, "use_cmvn"))
+        for obj, attr in flags:
+            setattr(obj, attr, False)
+        try:
+            yield self._norm in flags, cmvn
+        finally:
+            for obj, attr in flags:
+                setattr(obj, attr, True)
+
+    def _windows(self, n: int) -> list[tuple[int, int]]:
+        """Window (start, end) sample ranges for an input of ``n`` samples; starts are stride
+        multiples, the last window ends at ``n`` and is full length."""
+        if n <= self.chunk:
+            return [(0, n)]
+        step = self.chunk - self.overlap
+        out = []
+        s = 0
+        while s + self.chunk < n:
+            out.append((s, s + self.chunk))
+            s += step
+        last = (n - self.chunk) // self.stride * self.stride
+        if out[-1][0] == last:
+            out.pop()
+        out.append((last, n))
+        return out
+
+    @torch.no_grad()
+    def _extract_long(self, wav: torch.Tensor) -> torch.Tensor:
+        wins = self._windows(wav.numel())
+        total = self.num_frames(wav.numel())
+        out = torch.empty(total, self.dim, device=self.device)
+        with self._whole_utterance_norm() as (norm, cmvn):
+            if norm:
+                wav = F.layer_norm(wav, wav.shape)
+            lo = 0
+            for i, (s, e) in enumerate(wins):
+                first = s // self.stride
+                if i + 1 < len(wins):
+                    nxt = wins[i + 1][0] // self.stride
+                    hi = (nxt + e // self.stride) // 2  # middle of the overlap
+                else:
+                    hi = total
+                hs, raw = self._forward_raw([wav[s:e]])
+                out[lo:hi] = hs[0][lo - first : hi - first]
+                lo = hi
+            valid = min(total, first + raw)  # frames the upstream made (no repeated tail)
+        if cmvn is not None:  # s3prl's utterance CMVN, statistics over the whole utterance
+            v = out[:valid]
+            out = (out - v.mean(0, keepdim=True)) / (cmvn.eps + v.std(0, keepdim=True))
+        return out
+
+    def extract(self, wav: Any) -> np.ndarray:
+        """``wav: (L,)`` float32 16 kHz mono -> ``(T, D)`` float32, ``T = (L-1)//stride + 1``."""
+        t = self._as_tensor(wav)
+        h = self._extract_long(t) if t.numel() > self.chunk else self._forward([t])[0]
+        return h.cpu().numpy()
+
+    def extract_batch(self, wavs: Sequence[Any]) -> list[np.ndarray]:
+        """Several waveforms: short ones in one padded forward pass, long ones chunked.
+
+        Padding is masked by the upstream; models whose CNN uses group norm over time
+        (``extractor_mode: default``, e.g. WavLM/HuBERT Base) see slightly different
+        statistics in a padded batch than alone; use batches of one for bit-exact output.
+        """
+        ts = [self._as_tensor(w) for w in wavs]
+        out: list[np.ndarray | None] = [None] * len(ts)
+        short = [i for i, t in enumerate(ts) if t.numel() <= self.chunk]
+        if short:
+            for i, h in zip(short, self._forward([ts[i] for i in short]), strict=True):
+                out[i] = h.cpu().numpy()
+        for i, t in enumerate(ts):
+            if out[i] is None:
+                out[i] = self._extract_long(t).cpu().numpy()
+        return out  # type: ignore[return-value]
