@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# Discrete-unit ASR from self-supervised speech features: corpus -> units -> ESPnet -> WER table.
+#
+# The shared stage engine for every recipe under egs/ (the counterpart of ESPnet's asr.sh).
+# A recipe's run.sh names its sets and configs and calls this script from the recipe dir, which
+# holds local/data.sh, conf/ and links to ../TEMPLATE/{cmd.sh,path.sh,utils}.
+#
+# Stages (bounded by --stage/--stop_stage; each one skips work finished by an earlier run):
+#   1  data preparation: local/data.sh (download or generate, then Kaldi data dirs)
+#   2  feature sample: rpq-units dump_feats on a portion of the training set
+#   3  fit each discretizer of --discretizers (conf/units/<name>.yaml), then analyze it
+#   4  encode every set into unit text (sharded, merged)
+#   5  token lists: target (char or sentencepiece BPE), source units
+#   6  language model (--use_lm true): ESPnet lm_train on the training text
+#   7  ESPnet mt_train collect stats (discrete_asr)
+#   8  ESPnet mt_train training
+#   9  ESPnet mt_inference decoding of every test set (with and without the LM)
+#  10  scoring: WER/CER with rpq_units.scoring (result.txt with Sub/Del/Ins)
+#  11  continuous reference (--run_continuous true): asr_train with the frozen s3prl upstream
+#  12  RESULTS.md: one row per discretizer, one column per test set
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+SECONDS=0
+min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done; echo "${a}"; }
+
+# General
+stage=1                 # first stage to run
+stop_stage=12           # last stage to run
+nj=2                    # parallel jobs for feature dump and encoding
+inference_nj=2          # parallel jobs for decoding
+ngpu=0                  # GPUs for ESPnet training (0: CPU)
+gpu_inference=false     # decode on GPU
+device=cpu              # device for rpq-units (cpu, cuda)
+datadir=data            # Kaldi data dirs
+dumpdir=dump            # feature samples and unit files
+expdir=exp              # codebooks, models, logs, results
+# Data
+data_sh=local/data.sh   # the recipe's data preparation script (stage 1)
+data_opts=""            # options for data_sh
+train_set=""            # training set name (under datadir)
+valid_set=""            # validation set name
+test_sets=""            # test set names, space separated
+# Features and units
+upstream=fbank          # s3prl upstream name (fbank, wavlm_large, ...) or wavlm_local/hubert_local
+upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local
+layer=-1                # upstream layer (-1: last)
+feats_portion=0.3       # portion of the training utterances used to fit the discretizers
+max_frames=0            # at most this many frames to fit on (0: all sampled)
+discretizers="kmeans pq rpq"  # discretizer configs: conf/units/<name>.yaml
+units_conf_dir=conf/units     # where the discretizer configs live
+# Target text
+token_type=bpe          # char or bpe
+nbpe=5000               # sentencepiece vocabulary size (bpe)
+bpemode=unigram         # sentencepiece model type
+score_unit=word         # word (WER) or char (CER)
+# ESPnet models
+asr_config=conf/asr/train_discrete_asr.yaml   # mt_train config (discrete_asr, frontend patch)
+asr_args=""             # more mt_train arguments
+inference_config=conf/asr/decode.yaml         # mt_inference config
+inference_args=""       # more mt_inference arguments
+inference_model=valid.acc.ave.pth             # model file to decode with
+text_fold_length=150    # fold length of the target text shape file
+src_fold_length=3000    # fold length of the source units shape file
+use_lm=false            # train an LM on the training text and decode with and without it
+lm_config=conf/asr/train_lm.yaml              # lm_train config
+lm_args=""              # more lm_train arguments
+lm_weight=0.5           # shallow-fusion weight of the LM
+run_continuous=false    # also train the continuous reference (asr_train, s3prl frontend)
+continuous_config=conf/asr/train_continuous.yaml  # asr_train config for the reference
+results=RESULTS.md      # results table to (re)write in stage 12
+
+help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets \"<set> ...\" [options]"
+run_args=$(printf '%q ' "$0" "$@")
+. ./path.sh
+. ./cmd.sh
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+    echo "$0: unexpected arguments: $* (see --help)" >&2
+    exit 2
+fi
+for v in train_set valid_set test_sets; do
+    if [ -z "${!v}" ]; then
+        echo "$0: --${v} is required (see --help)" >&2
+        exit 2
+    fi
+done
+case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 2 ;; esac
+case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
+
+[ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
+feat_tag=${upstream}_l${layer_tag}
+featdir=${dumpdir}/feats_${feat_tag}_${train_set}
+tokendir=${dumpdir}/token_list/${token_type}
+[ "${token_type}" = bpe ] && tokendir=${dumpdir}/token_list/bpe${nbpe}
+lmdir=${expdir}/lm_$(basename "${tokendir}")
+timing=${expdir}/timing.tsv
+mkdir -p "${expdir}"
+
+stage_begin() {  # stage_begin <n> <title>: announce
+    _stage_no=$1; _stage_start=${SECONDS}
+    log "Stage $1: $2"
+}
+stage_end() {  # record the stage's wall time in exp/timing.tsv
+    printf '%s\t%s\t%s\n' "${_stage_no}" "$1" "$(( SECONDS - _stage_start ))" >> "${timing}"
+    log "Stage ${_stage_no} done in $(( SECONDS - _stage_start )) s"
+}
+done_or() {  # done_or <marker>: true if the marker exists (work complete)
+    [ -f "$1" ]
+}
+mark_done() { mkdir -p "$(dirname "$1")"; date > "$1"; }
+units_tag() { echo "${feat_tag}_$1"; }                         # discretizer name -> tag
+all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    stage_begin 1 "data preparation: ${data_sh} ${data_opts}"
+    # shellcheck disable=SC2086  # data_opts is a word list
+    ${data_sh} ${data_opts}
+    for s in $(all_sets); do
+        utils/validate_data_dir.sh "${datadir}/${s}"
+    done
+    stage_end "data preparation"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    stage_begin 2 "feature sample (${upstream}, layer ${layer}, portion ${feats_portion}) -> ${featdir}"
+    if done_or "${featdir}/.done"; then
+        log "features already dumped in ${featdir}"
+    else
+        _nj=$(min "${nj}" "$(wc -l < "${datadir}/${train_set}/wav.scp")")
+        ckpt_opt=""
+        [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
+        rm -rf "${featdir}"
+        ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${featdir}/log/dump_feats.JOB.log" \
+            bash -c "rpq-units dump_feats --data_dir ${datadir}/${train_set} --out_dir ${featdir} \
+                --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${feats_portion} \
+                --seed 0 --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+        mark_done "${featdir}/.done"
+    fi
+    stage_end "feature sample"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    stage_begin 3 "fit discretizers: ${discretizers}"
+    for d in ${discretizers}; do
+        udir=${expdir}/units_$(units_tag "${d}")
+        if done_or "${udir}/.done"; then
+            log "${udir} already fitted"
+            continue
+        fi
+        [ -f "${units_conf_dir}/${d}.yaml" ] || { log "missing discretizer config ${units_conf_dir}/${d}.yaml"; exit 1; }
+        mkdir -p "${udir}"
+        cp "${units_conf_dir}/${d}.yaml" "${udir}/config.yaml"
+        log "fitting ${d} -> ${udir}/codebook.pt (log: ${udir}/fit.log)"
+        ${train_cmd} "${udir}/fit.log" rpq-units fit --feats_dir "${featdir}" --out "${udir}/codebook.pt" \
+            --config "${udir}/config.yaml" --max_frames "${max_frames}" --device "${device}"
+        ${train_cmd} "${udir}/analyze.log" rpq-units analyze --codebook "${udir}/codebook.pt" \
+            --feats_dir "${featdir}" --out_dir "${udir}/analysis"
+        mark_done "${udir}/.done"
+    done
+    stage_end "fit discretizers"
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    stage_begin 4 "encode $(all_sets) with ${discretizers}"
+    for d in ${discretizers}; do
+        tag=$(units_tag "${d}")
+        udir=${expdir}/units_${tag}
+        for s in $(all_sets); do
+            odir=${dumpdir}/units_${tag}/${s}
+            if done_or "${odir}/.done"; then
+                continue
+            fi
+            _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
+            rm -rf "${odir}"
+            mkdir -p "${odir}"
+            log "encoding ${s} with ${d} -> ${odir}/units"
+            ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
+                bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
+                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+            parts=()
+            for ((j = 1; j <= _nj; j++)); do parts+=("${odir}/units.${j}"); done
+            utils/merge_sorted.sh "${odir}/units" "${parts[@]}"
+            rm -f "${parts[@]}"
+            n_units=$(wc -l < "${odir}/units")
+            n_data=$(wc -l < "${datadir}/${s}/wav.scp")
+            if [ "${n_units}" -ne "${n_data}" ]; then
+                log "warning: ${odir}/units has ${n_units} of ${n_data} utterances (see ${odir}/log)"
+            fi
+            # the target text, restricted to encoded utterances, in the same order
+            join -j1 <(cut -d' ' -f1 "${odir}/units") "${datadir}/${s}/text" > "${odir}/text.tmp"
+            mv "${odir}/text.tmp" "${odir}/text"
+            mark_done "${odir}/.done"
+        done
+    done
+    stage_end "encode"
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    stage_begin 5 "token lists: target ${token_type} -> ${tokendir}, source units"
+    if ! done_or "${tokendir}/.done"; then
+        mkdir -p "${tokendir}"
+        cut -d' ' -f2- "${datadir}/${train_set}/text" > "${tokendir}/train.txt"
+        if [ "${token_type}" = bpe ]; then
+            ${train_cmd} "${tokendir}/spm_train.log" python -m espnet2.bin.spm_train \
+                --input="${tokendir}/train.txt" --vocab_size="${nbpe}" --model_type="${bpemode}" \
+                --model_prefix="${tokendir}/bpe" --character_coverage=1.0 --input_sentence_size=100000000
+            bpe_opts=(--bpemodel "${tokendir}/bpe.model")
+        else
+            bpe_opts=()
+        fi
+        ${train_cmd} "${tokendir}/tokenize.log" python -m espnet2.bin.tokenize_text \
+            --token_type "${token_type}" --input "${tokendir}/train.txt" --output "${tokendir}/tokens.txt.tmp" \
+            "${bpe_opts[@]}" --field 1- --write_vocabulary true \
+            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
+        mv "${tokendir}/tokens.txt.tmp" "${tokendir}/tokens.txt"
+        mark_done "${tokendir}/.done"
+    fi
+    for d in ${discretizers}; do
+        udir=${expdir}/units_$(units_tag "${d}")
+        if [ ! -f "${udir}/tokens.txt" ]; then
+            ${train_cmd} "${udir}/token_list.log" rpq-units token_list --codebook "${udir}/codebook.pt" \
+                --out "${udir}/tokens.txt"
+        fi
+    done
+    stage_end "token lists"
+fi
+
+bpe_args() {  # ESPnet target tokenizer arguments
+    echo "--token_type ${token_type} --token_list ${tokendir}/tokens.txt"
+    [ "${token_type}" = bpe ] && echo "--bpemodel ${tokendir}/bpe.model"
+    true
+}
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
+    stage_begin 6 "language model on ${train_set} text -> ${lmdir}"
+    if done_or "${lmdir}/.done"; then
+        log "LM already trained in ${lmdir}"
+    else
+        mkdir -p "${lmdir}"
+        if ! done_or "${lmdir}/stats/.done"; then
+            rm -rf "${lmdir}/stats"
+            mkdir -p "${lmdir}/stats"
+            cut -d' ' -f1 "${datadir}/${train_set}/text" > "${lmdir}/stats/train.keys"
+            cut -d' ' -f1 "${datadir}/${valid_set}/text" > "${lmdir}/stats/valid.keys"
+            # shellcheck disable=SC2046  # bpe_args is a word list
+            ${train_cmd} "${lmdir}/stats/collect_stats.log" python -m espnet2.bin.lm_train \
+                --collect_stats true --use_preprocessor true $(bpe_args) \
+                --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
+                --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
+                --train_shape_file "${lmdir}/stats/train.keys" --valid_shape_file "${lmdir}/stats/valid.keys" \
+                --output_dir "${lmdir}/stats" --config "${lm_config}" --ngpu 0 --num_workers 0
+            vocab=$(wc -l < "${tokendir}/tokens.txt")
+            for part in train valid; do
+                awk -v N="${vocab}" '{ print $0 "," N }' "${lmdir}/stats/${part}/text_shape" \
+                    > "${lmdir}/stats/${part}/text_shape.${token_type}"
+            done
+            mark_done "${lmdir}/stats/.done"
+        fi
+        # shellcheck disable=SC2046,SC2086  # word lists
+        ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
+            --use_preprocessor true $(bpe_args) --ngpu "${ngpu}" --resume true \
+            --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
+            --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
+            --train_shape_file "${lmdir}/stats/train/text_shape.${token_type}" \
+            --valid_shape_file "${lmdir}/stats/valid/text_shape.${token_type}" \
+            --fold_length "${text_fold_length}" \
+            --output_dir "${lmdir}" --config "${lm_config}" ${lm_args}
+        mark_done "${lmdir}/.done"
+    fi
+    stage_end "language model"
+fi
+
+asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    stage_begin 7 "ESPnet mt_train collect stats for ${discretizers}"
+    for d in ${discretizers}; do
+        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
+        stats=${adir}/stats
+        if done_or "${stats}/.done"; then
+            continue
+        fi
+        rm -rf "${stats}"
+        mkdir -p "${stats}"
+        # the model config for this discretizer: frontend and patch size from its number of streams
+        python utils/make_asr_config.py --config "${asr_config}" --codebook "${udir}/codebook.pt" \
+            --out "${adir}/train_config.yaml"
+        tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
+        cut -d' ' -f1 "${tr}/units" > "${stats}/train.keys"
+        cut -d' ' -f1 "${va}/units" > "${stats}/valid.keys"
+        # shellcheck disable=SC2046  # bpe_args is a word list
+        ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.mt_train \
+            --collect_stats true --use_preprocessor true $(bpe_args) \
+            --src_token_type word --src_token_list "${udir}/tokens.txt" \
+            --train_data_path_and_name_and_type "${tr}/text,text,text" \
+            --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
+            --valid_data_path_and_name_and_type "${va}/text,text,text" \
+            --valid_data_path_and_name_and_type "${va}/units,src_text,text" \
+            --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
+            --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
+        tgt_vocab=$(wc -l < "${tokendir}/tokens.txt"); src_vocab=$(wc -l < "${udir}/tokens.txt")
+        for part in train valid; do
+            awk -v N="${tgt_vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
+                > "${stats}/${part}/text_shape.${token_type}"
+            awk -v N="${src_vocab}" '{ print $0 "," N }' "${stats}/${part}/src_text_shape" \
+                > "${stats}/${part}/src_text_shape.word"
+        done
+        mark_done "${stats}/.done"
+    done
+    stage_end "collect stats"
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    stage_begin 8 "ESPnet mt_train (discrete_asr) for ${discretizers}"
+    for d in ${discretizers}; do
+        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
+        stats=${adir}/stats
+        if done_or "${adir}/.done_train"; then
+            log "${adir} already trained"
+            continue
+        fi
+        tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
+        log "training ${adir} (log: ${adir}/train.log)"
+        _t=${SECONDS}
+        # shellcheck disable=SC2046,SC2086  # word lists
+        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.mt_train \
+            --use_preprocessor true $(bpe_args) \
+            --src_token_type word --src_token_list "${udir}/tokens.txt" \
+            --train_data_path_and_name_and_type "${tr}/text,text,text" \
+            --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
+            --valid_data_path_and_name_and_type "${va}/text,text,text" \
+            --valid_data_path_and_name_and_type "${va}/units,src_text,text" \
+            --train_shape_file "${stats}/train/text_shape.${token_type}" \
+            --train_shape_file "${stats}/train/src_text_shape.word" \
+            --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
+            --valid_shape_file "${stats}/valid/src_text_shape.word" \
+            --fold_length "${text_fold_length}" --fold_length "${src_fold_length}" \
+            --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
+            --config "${adir}/train_config.yaml" ${asr_args}
+        echo "$(( SECONDS - _t ))" > "${adir}/train_seconds"
+        mark_done "${adir}/.done_train"
+    done
+    stage_end "train"
+fi
+
+decode_variants() { echo nolm; "${use_lm}" && echo lm; true; }
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    stage_begin 9 "ESPnet mt_inference on ${test_sets}"
+    for d in ${discretizers}; do
+        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}")
+        for s in ${test_sets}; do
+            for v in $(decode_variants); do
+                ddir=${adir}/decode_${s}_${v}
+                if done_or "${ddir}/.done"; then
+                    continue
+                fi
+                lm_opts=""
+                if [ "${v}" = lm ]; then
+                    lm_opts="--lm_train_config ${lmdir}/config.yaml --lm_file ${lmdir}/valid.loss.ave.pth --lm_weight ${lm_weight}"
+                fi
+                src=${dumpdir}/units_${tag}/${s}
+                _nj=$(min "${inference_nj}" "$(wc -l < "${src}/units")")
+                rm -rf "${ddir}"
+                mkdir -p "${ddir}/log"
+                keys=()
+                for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
+                utils/split_scp.sh "${src}/units" "${keys[@]}"
+                _ngpu=0; "${gpu_inference}" && _ngpu=1
+                log "decoding ${s} with ${adir} (${v}) -> ${ddir}"
+                # shellcheck disable=SC2086  # word lists
+                ${decode_cmd} --gpu "${_ngpu}" --num_threads 1 JOB=1:"${_nj}" "${ddir}/log/decode.JOB.log" \
+                    python -m espnet2.bin.mt_inference --batch_size 1 --ngpu "${_ngpu}" \
+                    --data_path_and_name_and_type "${src}/units,src_text,text" \
+                    --key_file "${ddir}/log/keys.JOB.scp" \
+                    --mt_train_config "${adir}/config.yaml" --mt_model_file "${adir}/${inference_model}" \
+                    --output_dir "${ddir}/log/output.JOB" --config "${inference_config}" \
+                    ${lm_opts} ${inference_args}
+                parts=()
+                for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
+                utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
+                cp "${src}/text" "${ddir}/ref"
+                mark_done "${ddir}/.done"
+            done
+        done
+    done
+    stage_end "decode"
+fi
+
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    stage_begin 10 "scoring (${score_unit})"
+    for ddir in "${expdir}"/asr_*/decode_*; do
+        [ -f "${ddir}/.done" ] || continue
+        python -m rpq_units.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
+            --unit "${score_unit}" --out "${ddir}/result.txt"
+        log "$(grep -m1 -E '^(WER|CER)' "${ddir}/result.txt" || true) ${ddir}"
+    done
+    stage_end "scoring"
+fi
+
+if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; then
+    adir=${expdir}/asr_${feat_tag}_continuous
+    stage_begin 11 "continuous reference: asr_train with frozen ${upstream} layer ${layer} -> ${adir}"
+    # s3prl 0.4.18 needs rpq_units.s3prl_compat imported first under torchaudio >= 2.9
+    asr_train=(python -c 'import sys, runpy, rpq_units.s3prl_compat; sys.argv[0] = "asr_train"; runpy.run_module("espnet2.bin.asr_train", run_name="__main__")')
+    asr_infer=(python -c 'import sys, runpy, rpq_units.s3prl_compat; sys.argv[0] = "asr_inference"; runpy.run_module("espnet2.bin.asr_inference", run_name="__main__")')
+    mkdir -p "${adir}"
+    python utils/make_asr_config.py --config "${continuous_config}" --upstream "${upstream}" \
+        --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" --out "${adir}/train_config.yaml"
+    data_args=(--train_data_path_and_name_and_type "${datadir}/${train_set}/wav.scp,speech,sound"
+               --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text"
+               --valid_data_path_and_name_and_type "${datadir}/${valid_set}/wav.scp,speech,sound"
+               --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text")
+    stats=${adir}/stats
+    if ! done_or "${stats}/.done"; then
+        rm -rf "${stats}"; mkdir -p "${stats}"
+        cut -d' ' -f1 "${datadir}/${train_set}/wav.scp" > "${stats}/train.keys"
+        cut -d' ' -f1 "${datadir}/${valid_set}/wav.scp" > "${stats}/valid.keys"
+        # shellcheck disable=SC2046  # bpe_args is a word list
+        ${train_cmd} "${stats}/collect_stats.log" "${asr_train[@]}" --collect_stats true \
+            --use_preprocessor true $(bpe_args) "${data_args[@]}" \
+            --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
+            --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
+        vocab=$(wc -l < "${tokendir}/tokens.txt")
+        for part in train valid; do
+            awk -v N="${vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
+                > "${stats}/${part}/text_shape.${token_type}"
+        done
+        mark_done "${stats}/.done"
+    fi
+    if ! done_or "${adir}/.done_train"; then
+        # shellcheck disable=SC2046,SC2086  # word lists
+        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" "${asr_train[@]}" --use_preprocessor true \
+            $(bpe_args) "${data_args[@]}" \
+            --train_shape_file "${stats}/train/speech_shape" \
+            --train_shape_file "${stats}/train/text_shape.${token_type}" \
+            --valid_shape_file "${stats}/valid/speech_shape" \
+            --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
+            --fold_length 800000 --fold_length "${text_fold_length}" \
+            --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
+            --config "${adir}/train_config.yaml" ${asr_args}
+        mark_done "${adir}/.done_train"
+    fi
+    for s in ${test_sets}; do
+        ddir=${adir}/decode_${s}_nolm
+        if ! done_or "${ddir}/.done"; then
+            _nj=$(min "${inference_nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
+            rm -rf "${ddir}"; mkdir -p "${ddir}/log"
+            keys=()
+            for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
+            utils/split_scp.sh "${datadir}/${s}/wav.scp" "${keys[@]}"
+            _ngpu=0; "${gpu_inference}" && _ngpu=1
+            # shellcheck disable=SC2086  # word list
+            ${decode_cmd} --gpu "${_ngpu}" --num_threads 1 JOB=1:"${_nj}" "${ddir}/log/decode.JOB.log" \
+                "${asr_infer[@]}" --batch_size 1 --ngpu "${_ngpu}" \
+                --data_path_and_name_and_type "${datadir}/${s}/wav.scp,speech,sound" \
+                --key_file "${ddir}/log/keys.JOB.scp" \
+                --asr_train_config "${adir}/config.yaml" --asr_model_file "${adir}/${inference_model}" \
+                --output_dir "${ddir}/log/output.JOB" --config "${inference_config}" ${inference_args}
+            parts=()
+            for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
+            utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
+            cp "${datadir}/${s}/text" "${ddir}/ref"
+            mark_done "${ddir}/.done"
+        fi
+        python -m rpq_units.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
+            --unit "${score_unit}" --out "${ddir}/result.txt"
+    done
+    stage_end "continuous reference"
+fi
+
+if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
+    stage_begin 12 "results table -> ${results}"
+    python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
+        --unit "${score_unit}" --command "${run_args% }" --timing "${timing}" --out "${results}"
+    cat "${results}"
+    stage_end "results"
+fi
+log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Run a command as a numbered job array, Kaldi run.pl/slurm.pl style:
+#
+#     run_jobs.sh [options] [JOB=1:N] <log> <command> [<args>...]
+#
+# Every literal "JOB" in <log> and in the command is replaced by the job index. Each job's
+# stdout and stderr go to its log, which starts with the command and ends with
+# "# Ended (code C) ...". The call succeeds only when every job succeeds; otherwise it names
+# each failing job's log and exits 1. Arguments that contain spaces or shell characters are
+# quoted; to run a pipeline, pass it as one argument to "bash -c".
+#
+# Backends (usually chosen once in cmd.sh):
+#   local  (default) up to --max_jobs_run processes at once on this machine
+#   slurm  a job array through "sbatch --wait" (one job: "srun"), each task re-entering this
+#          script with the local backend; --gpu N adds --gres=gpu:N; --mem, --time, --partition
+#          and free-form --slurm_opts are passed on.
+set -euo pipefail
+
+backend=local     # local or slurm
+max_jobs_run=0    # local: most jobs at once (0: number of CPUs)
+gpu=0             # GPUs per job (slurm: --gres=gpu:N; local: only recorded)
+mem=""            # slurm --mem
+time=""           # slurm --time
+partition=""      # slurm --partition
+slurm_opts=${RPQ_SLURM_OPTS:-}  # more sbatch/srun options, word-split (default: $RPQ_SLURM_OPTS)
+num_threads=0     # threads per job: exported as OMP_NUM_THREADS when > 0 (0: inherit)
+
+usage() {
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --backend|--max_jobs_run|--max-jobs-run|--gpu|--mem|--time|--partition|--slurm_opts|--slurm-opts|--num_threads|--num-threads)
+            [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
+            name=${1#--}; name=${name//-/_}
+            printf -v "${name}" '%s' "$2"
+            shift 2 ;;
+        --help|-h) usage ;;
+        --*) echo "$0: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+
+first=1; last=1; has_range=false
+if [[ $# -gt 0 && "$1" =~ ^JOB=([0-9]+):([0-9]+)$ ]]; then
+    first=${BASH_REMATCH[1]}; last=${BASH_REMATCH[2]}; has_range=true
+    shift
+    if [ "${first}" -gt "${last}" ]; then
+        echo "$0: empty job range JOB=${first}:${last}" >&2
+        exit 2
+    fi
+elif [[ $# -gt 0 && "$1" =~ ^[A-Za-z]+= ]]; then
+    echo "$0: bad job range '$1' (expected JOB=1:N)" >&2
+    exit 2
+fi
+[ $# -ge 2 ] || usage
+log_template=$1
+shift
+
+# Join the command into one string, quoting arguments that need it.
+cmdline=""
+for arg in "$@"; do
+    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+        cmdline+="${arg} "
+    else
+        cmdline+="$(printf '%q' "${arg}") "
+    fi
+done
+
+run_one() {  # run_one <job index>: one job, logged; returns its exit code
+    local id=$1 log cmd start rc
+    log=${log_template//JOB/${id}}
+    cmd=${cmdline//JOB/${id}}
+    mkdir -p "$(dirname "${log}")"
+    start=$(date +%s)
+    {
+        echo "# ${cmd}"
+        echo "# Started at $(date)"
+    } > "${log}"
+    set +e
+    if [ "${num_threads}" -gt 0 ]; then
+        OMP_NUM_THREADS=${num_threads} bash -c "${cmd}" >> "${log}" 2>&1 < /dev/null
+    else
+        bash -c "${cmd}" >> "${log}" 2>&1 < /dev/null
+    fi
+    rc=$?
+    set -e
+    {
+        echo "# Accounting: time=$(( $(date +%s) - start )) threads=${num_threads} gpu=${gpu}"
+        echo "# Ended (code ${rc}) at $(date)"
+    } >> "${log}"
+    return "${rc}"
+}
+
+check_logs() {  # fail naming every job whose log does not end with code 0
+    local id log failed=0
+    for ((id = first; id <= last; id++)); do
+        log=${log_template//JOB/${id}}
+        if [ ! -f "${log}" ] || ! tail -n 1 "${log}" | grep -q '^# Ended (code 0)'; then
+            echo "$0: job ${id} of ${first}:${last} failed; see ${log}" >&2
+            failed=$((failed + 1))
+        fi
+    done
+    if [ "${failed}" -gt 0 ]; then
+        [ "${first}" -eq "${last}" ] && [ -f "${log}" ] && tail -n 20 "${log}" | sed 's/^/  | /' >&2
+        return 1
+    fi
+}
+
+case "${backend}" in
+    local)
+        [ "${max_jobs_run}" -gt 0 ] || max_jobs_run=$(nproc 2>/dev/null || echo 1)
+        pids=()
+        for ((id = first; id <= last; id++)); do
+            while [ "$(jobs -rp | wc -l)" -ge "${max_jobs_run}" ]; do
+                wait -n || true
+            done
+            run_one "${id}" &
+            pids+=("$!")
+        done
+        for pid in "${pids[@]}"; do
+            wait "${pid}" || true
+        done
+        check_logs || exit 1
+        ;;
+    slurm)
+        command -v sbatch >/dev/null || { echo "$0: backend slurm but sbatch is not on PATH" >&2; exit 1; }
+        opts=()
+        [ "${gpu}" -gt 0 ] && opts+=("--gres=gpu:${gpu}")
+        [ -n "${mem}" ] && opts+=("--mem=${mem}")
+        [ -n "${time}" ] && opts+=("--time=${time}")
+        [ -n "${partition}" ] && opts+=("--partition=${partition}")
+        [ "${num_threads}" -gt 1 ] && opts+=("--cpus-per-task=${num_threads}")
+        # shellcheck disable=SC2206  # slurm_opts is a word list on purpose
+        opts+=(${slurm_opts})
+        self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+        inner=(bash "${self}" --backend local --gpu "${gpu}" --num_threads "${num_threads}")
+        if ! ${has_range}; then
+            srun --job-name="$(basename "${log_template}" .log)" "${opts[@]}" "${inner[@]}" "${log_template}" "$@" || true
+        else
+            qdir=$(dirname "${log_template}")/q
+            mkdir -p "${qdir}"
+            script=${qdir}/$(basename "${log_template//JOB/array}" .log).sh
+            {
+                echo "#!/usr/bin/env bash"
+                echo "cd $(printf '%q' "${PWD}")"
+                printf '%q ' "${inner[@]}"
+                # shellcheck disable=SC2016  # expanded by the job script, not here
+                printf 'JOB=${SLURM_ARRAY_TASK_ID}:${SLURM_ARRAY_TASK_ID} '
+                printf '%q ' "${log_template}" "$@"
+                echo
+            } > "${script}"
+            sbatch --wait --array="${first}-${last}" --job-name="$(basename "${script}" .sh)" \
+                --output=/dev/null "${opts[@]}" "${script}" > /dev/null || true
+        fi
+        check_logs || exit 1
+        ;;
+    *)
+        echo "$0: unknown backend '${backend}' (local or slurm)" >&2
+        exit 2 ;;
+esac

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Offline demo: synthetic speech (espeak-ng voices) in the LibriSpeech layout -> fbank ->
+# K-means / PQ / RPQ units -> small ESPnet discrete ASR on CPU -> WER on a test set of the
+# training voices and one of held-out voices. About 40 minutes on 2 CPU cores.
+# Any engine option can be added on the command line, e.g.
+#     ./run.sh --stage 8 --stop_stage 12 --use_lm true
+set -euo pipefail
+
+train_set=train_clean
+valid_set=dev_clean
+test_sets="test_clean test_heldout"
+
+./units_asr.sh \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    --upstream fbank \
+    --feats_portion 0.3 \
+    --discretizers "kmeans pq rpq" \
+    --units_conf_dir conf/units \
+    --token_type char \
+    --score_unit word \
+    --asr_config conf/asr/train_discrete_asr.yaml \
+    --inference_config conf/asr/decode.yaml \
+    --lm_config conf/asr/train_lm.yaml \
+    --continuous_config conf/asr/train_continuous.yaml \
+    "$@"

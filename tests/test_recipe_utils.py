@@ -1,0 +1,200 @@
+"""The recipe shell utilities: option parsing, the job runner, split/merge, data dir checks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from recipe_helpers import ROOT, UTILS, run
+
+SCRIPT = """#!/usr/bin/env bash
+set -euo pipefail
+nj=4              # number of jobs
+use_gpu=false     # decode on GPU
+out_dir=exp/x     # output directory
+help_message="Usage: $0 [options] <arg>"
+. {utils}/parse_options.sh
+echo "nj=$nj use_gpu=$use_gpu out_dir=$out_dir rest=$*"
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    p = tmp_path / "s.sh"
+    p.write_text(SCRIPT.format(utils=UTILS))
+    return p
+
+
+def test_options_set_variables(script):
+    r = run(["bash", script, "--nj", "8", "--use-gpu", "true", "--out_dir=a b", "pos1", "pos2"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "nj=8 use_gpu=true out_dir=a b rest=pos1 pos2"
+
+
+def test_unknown_option_is_usage_error(script):
+    r = run(["bash", script, "--njobs", "3"])
+    assert r.returncode == 2
+    assert "unknown option --njobs" in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nj"], "needs a value"),
+    (["--use_gpu", "yes"], "takes true or false"),
+    (["--help_message", "x"], "unknown option"),
+])
+def test_bad_option_values(script, args, message):
+    r = run(["bash", script, *args])
+    assert r.returncode == 2
+    assert message in r.stderr
+
+
+def test_help_lists_options_with_defaults(script):
+    r = run(["bash", script, "--nj", "7", "--help"])
+    assert r.returncode == 0
+    assert "Usage:" in r.stdout
+    assert "--nj" in r.stdout and "[7]" in r.stdout and "number of jobs" in r.stdout
+    assert "--use_gpu" in r.stdout and "[false]" in r.stdout
+    assert "--out_dir" in r.stdout and "[exp/x]" in r.stdout
+
+
+def test_engine_help_and_usage_errors():
+    recipe = ROOT / "egs" / "mini_librispeech"
+    r = run(["./run.sh", "--help"], cwd=recipe)
+    assert r.returncode == 0, r.stderr
+    for opt in ("--stage", "--stop_stage", "--discretizers", "--upstream", "--use_lm", "--nj"):
+        assert opt in r.stdout
+    r = run(["./run.sh", "--no_such_option", "1"], cwd=recipe)
+    assert r.returncode == 2 and "unknown option --no_such_option" in r.stderr
+    r = run(["./units_asr.sh", "--stage", "12"], cwd=recipe)
+    assert r.returncode == 2 and "--train_set is required" in r.stderr
+
+
+# ---- the job runner -------------------------------------------------------------------
+def test_job_substitution_and_logs(tmp_path):
+    r = run([UTILS / "run_jobs.sh", "JOB=1:3", tmp_path / "log" / "x.JOB.log",
+             "bash", "-c", f"echo job JOB > {tmp_path}/out.JOB"])
+    assert r.returncode == 0, r.stderr
+    for j in (1, 2, 3):
+        assert (tmp_path / f"out.{j}").read_text() == f"job {j}\n"
+        log = (tmp_path / "log" / f"x.{j}.log").read_text().splitlines()
+        assert log[0].startswith("# bash -c")
+        assert log[-1].startswith("# Ended (code 0)")
+
+
+def test_arguments_with_spaces_are_kept(tmp_path):
+    r = run([UTILS / "run_jobs.sh", tmp_path / "one.log", "printf", "%s|", "a b", "c"])
+    assert r.returncode == 0, r.stderr
+    assert "a b|c|" in (tmp_path / "one.log").read_text()
+
+
+def test_failing_job_fails_and_names_its_log(tmp_path):
+    r = run([UTILS / "run_jobs.sh", "JOB=1:4", tmp_path / "x.JOB.log",
+             "bash", "-c", "echo working JOB; [ JOB -ne 3 ] || { echo broken input >&2; exit 7; }"])
+    assert r.returncode == 1
+    assert f"job 3 of 1:4 failed; see {tmp_path}/x.3.log" in r.stderr
+    assert "x.1.log" not in r.stderr
+    log = (tmp_path / "x.3.log").read_text()
+    assert "broken input" in log and "# Ended (code 7)" in log
+    # the other jobs ran to completion
+    assert "# Ended (code 0)" in (tmp_path / "x.4.log").read_text()
+
+
+def test_single_failing_job_shows_log_tail(tmp_path):
+    r = run([UTILS / "run_jobs.sh", tmp_path / "one.log", "bash", "-c", "echo the reason; exit 3"])
+    assert r.returncode == 1
+    assert "one.log" in r.stderr and "the reason" in r.stderr
+
+
+def test_jobs_run_in_parallel(tmp_path):
+    t0 = time.monotonic()
+    r = run([UTILS / "run_jobs.sh", "--max_jobs_run", "4", "JOB=1:4", tmp_path / "x.JOB.log", "sleep", "2"])
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 6, f"4 jobs of 2 s took {elapsed:.1f} s: not parallel"
+
+
+def test_max_jobs_run_limits_concurrency(tmp_path):
+    r = run([UTILS / "run_jobs.sh", "--max_jobs_run", "1", "JOB=1:3", tmp_path / "x.JOB.log", "bash", "-c",
+             f"mkdir {tmp_path}/lock && sleep 0.3 && rmdir {tmp_path}/lock"])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["JOB=3:1", "x.log", "true"], "empty job range"),
+    (["JOBS=1:2", "x.log", "true"], "bad job range"),
+    (["--backend", "pbs", "x.log", "true"], "unknown backend"),
+    (["--frobnicate", "1", "x.log", "true"], "unknown option"),
+])
+def test_runner_usage_errors(tmp_path, args, message):
+    r = run([UTILS / "run_jobs.sh", *args], cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+
+
+# ---- split / merge ------------------------------------------------------------------------
+def test_split_covers_every_line_once(tmp_path):
+    lines = [f"utt{i:03d} x{i}" for i in range(11)]
+    (tmp_path / "in.scp").write_text("\n".join(lines) + "\n")
+    outs = [tmp_path / f"part.{j}" for j in (1, 2, 3)]
+    r = run([UTILS / "split_scp.sh", tmp_path / "in.scp", *outs])
+    assert r.returncode == 0, r.stderr
+    parts = [p.read_text().splitlines() for p in outs]
+    assert [len(p) for p in parts] == [4, 4, 3]
+    assert sum(parts, []) == lines
+    r = run([UTILS / "split_scp.sh", tmp_path / "in.scp", *[tmp_path / f"p{j}" for j in range(12)]])
+    assert r.returncode == 1 and "fewer than the 12 parts" in r.stderr
+
+
+def test_merge_sorts_and_refuses_duplicates(tmp_path):
+    (tmp_path / "a").write_text("b 2\nd 4\n")
+    (tmp_path / "b").write_text("c 3\na 1\n")
+    r = run([UTILS / "merge_sorted.sh", tmp_path / "out", tmp_path / "a", tmp_path / "b"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_text() == "a 1\nb 2\nc 3\nd 4\n"
+    (tmp_path / "c").write_text("b 9\n")
+    r = run([UTILS / "merge_sorted.sh", tmp_path / "out2", tmp_path / "a", tmp_path / "c"])
+    assert r.returncode == 1 and "duplicate key 'b'" in r.stderr
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out2.tmp").exists()
+    r = run([UTILS / "merge_sorted.sh", tmp_path / "out3", tmp_path / "a", tmp_path / "missing"])
+    assert r.returncode == 1 and "missing part" in r.stderr
+
+
+# ---- validate_data_dir --------------------------------------------------------------------
+def _data_dir(d, **override):
+    d.mkdir()
+    tables = {
+        "wav.scp": "s1-a /x/a.flac\ns1-b /x/b.flac\ns2-c /x/c.flac\n",
+        "text": "s1-a HELLO\ns1-b WORLD\ns2-c AGAIN\n",
+        "utt2spk": "s1-a s1\ns1-b s1\ns2-c s2\n",
+        "spk2utt": "s1 s1-a s1-b\ns2 s2-c\n",
+    }
+    tables.update(override)
+    for name, content in tables.items():
+        (d / name).write_text(content)
+    return d
+
+
+def test_valid_data_dir(tmp_path):
+    r = run([UTILS / "validate_data_dir.sh", _data_dir(tmp_path / "d")])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"text": "s1-b WORLD\ns1-a HELLO\ns2-c AGAIN\n"}, "text is not sorted"),
+    ({"wav.scp": "s1-a /x/a.flac\ns1-a /x/b.flac\ns2-c /x/c.flac\n"}, "duplicate key 's1-a'"),
+    ({"text": "s1-a HELLO\ns2-c AGAIN\n"}, "utterance 's1-b' is in only one of"),
+    ({"spk2utt": "s1 s1-a\ns2 s2-c\n"}, "spk2utt does not match"),
+    ({"utt2spk": ""}, "empty"),
+])
+def test_invalid_data_dirs(tmp_path, override, message):
+    r = run([UTILS / "validate_data_dir.sh", _data_dir(tmp_path / "d", **override)])
+    assert r.returncode == 1
+    assert message in r.stderr
+
+
+def test_missing_table(tmp_path):
+    d = _data_dir(tmp_path / "d")
+    (d / "utt2spk").unlink()
+    r = run([UTILS / "validate_data_dir.sh", d])
+    assert r.returncode == 1 and f"missing {d}/utt2spk" in r.stderr
