@@ -16,8 +16,8 @@ numbers.
 
 CER = (S + D + I) / N over the characters of the normalised reference, spaces included (ESPnet's
 ``<space>`` token), the ``[lang]`` prefix excluded (it is scored as LID instead). Edit counts come
-from ``jiwer.process_characters``; pairs are aligned one utterance at a time, so counts add up
-over any grouping (overall = sum over languages).
+from the project's scorer (``rpq_units.scoring``, jiwer alignment); pairs are aligned one
+utterance at a time, so counts add up over any grouping (overall = sum over languages).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import jiwer
+from rpq_units.scoring import Counts, align, read_text, tokens, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -93,66 +93,46 @@ def char_tokens(text: str, non_linguistic_symbols: Iterable[str] = ()) -> list[s
     return out
 
 
-@dataclass
-class ErrorCounts:
-    """Character edit counts of a set of utterances (N = reference characters)."""
-
-    utts: int = 0
-    ref_chars: int = 0
-    corr: int = 0
-    sub: int = 0
-    dele: int = 0
-    ins: int = 0
-
-    @property
-    def errors(self) -> int:
-        return self.sub + self.dele + self.ins
-
-    @property
-    def cer(self) -> float:
-        """Percent; inf when there is no reference character but there are insertions."""
-        if self.ref_chars == 0:
-            return 0.0 if self.ins == 0 else float("inf")
-        return 100.0 * self.errors / self.ref_chars
-
-    def add(self, other: ErrorCounts) -> None:
-        self.utts += other.utts
-        self.ref_chars += other.ref_chars
-        self.corr += other.corr
-        self.sub += other.sub
-        self.dele += other.dele
-        self.ins += other.ins
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "err": self.errors, "cer": round(self.cer, 2)}
-
-
-def char_errors(refs: list[str], hyps: list[str]) -> ErrorCounts:
-    """Edit counts between paired reference and hypothesis strings (code points, spaces count)."""
+def char_counts(refs: list[str], hyps: list[str], ids: list[str] | None = None) -> Counts:
+    """Character edit counts of paired strings, aligned one pair at a time by
+    ``rpq_units.scoring`` (code points, a space between words is one token); per-utterance
+    rows are kept when ``ids`` are given."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    counts = ErrorCounts(utts=len(refs))
-    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
-    # jiwer refuses empty references: every hypothesis character there is an insertion.
-    counts.ins += sum(len(h) for r, h in zip(refs, hyps, strict=True) if not r)
-    if pairs:
-        out = jiwer.process_characters([r for r, _ in pairs], [h for _, h in pairs])
-        counts.corr += out.hits
-        counts.sub += out.substitutions
-        counts.dele += out.deletions
-        counts.ins += out.insertions
-        counts.ref_chars += out.hits + out.substitutions + out.deletions
-    return counts
+    c = Counts()
+    for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True)):
+        corr, sub, dele, ins = align(tokens(ref, "char"), tokens(hyp, "char"))
+        part = Counts(corr, sub, dele, ins, utts=1, utt_errors=int(sub + dele + ins > 0))
+        if ids is not None:
+            part.per_utt.append((ids[i], part.n, sub, dele, ins))
+        add_counts(c, part)
+    return c
+
+
+def add_counts(total: Counts, part: Counts) -> None:
+    """``total += part``."""
+    total.corr += part.corr
+    total.sub += part.sub
+    total.dele += part.dele
+    total.ins += part.ins
+    total.utts += part.utts
+    total.utt_errors += part.utt_errors
+    total.per_utt.extend(part.per_utt)
+
+
+def counts_dict(c: Counts) -> dict:
+    return {"utts": c.utts, "n": c.n, "corr": c.corr, "sub": c.sub, "del": c.dele,
+            "ins": c.ins, "err": c.err, "cer": round(c.rate, 2)}  # fmt: skip
 
 
 @dataclass
 class MultilingualReport:
     """Scores of one decoded set: overall, per language, few-shot vs the rest, LID."""
 
-    overall: ErrorCounts
-    per_lang: dict[str, ErrorCounts]
-    few_shot: ErrorCounts
-    normal: ErrorCounts
+    overall: Counts
+    per_lang: dict[str, Counts]
+    few_shot: Counts
+    normal: Counts
     lid_correct: int | None
     lid_total: int | None
     missing_hyps: int
@@ -165,10 +145,10 @@ class MultilingualReport:
 
     def as_dict(self) -> dict:
         return {
-            "overall": self.overall.as_dict(),
-            "few_shot": self.few_shot.as_dict(),
-            "normal": self.normal.as_dict(),
-            "per_lang": {k: v.as_dict() for k, v in sorted(self.per_lang.items())},
+            "overall": counts_dict(self.overall),
+            "few_shot": counts_dict(self.few_shot),
+            "normal": counts_dict(self.normal),
+            "per_lang": {k: counts_dict(v) for k, v in sorted(self.per_lang.items())},
             "lid_accuracy": None if self.lid_accuracy is None else round(self.lid_accuracy, 2),
             "lid_correct": self.lid_correct,
             "lid_total": self.lid_total,
@@ -198,7 +178,7 @@ def score_multilingual(
             "wrong reference file?"
         )
     few = set(few_shot_langs)
-    groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    groups: dict[str, tuple[list[str], list[str], list[str]]] = defaultdict(lambda: ([], [], []))
     lid_correct = lid_total = 0
     missing = 0
     for utt in sorted(ref):
@@ -212,17 +192,18 @@ def score_multilingual(
         lang = (utt2lang or {}).get(utt) or ref_lang
         if lang is None:
             raise ValueError(f"utterance {utt!r}: no language (not in utt2lang, no [lang] prefix)")
-        refs, hyps = groups[lang]
+        refs, hyps, ids = groups[lang]
         refs.append(ref_text)
         hyps.append(hyp_text)
+        ids.append(utt)
     if missing:
         logger.warning("%d of %d utterances have no hypothesis; scored as empty", missing, len(ref))
 
-    per_lang = {lang: char_errors(r, h) for lang, (r, h) in groups.items()}
-    overall, few_shot, normal = ErrorCounts(), ErrorCounts(), ErrorCounts()
+    per_lang = {lang: char_counts(*group) for lang, group in groups.items()}
+    overall, few_shot, normal = Counts(), Counts(), Counts()
     for lang, counts in per_lang.items():
-        overall.add(counts)
-        (few_shot if lang in few else normal).add(counts)
+        add_counts(overall, counts)
+        add_counts(few_shot if lang in few else normal, counts)
     return MultilingualReport(
         overall=overall,
         per_lang=per_lang,
@@ -234,20 +215,6 @@ def score_multilingual(
     )
 
 
-def read_text_table(path: str | os.PathLike) -> dict[str, str]:
-    """``uttid text...`` lines -> dict (text may be empty). Duplicate ids are an error."""
-    table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split(maxsplit=1)
-            if not parts:
-                continue
-            if parts[0] in table:
-                raise ValueError(f"{path}:{n}: duplicate utterance id {parts[0]!r}")
-            table[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
-    return table
-
-
 def format_report(report: MultilingualReport, *, title: str = "") -> str:
     """A plain-text table: one row per language, then few-shot, normal and overall rows."""
     few = set(FEW_SHOT_LANGS)
@@ -255,11 +222,8 @@ def format_report(report: MultilingualReport, *, title: str = "") -> str:
     lines = [title] if title else []
     lines += [head, "-" * len(head)]
 
-    def row(name: str, c: ErrorCounts) -> str:
-        return (
-            f"{name:<10} {c.utts:>5} {c.ref_chars:>7} {c.sub:>6} {c.dele:>6} {c.ins:>6} "
-            f"{c.cer:>7.2f}"
-        )
+    def row(name: str, c: Counts) -> str:
+        return f"{name:<10} {c.utts:>5} {c.n:>7} {c.sub:>6} {c.dele:>6} {c.ins:>6} {c.rate:>7.2f}"
 
     for lang, counts in sorted(report.per_lang.items()):
         lines.append(row(lang + (" *" if lang in few else ""), counts))
@@ -276,12 +240,6 @@ def format_report(report: MultilingualReport, *, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def score_files(
     ref_file: str | os.PathLike,
     hyp_file: str | os.PathLike,
@@ -290,21 +248,21 @@ def score_files(
     utt2lang_file: str | os.PathLike | None = None,
     few_shot_langs: Iterable[str] = FEW_SHOT_LANGS,
 ) -> MultilingualReport:
-    """Score text tables and write ``out_dir/{result.txt, cer_per_lang.txt, cer.json}``."""
-    ref = read_text_table(ref_file)
-    hyp = read_text_table(hyp_file)
-    utt2lang = read_text_table(utt2lang_file) if utt2lang_file else None
+    """Score text tables and write into ``out_dir``: ``result.txt`` (overall CER in the format
+    of ``rpq_units.scoring``, so results tables read it), ``cer_per_lang.txt`` and ``cer.json``."""
+    ref = read_text(ref_file)
     if not ref:
         raise ValueError(f"{ref_file}: no reference utterances")
-    report = score_multilingual(ref, hyp, utt2lang, few_shot_langs=few_shot_langs)
+    utt2lang = read_text(utt2lang_file) if utt2lang_file else None
+    report = score_multilingual(ref, read_text(hyp_file), utt2lang, few_shot_langs=few_shot_langs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    o = report.overall
-    summary = (
-        f"N={o.ref_chars} Corr={o.corr} Sub={o.sub} Del={o.dele} Ins={o.ins} "
-        f"Err={o.errors} CER={o.cer:.2f}% utts={o.utts}\n"
-    )
-    _write_atomic(out / "result.txt", summary)
-    _write_atomic(out / "cer_per_lang.txt", format_report(report, title=f"# {hyp_file}"))
-    _write_atomic(out / "cer.json", json.dumps(report.as_dict(), indent=1, ensure_ascii=False) + "\n")
+    write_result(report.overall, out / "result.txt", "char", ref_file, hyp_file)
+    for name, text in (
+        ("cer_per_lang.txt", format_report(report, title=f"# {hyp_file}")),
+        ("cer.json", json.dumps(report.as_dict(), indent=1, ensure_ascii=False) + "\n"),
+    ):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
     return report

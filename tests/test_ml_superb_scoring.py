@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from rpq_units.lang_scoring import (
     FEW_SHOT_LANGS,
-    char_errors,
+    char_counts,
     char_tokens,
     normalize_text,
     score_files,
     score_multilingual,
     split_lid,
 )
+from rpq_units.scoring import read_result
 
 
 @pytest.mark.parametrize(
@@ -79,17 +79,17 @@ def test_char_tokens_match_espnet_char_tokenizer():
         ("ABC", "", 0, 3, 0, 3),
     ],
 )
-def test_char_errors_hand_checked(ref, hyp, sub, dele, ins, n):
-    c = char_errors([ref], [hyp])
-    assert (c.sub, c.dele, c.ins, c.ref_chars) == (sub, dele, ins, n)
-    assert c.cer == pytest.approx(100.0 * (sub + dele + ins) / n)
+def test_char_counts_hand_checked(ref, hyp, sub, dele, ins, n):
+    c = char_counts([ref], [hyp])
+    assert (c.sub, c.dele, c.ins, c.n) == (sub, dele, ins, n)
+    assert c.rate == pytest.approx(100.0 * (sub + dele + ins) / n)
 
 
-def test_char_errors_empty_reference():
-    c = char_errors(["", "AB"], ["XY", "AB"])
-    assert (c.ins, c.ref_chars, c.corr) == (2, 2, 2)
-    assert c.cer == pytest.approx(100.0)
-    assert math.isinf(char_errors([""], ["X"]).cer)
+def test_char_counts_empty_reference():
+    c = char_counts(["", "AB"], ["XY", "AB"], ids=["a", "b"])
+    assert (c.ins, c.n, c.corr, c.utts, c.utt_errors) == (2, 2, 2, 2, 1)
+    assert c.rate == pytest.approx(100.0)
+    assert c.per_utt == [("a", 0, 0, 0, 2), ("b", 2, 0, 0, 0)]
 
 
 def _sample():
@@ -112,15 +112,15 @@ def _sample():
 def test_per_language_few_shot_and_lid():
     ref, hyp = _sample()
     r = score_multilingual(ref, hyp)
-    assert {k: (v.errors, v.ref_chars) for k, v in r.per_lang.items()} == {
+    assert {k: (v.err, v.n) for k, v in r.per_lang.items()} == {
         "eng": (2, 8), "hin": (1, 6), "lit": (5, 5), "vie": (1, 3),
     }  # fmt: skip
-    assert r.per_lang["eng"].cer == pytest.approx(25.0)
-    assert (r.overall.errors, r.overall.ref_chars, r.overall.utts) == (9, 22, 5)
-    assert r.overall.cer == pytest.approx(100 * 9 / 22)
+    assert r.per_lang["eng"].rate == pytest.approx(25.0)
+    assert (r.overall.err, r.overall.n, r.overall.utts) == (9, 22, 5)
+    assert r.overall.rate == pytest.approx(100 * 9 / 22)
     assert "lit" in FEW_SHOT_LANGS and "vie" in FEW_SHOT_LANGS
-    assert (r.few_shot.errors, r.few_shot.ref_chars) == (6, 8)
-    assert (r.normal.errors, r.normal.ref_chars) == (3, 14)
+    assert (r.few_shot.err, r.few_shot.n) == (6, 8)
+    assert (r.normal.err, r.normal.n) == (3, 14)
     # LID: eng_1, eng_2, hin_1 right; lit_1 (no hypothesis) and vie_1 wrong.
     assert (r.lid_correct, r.lid_total) == (3, 5)
     assert r.lid_accuracy == pytest.approx(60.0)
@@ -132,8 +132,8 @@ def test_language_from_utt2lang_without_prefix():
     hyp = {"a": "ABC", "b": "КИТ"}
     r = score_multilingual(ref, hyp, {"a": "eng", "b": "rus"}, few_shot_langs=["rus"])
     assert r.lid_accuracy is None
-    assert r.per_lang["rus"].sub == 1 and r.per_lang["eng"].errors == 0
-    assert r.few_shot.cer == pytest.approx(100 / 3)
+    assert r.per_lang["rus"].sub == 1 and r.per_lang["eng"].err == 0
+    assert r.few_shot.rate == pytest.approx(100 / 3)
     with pytest.raises(ValueError, match="no language"):
         score_multilingual(ref, hyp)
 
@@ -154,5 +154,41 @@ def test_score_files_writes_tables(tmp_path):
     assert data["lid_accuracy"] == pytest.approx(60.0)
     table = (tmp_path / "score" / "cer_per_lang.txt").read_text(encoding="utf-8")
     assert "lit *" in table and "few-shot*" in table and "LID accuracy: 60.00%" in table
-    assert "Err=9" in (tmp_path / "score" / "result.txt").read_text()
+    result = (tmp_path / "score" / "result.txt").read_text(encoding="utf-8")
+    assert result.startswith("CER 40.91 %") and "\nErr 9\n" in result
+    assert read_result(tmp_path / "score" / "result.txt")["N"] == 22
     assert not list((tmp_path / "score").glob("*.tmp"))
+
+
+def test_recipe_scoring_and_table(tmp_path):
+    """local/score_ml_superb.py: rescoring of finished decodes and the per-language table."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "local" / "score_ml_superb.py"
+    spec = importlib.util.spec_from_file_location("score_ml_superb", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    ref, hyp = _sample()
+    data = tmp_path / "data" / "test_10min"
+    data.mkdir(parents=True)
+    (data / "utt2lang").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in ref))
+    for model, done in (("fbank_llast_pq", True), ("fbank_llast_rpq", False)):
+        d = tmp_path / "exp" / f"asr_{model}" / "decode_test_10min_nolm"
+        d.mkdir(parents=True)
+        (d / "ref").write_text("".join(f"{k} {v}\n" for k, v in ref.items()), encoding="utf-8")
+        (d / "hyp").write_text("".join(f"{k} {v}\n" for k, v in hyp.items()), encoding="utf-8")
+        if done:
+            (d / ".done").touch()
+    args = ["--exp_dir", str(tmp_path / "exp"), "--test_sets", "test_10min"]
+    assert mod.main(["score", *args, "--data_dir", str(tmp_path / "data")]) == 0
+    scored = tmp_path / "exp" / "asr_fbank_llast_pq" / "decode_test_10min_nolm"
+    assert read_result(scored / "result.txt")["Err"] == 9
+    assert not (tmp_path / "exp" / "asr_fbank_llast_rpq" / "decode_test_10min_nolm" / "cer.json").exists()
+    text = mod.table(tmp_path / "exp", ["test_10min"])
+    lines = text.splitlines()
+    assert lines[0] == "## test_10min: CER (%) per language"
+    assert lines[2] == "| model | CER all | few-shot | normal | LID acc | eng | hin | lit* | vie* |"
+    assert lines[4] == "| fbank_llast_pq | 40.9 | 75.0 | 21.4 | 60.0 | 25.0 | 16.7 | 100.0 | 33.3 |"
+    assert len([line for line in lines if line.startswith("| fbank")]) == 1

@@ -15,9 +15,11 @@
 #   7  ESPnet mt_train collect stats (discrete_asr)
 #   8  ESPnet mt_train training
 #   9  ESPnet mt_inference decoding of every test set (with and without the LM)
-#  10  scoring: WER/CER with rpq_units.scoring (result.txt with Sub/Del/Ins)
+#  10  scoring: WER/CER with rpq_units.scoring (result.txt with Sub/Del/Ins), then the recipe's
+#      local/score.sh <expdir> where it has one (e.g. CER per language)
 #  11  continuous reference (--run_continuous true): asr_train with the frozen s3prl upstream
-#  12  RESULTS.md: one row per discretizer, one column per test set
+#  12  RESULTS.md: one row per discretizer, one column per test set (plus what the recipe's
+#      local/results.sh <expdir> prints, where it has one)
 set -euo pipefail
 
 log() {
@@ -57,6 +59,8 @@ token_type=bpe          # char or bpe
 nbpe=5000               # sentencepiece vocabulary size (bpe)
 bpemode=unigram         # sentencepiece model type
 score_unit=word         # word (WER) or char (CER)
+nlsyms_txt=""           # non-linguistic symbols, one a line (e.g. [eng] language tags): one target token each
+local_score_opts=""     # options for the recipe's local/score.sh (stage 10) and local/results.sh (stage 12)
 # ESPnet models
 asr_config=conf/asr/train_discrete_asr.yaml   # mt_train config (discrete_asr, frontend patch)
 asr_args=""             # more mt_train arguments
@@ -205,17 +209,23 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     if ! done_or "${tokendir}/.done"; then
         mkdir -p "${tokendir}"
         cut -d' ' -f2- "${datadir}/${train_set}/text" > "${tokendir}/train.txt"
+        nlsyms_opts=(); spm_opts=()
+        if [ -n "${nlsyms_txt}" ]; then
+            nlsyms_opts=(--non_linguistic_symbols "${nlsyms_txt}")
+            [ -s "${nlsyms_txt}" ] && spm_opts=(--user_defined_symbols="$(paste -sd, "${nlsyms_txt}")")
+        fi
         if [ "${token_type}" = bpe ]; then
             ${train_cmd} "${tokendir}/spm_train.log" python -m espnet2.bin.spm_train \
                 --input="${tokendir}/train.txt" --vocab_size="${nbpe}" --model_type="${bpemode}" \
-                --model_prefix="${tokendir}/bpe" --character_coverage=1.0 --input_sentence_size=100000000
+                --model_prefix="${tokendir}/bpe" --character_coverage=1.0 --input_sentence_size=100000000 \
+                "${spm_opts[@]}"
             bpe_opts=(--bpemodel "${tokendir}/bpe.model")
         else
             bpe_opts=()
         fi
         ${train_cmd} "${tokendir}/tokenize.log" python -m espnet2.bin.tokenize_text \
             --token_type "${token_type}" --input "${tokendir}/train.txt" --output "${tokendir}/tokens.txt.tmp" \
-            "${bpe_opts[@]}" --field 1- --write_vocabulary true \
+            "${bpe_opts[@]}" "${nlsyms_opts[@]}" --field 1- --write_vocabulary true \
             --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
         mv "${tokendir}/tokens.txt.tmp" "${tokendir}/tokens.txt"
         mark_done "${tokendir}/.done"
@@ -233,6 +243,7 @@ fi
 bpe_args() {  # ESPnet target tokenizer arguments
     echo "--token_type ${token_type} --token_list ${tokendir}/tokens.txt"
     [ "${token_type}" = bpe ] && echo "--bpemodel ${tokendir}/bpe.model"
+    [ -n "${nlsyms_txt}" ] && echo "--non_linguistic_symbols ${nlsyms_txt}"
     true
 }
 
@@ -400,6 +411,10 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
             --unit "${score_unit}" --out "${ddir}/result.txt"
         log "$(grep -m1 -E '^(WER|CER)' "${ddir}/result.txt" || true) ${ddir}"
     done
+    if [ -x local/score.sh ]; then
+        # shellcheck disable=SC2086  # local_score_opts is a word list
+        local/score.sh --datadir "${datadir}" ${local_score_opts} "${expdir}"
+    fi
     stage_end "scoring"
 fi
 
@@ -478,6 +493,10 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     stage_begin 12 "results table -> ${results}"
     python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
         --unit "${score_unit}" --command "${run_args% }" --timing "${timing}" --out "${results}"
+    if [ -x local/results.sh ]; then
+        # shellcheck disable=SC2086  # local_score_opts is a word list
+        local/results.sh ${local_score_opts} "${expdir}" >> "${results}"
+    fi
     cat "${results}"
     stage_end "results"
 fi

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Offline multilingual demo: synthetic speech in 9 languages (espeak-ng) in the ML-SUPERB layout
+# -> fbank -> K-means / PQ / RPQ units -> small ESPnet discrete ASR on CPU -> CER per
+# discretizer, per language and for the few-shot language. Any engine option can be added on
+# the command line, e.g. ./run.sh --stage 9 --stop_stage 12
+set -euo pipefail
+
+lid=false   # true: [lang] prefix on transcripts, LID accuracy in the results
+
+train_set=train_1h
+valid_set=dev_10min
+test_sets=test_10min
+nlsyms=""
+"${lid}" && nlsyms=data/nlsyms.txt
+
+./units_asr.sh \
+    --train_set "${train_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    --data_opts "--lid ${lid}" \
+    --upstream fbank \
+    --feats_portion 0.3 \
+    --discretizers "kmeans pq rpq" \
+    --units_conf_dir conf/units \
+    --token_type char \
+    --nlsyms_txt "${nlsyms}" \
+    --score_unit char \
+    --local_score_opts "--test_sets ${test_sets}" \
+    --asr_config conf/asr/train_discrete_asr.yaml \
+    --asr_args "--max_epoch 15" \
+    --inference_config conf/asr/decode.yaml \
+    --lm_config conf/asr/train_lm.yaml \
+    --continuous_config conf/asr/train_continuous.yaml \
+    "$@"
