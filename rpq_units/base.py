@@ -31,6 +31,11 @@ METHODS: dict[str, str] = {
     "kmeans": "rpq_units.kmeans:KMeansQuantizer",
     "pq": "rpq_units.pq:ProductQuantizer",
     "rpq": "rpq_units.pq:RandomProductQuantizer",
+    "rvq": "rpq_units.rvq:ResidualVectorQuantizer",
+    "avq": "rpq_units.avq:AdditiveQuantizer",
+    "nsvq": "rpq_units.nsvq:GradientVQ",
+    "ste": "rpq_units.nsvq:STEVQ",
+    "random_projection": "rpq_units.random_projection:RandomProjectionQuantizer",
 }
 
 

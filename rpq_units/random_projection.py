@@ -1,0 +1,157 @@
+"""BEST-RQ's random-projection quantizer (Chiu et al., "Self-supervised Learning with
+Random-projection Quantizer for Speech Recognition", ICML 2022).
+
+Nothing is learned but per-dimension normalisation statistics. For frames ``x_t`` (e.g. 80-dim
+log-mel) and codebook m of M:
+
+    z_t = (x_t - mean) / std                                    per dim, statistics from fit
+    s_t = [z_t; z_{t+1}; ...; z_{t+S-1}]                        S stacked frames (S*D)
+    y_t = P_m s_t / ||P_m s_t||                                 frozen Xavier-uniform P_m (p x S*D)
+    code_t = argmin_k || y_t - u_{m,k} ||,   u_{m,k} = c_{m,k} / ||c_{m,k}||,   c ~ N(0, I_p)
+
+(BEST-RQ: S = 4, p = 16, K = 8192.) ``encode`` treats its input as one contiguous sequence and
+gives one code per frame: the window of frame t starts at t, and frames past the end repeat the
+last frame. Every ``S``-th code (``codes[::S]``) is BEST-RQ's non-overlapping 40 ms label.
+
+``decode`` cannot invert the projection (it drops the norm and maps S*D dims to p per codebook).
+It returns the least-squares pre-image: the unit codewords of all M codebooks, each scaled by
+the mean projection norm ``||P_m s||`` seen in fit, are mapped back through the Moore-Penrose
+pseudo-inverse of the stacked projections ``[P_1; ...; P_M]`` (the minimum-norm stacked vector
+whose projections equal them), each window's S frames are averaged into the frames it covers,
+and the normalisation is undone. It is deterministic and has the input's shape, but it is not a
+reconstruction in the distortion sense: expect a large error from ``analyze``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from rpq_units.base import Quantizer, QuantizerError, as_tensor
+
+logger = logging.getLogger(__name__)
+
+
+def stack_frames(z: torch.Tensor, stack: int) -> torch.Tensor:
+    """z: (N, D) -> (N, stack*D): row t is z_t .. z_{t+stack-1}, past-the-end rows repeat z_{N-1}."""
+    n = z.shape[0]
+    idx = (torch.arange(n, device=z.device).unsqueeze(1)
+           + torch.arange(stack, device=z.device)).clamp_max(n - 1)
+    return z[idx].reshape(n, -1)
+
+
+class RandomProjectionQuantizer(Quantizer):
+    """BEST-RQ random-projection quantizer (method ``"random_projection"``).
+
+    Args (keyword-only):
+        num_codebooks: M independent projections and codebooks (one code stream each).
+        codebook_size: K codewords per codebook (BEST-RQ: 8192).
+        proj_dim: p, the projection's output dimension (BEST-RQ: 16).
+        stack_frames: S frames stacked before the projection (BEST-RQ: 4).
+        seed: projections and codebooks are drawn from it (codebook m from ``seed + m``).
+
+    State: ``mean``, ``std`` (D,), ``projection`` (M, p, S*D), ``codebook`` (M, K, p) unit rows,
+    ``scale`` (M,) mean projection norm.
+    """
+
+    method = "random_projection"
+
+    def __init__(
+        self,
+        *,
+        num_codebooks: int = 1,
+        codebook_size: int = 8192,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        proj_dim: int = 16,
+        stack_frames: int = 4,
+    ) -> None:
+        super().__init__(
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+        )
+        if proj_dim < 1 or stack_frames < 1:
+            raise QuantizerError(
+                f"proj_dim and stack_frames must be >= 1, got {proj_dim}, {stack_frames}"
+            )
+        self.proj_dim = int(proj_dim)
+        self.stack_frames = int(stack_frames)
+        self.mean = self.std = self.projection = self.codebook = self.scale = None
+
+    def fit(self, x: Any) -> RandomProjectionQuantizer:
+        """Gather the per-dim mean and std of ``x: (N, D)`` and draw the frozen projection and
+        codebook; nothing else is fitted, so any N >= 2 will do."""
+        t = as_tensor(x, self.device, "training features")
+        if t.shape[0] < 2:
+            raise QuantizerError("training features: need at least 2 frames for mean/std")
+        self.dim = int(t.shape[1])
+        self._fit(t)
+        return self
+
+    def _fit(self, x: torch.Tensor) -> None:
+        d, s, p, k = x.shape[1], self.stack_frames, self.proj_dim, self.codebook_size
+        self.mean = x.mean(0)
+        self.std = x.std(0).clamp_min(1e-5)
+        proj, books = [], []
+        for m in range(self.num_codebooks):
+            g = self._generator(m)
+            bound = math.sqrt(6.0 / (s * d + p))  # Xavier (Glorot) uniform
+            proj.append((torch.rand(p, s * d, generator=g) * 2.0 - 1.0) * bound)
+            c = torch.randn(k, p, generator=g)
+            books.append(c / c.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        self.projection = torch.stack(proj).to(self.device)
+        self.codebook = torch.stack(books).to(self.device)
+        stacked = stack_frames((x - self.mean) / self.std, s)
+        self.scale = torch.einsum("mpe,ne->mnp", self.projection, stacked).norm(dim=2).mean(1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        stacked = stack_frames((x - self.mean) / self.std, self.stack_frames)
+        codes = torch.empty(x.shape[0], self.num_codebooks, dtype=torch.long, device=x.device)
+        for m in range(self.num_codebooks):
+            y = stacked @ self.projection[m].T
+            y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            u = self.codebook[m]
+            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            dist = (y * y).sum(1, keepdim=True) - 2.0 * y @ u.T + (u * u).sum(1)
+            codes[:, m] = dist.argmin(dim=1)
+        return codes
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        n, d, s = codes.shape[0], self.dim, self.stack_frames
+        if n == 0:
+            return torch.zeros(0, d, device=self.device)
+        target = torch.cat(
+            [self.codebook[m][codes[:, m]] * self.scale[m] for m in range(self.num_codebooks)],
+            dim=1,
+        )  # (N, M*p)
+        pinv = torch.linalg.pinv(self.projection.reshape(-1, s * d).double()).float()
+        windows = (target @ pinv.T).reshape(n, s, d)  # pre-image of each stacked window
+        frame = (torch.arange(n, device=self.device).unsqueeze(1)
+                 + torch.arange(s, device=self.device)).clamp_max(n - 1)
+        z = torch.zeros(n, d, device=self.device).index_add_(0, frame.reshape(-1),
+                                                             windows.reshape(-1, d))
+        count = torch.bincount(frame.reshape(-1), minlength=n).clamp_min(1).unsqueeze(1)
+        return z / count * self.std + self.mean
+
+    def _config(self) -> dict[str, Any]:
+        return {"proj_dim": self.proj_dim, "stack_frames": self.stack_frames}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std, "projection": self.projection,
+                "codebook": self.codebook, "scale": self.scale}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        proj, book = state["projection"].float(), state["codebook"].float()
+        want = (self.num_codebooks, self.proj_dim, self.stack_frames * int(self.dim or 0))
+        if tuple(proj.shape) != want or tuple(book.shape) != (
+            self.num_codebooks, self.codebook_size, self.proj_dim
+        ):
+            raise QuantizerError(
+                f"random_projection state: projection {tuple(proj.shape)} / codebook "
+                f"{tuple(book.shape)} do not match the config"
+            )
+        self.mean, self.std = state["mean"].float(), state["std"].float()
+        self.projection, self.codebook = proj, book
+        self.scale = state["scale"].float()

@@ -1,0 +1,191 @@
+"""Residual vector quantization (RVQ).
+
+M codebooks of K full-dimension codewords; a frame is reconstructed as the *sum* of one codeword
+per stage (Juang & Gray, 1982; the VQ-variants study of Vali & Backstrom)::
+
+    x_hat = c^1_{i_1} + c^2_{i_2} + ... + c^M_{i_M}
+
+Training is greedy: stage m is a k-means (:func:`rpq_units.lloyd.fit_kmeans`) on the residual
+``r_m = x - sum_{j<m} c^j_{i_j}`` left by the stages before it, so the error never grows with
+the number of stages. Encoding walks the stages in order; with ``beam_width = 1`` it is greedy
+(nearest codeword of each stage to the current residual), with ``beam_width = B`` it keeps the B
+best partial sums after each stage (beam search, as faiss ``ResidualQuantizer.max_beam_size``).
+With ``beam_width > 1`` stage m is trained on the residuals of the best beam path through the
+stages before it.
+
+``trainer="nsvq"`` or ``"ste"`` trains the codebooks by gradient descent instead of Lloyd
+iterations (:mod:`rpq_units.nsvq`), from k-means++ seeds of each stage's residual.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.lloyd import assign, fit_kmeans
+
+logger = logging.getLogger(__name__)
+
+TRAINERS = ("lloyd", "nsvq", "ste")
+
+
+def _rows_per_chunk(beam: int, k: int, d: int, budget: int = 1 << 24) -> int:
+    return max(1, budget // max(1, beam * max(k, d)))
+
+
+@torch.no_grad()
+def residual_beam_encode(
+    x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 1
+) -> torch.Tensor:
+    """Sequential (stage order) beam search for residual codes.
+
+    x: (N, D), codebooks: (M, K, D) -> codes (N, M) int64. ``beam_width = 1`` is greedy.
+    """
+    n, d = x.shape
+    m_stages, k, _ = codebooks.shape
+    if beam_width <= 1:
+        codes = torch.empty(n, m_stages, dtype=torch.long, device=x.device)
+        r = x.clone()
+        for m in range(m_stages):
+            c, _ = assign(r.unsqueeze(0), codebooks[m : m + 1])
+            codes[:, m] = c[0]
+            r -= codebooks[m][c[0]]
+        return codes
+    cn = (codebooks * codebooks).sum(-1)  # (M, K)
+    out = torch.empty(n, m_stages, dtype=torch.long, device=x.device)
+    step = _rows_per_chunk(beam_width, k, d)
+    for s in range(0, n, step):
+        xc = x[s : s + step]
+        nc = xc.shape[0]
+        r = xc.unsqueeze(1)  # (n, b, D), b = 1 then beam_width
+        rn = (xc * xc).sum(-1, keepdim=True)  # (n, b)
+        paths = torch.zeros(nc, 1, 0, dtype=torch.long, device=x.device)
+        for m in range(m_stages):
+            b = r.shape[1]
+            # ||r - c||^2 = ||r||^2 - 2 r.c + ||c||^2 for every hypothesis and codeword
+            dist = rn.unsqueeze(-1) - 2.0 * (r @ codebooks[m].T) + cn[m]  # (n, b, K)
+            keep = min(beam_width, b * k)
+            best, flat = dist.reshape(nc, b * k).topk(keep, dim=1, largest=False)
+            hyp, cw = flat // k, flat % k
+            ar = torch.arange(nc, device=x.device).unsqueeze(1)
+            r = r[ar, hyp] - codebooks[m][cw]
+            rn = best
+            paths = torch.cat([paths[ar, hyp], cw.unsqueeze(-1)], dim=2)
+        out[s : s + step] = paths[:, 0]
+    return out
+
+
+class ResidualVectorQuantizer(Quantizer):
+    """Greedy residual VQ: ``num_codebooks`` stages of ``codebook_size`` full-dimension codewords.
+
+    Args (keyword-only):
+        beam_width: hypotheses kept per stage when encoding (1 = greedy).
+        max_iter, tol: Lloyd iterations per stage and relative-objective stopping tolerance.
+        max_frames: fit on a seeded random subset of at most this many frames (None = all).
+        trainer: ``"lloyd"`` (k-means per stage), ``"nsvq"`` or ``"ste"`` (gradient training,
+            see :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``).
+        trainer_conf: keyword arguments of :class:`rpq_units.nsvq.GradientTrainer`.
+
+    State: ``codebooks`` (M, K, D) float32.
+    """
+
+    method = "rvq"
+
+    def __init__(
+        self,
+        *,
+        num_codebooks: int = 4,
+        codebook_size: int = 256,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        beam_width: int = 1,
+        max_iter: int = 50,
+        tol: float = 1e-4,
+        max_frames: int | None = None,
+        trainer: str = "lloyd",
+        trainer_conf: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+        )
+        if beam_width < 1:
+            raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
+        if trainer not in TRAINERS:
+            raise QuantizerError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
+        self.beam_width = int(beam_width)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.max_frames = None if max_frames is None else int(max_frames)
+        self.trainer = trainer
+        self.trainer_conf = dict(trainer_conf or {})
+        self.codebooks: torch.Tensor | None = None  # (M, K, D)
+
+    # ---- fitting -------------------------------------------------------------------
+    def _subsample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_frames is None or x.shape[0] <= self.max_frames:
+            return x
+        perm = torch.randperm(x.shape[0], generator=self._generator(7919))[: self.max_frames]
+        return x[perm.to(x.device)]
+
+    def _fit(self, x: torch.Tensor) -> None:
+        x = self._subsample(x)
+        m_stages, k = self.num_codebooks, self.codebook_size
+        iters = self.max_iter if self.trainer == "lloyd" else 0  # 0: k-means++ seeds only
+        books = torch.zeros(m_stages, k, x.shape[1], device=x.device)
+        r = x.clone()
+        for m in range(m_stages):
+            cent, inertia = fit_kmeans(r, k, max_iter=iters, tol=self.tol, seed=self.seed + m)
+            books[m] = cent
+            if self.beam_width > 1 and m + 1 < m_stages:
+                codes = residual_beam_encode(x, books[: m + 1], self.beam_width)
+                r = x - self._sum_codewords(books[: m + 1], codes)
+            else:
+                c, _ = assign(r.unsqueeze(0), cent.unsqueeze(0))
+                r = r - cent[c[0]]
+            logger.info("rvq stage %d/%d: residual MSE %.6g", m + 1, m_stages, float(inertia))
+        if self.trainer != "lloyd":
+            from rpq_units.nsvq import GradientTrainer
+
+            gt = GradientTrainer(method=self.trainer, seed=self.seed, **self.trainer_conf)
+            books = gt.train_residual(x, books)
+        self.codebooks = books.contiguous()
+
+    # ---- coding --------------------------------------------------------------------
+    @staticmethod
+    def _sum_codewords(books: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(codes.shape[0], books.shape[2], device=books.device)
+        for m in range(codes.shape[1]):
+            out += books[m][codes[:, m]]
+        return out
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return residual_beam_encode(x, self.codebooks, self.beam_width)
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self._sum_codewords(self.codebooks, codes)
+
+    # ---- persistence ---------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "beam_width": self.beam_width,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "max_frames": self.max_frames,
+            "trainer": self.trainer,
+            "trainer_conf": dict(self.trainer_conf),
+        }
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"codebooks": self.codebooks}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        books = state["codebooks"]
+        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
+            raise QuantizerError(
+                f"rvq state: codebooks of shape {tuple(books.shape)} do not match "
+                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
+            )
+        self.codebooks = books.float().contiguous()

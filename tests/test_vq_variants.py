@@ -1,0 +1,225 @@
+"""RVQ, additive VQ, NSVQ/STE-trained codebooks and the BEST-RQ random-projection quantizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rpq_units import QuantizerError, load_quantizer, make_quantizer
+from rpq_units.avq import sum_codewords
+from rpq_units.nsvq import GradientTrainer, nsvq_output
+from rpq_units.random_projection import RandomProjectionQuantizer
+
+N, D, K = 1200, 8, 16
+
+
+def correlated(n: int = N, d: int = D, seed: int = 0) -> np.ndarray:
+    """Seeded correlated Gaussian frames (N, D) float32 with an offset mean."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(d, d)) * np.linspace(2.0, 0.2, d)[:, None]
+    return (rng.normal(size=(n, d)) @ mix + 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return correlated()
+
+
+def mse(x: np.ndarray, q) -> float:
+    rec = q.decode(q.encode(x))
+    return float(((x.astype(np.float64) - rec) ** 2).sum(1).mean())
+
+
+FAST_TRAIN = {"epochs": 3, "batch_size": 256}
+CASES = {
+    "rvq": ("rvq", {"num_codebooks": 3, "codebook_size": K, "max_iter": 20}),
+    "rvq_beam": ("rvq", {"num_codebooks": 3, "codebook_size": K, "max_iter": 20, "beam_width": 4}),
+    "rvq_nsvq": ("rvq", {"num_codebooks": 3, "codebook_size": K, "trainer": "nsvq",
+                         "trainer_conf": FAST_TRAIN}),
+    "rvq_ste": ("rvq", {"num_codebooks": 3, "codebook_size": K, "trainer": "ste",
+                        "trainer_conf": FAST_TRAIN}),
+    "avq": ("avq", {"num_codebooks": 3, "codebook_size": K, "beam_width": 4, "num_iters": 2,
+                    "max_iter": 20}),
+    "nsvq_pq": ("nsvq", {"base": "pq", "num_codebooks": 3, "codebook_size": K,
+                         "trainer_conf": FAST_TRAIN}),
+    "ste_rpq": ("ste", {"base": "rpq", "num_codebooks": 3, "codebook_size": K,
+                        "base_conf": {"dims_ratio": 0.5}, "trainer_conf": FAST_TRAIN}),
+    "nsvq_kmeans": ("nsvq", {"base": "kmeans", "num_codebooks": 1, "codebook_size": K,
+                             "trainer_conf": FAST_TRAIN}),
+    "random_projection": ("random_projection", {"num_codebooks": 2, "codebook_size": 64,
+                                                "proj_dim": 4, "stack_frames": 4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_api_contract(case: str, x: np.ndarray, tmp_path) -> None:
+    method, kw = CASES[case]
+    q = make_quantizer(method, seed=3, **kw).fit(x)
+    m = kw["num_codebooks"]
+    codes = q.encode(x)
+    assert isinstance(codes, np.ndarray) and codes.shape == (N, m) and codes.dtype == np.int64
+    assert codes.min() >= 0 and codes.max() < kw["codebook_size"]
+    rec = q.decode(codes)
+    assert rec.shape == (N, D) and rec.dtype == np.float32 and np.isfinite(rec).all()
+    # torch in, torch out
+    assert torch.equal(q.encode(torch.from_numpy(x)), torch.from_numpy(codes))
+    # determinism: same seed and data, same codes
+    q2 = make_quantizer(method, seed=3, **kw).fit(x)
+    np.testing.assert_array_equal(q2.encode(x), codes)
+    # save / load round trip through the public loader
+    q.save(tmp_path / "cb.pt")
+    assert not (tmp_path / "cb.pt.tmp").exists()
+    q3 = load_quantizer(tmp_path / "cb.pt")
+    assert q3.method == method and q3.config() == q.config()
+    np.testing.assert_array_equal(q3.encode(x), codes)
+    np.testing.assert_array_equal(q3.decode(codes), rec)
+    with pytest.raises(QuantizerError, match="dimension"):
+        q3.encode(x[:, :-1])
+
+
+def test_rvq_error_never_increases_with_stages(x: np.ndarray) -> None:
+    q = make_quantizer("rvq", num_codebooks=6, codebook_size=K, max_iter=20).fit(x)
+    t = torch.from_numpy(x)
+    codes = torch.from_numpy(q.encode(x))
+    errs = [float(t.pow(2).sum(1).mean())]
+    for m in range(1, 7):
+        rec = sum_codewords(q.codebooks[:m], codes[:, :m])
+        errs.append(float((t - rec).pow(2).sum(1).mean()))
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert errs[-1] < 0.5 * errs[1]
+    assert errs[-1] == pytest.approx(mse(x, q), rel=1e-4)
+
+
+def test_rvq_beam_no_worse_than_greedy(x: np.ndarray) -> None:
+    greedy = make_quantizer("rvq", num_codebooks=4, codebook_size=K, max_iter=20).fit(x)
+    from rpq_units.rvq import residual_beam_encode
+
+    t = torch.from_numpy(x)
+    beam = residual_beam_encode(t, greedy.codebooks, beam_width=8)
+    e_beam = float((t - sum_codewords(greedy.codebooks, beam)).pow(2).sum(1).mean())
+    assert e_beam <= mse(x, greedy) * (1 + 1e-6)
+
+
+def test_avq_beats_greedy_rvq_on_correlated_data(x: np.ndarray) -> None:
+    held_out = correlated(seed=1)
+    rvq = make_quantizer("rvq", num_codebooks=4, codebook_size=K, max_iter=20).fit(x)
+    avq = make_quantizer("avq", num_codebooks=4, codebook_size=K, beam_width=8, num_iters=4,
+                         max_iter=20).fit(x)
+    assert mse(x, avq) <= mse(x, rvq)
+    assert mse(held_out, avq) <= mse(held_out, rvq)
+
+
+def test_nsvq_output_has_the_hard_quantization_error_norm() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 7, generator=g)
+    q = (z + 0.3 * torch.randn(500, 7, generator=g)).requires_grad_(True)
+    out = nsvq_output(z, q, torch.Generator().manual_seed(1))
+    torch.testing.assert_close((out - z).norm(dim=1), (q - z).norm(dim=1), rtol=1e-5, atol=1e-6)
+    # the noise direction is random, not the quantization error's direction
+    cos = torch.nn.functional.cosine_similarity(out - z, q - z, dim=1)
+    assert float(cos.abs().mean()) < 0.6
+    # the gradient reaches the codeword through ||z - q||
+    (out - z).pow(2).sum().backward()
+    torch.testing.assert_close(q.grad, 2 * (q - z).detach())
+
+
+def test_dead_codewords_are_replaced_by_perturbed_copies() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 4, generator=g)
+    books = torch.randn(1, 16, 4, generator=g)
+    books[0, 8:] += 100.0  # half the codewords are far away: nobody picks them
+    trainer = GradientTrainer(method="nsvq", epochs=2, batch_size=200, replace_every=5, seed=0)
+    trained = trainer.train_product(x.unsqueeze(0), books)[0]
+    assert trainer.replaced >= 8
+    assert float(trained.abs().max()) < 20.0  # the far codewords moved into the data
+    pair = torch.cdist(trained, trained) + torch.eye(16) * 1e9
+    assert float(pair.min()) > 1e-3  # copies were perturbed, none coincides with another
+    # direct check of one replacement round
+    usage = torch.tensor([[5.0, 0.0, 3.0, 0.0]])
+    b = torch.tensor([[[0.0, 0.0], [9.0, 9.0], [1.0, 1.0], [7.0, 7.0]]])
+    n = GradientTrainer(method="ste", replace_noise=0.1).replace_dead(
+        b, usage, torch.tensor([2.0]), torch.Generator().manual_seed(0)
+    )
+    assert n == 2
+    for i in (1, 3):
+        src = torch.cdist(b[0, i : i + 1], b[0, [0, 2]]).min()
+        assert 1e-4 < float(src) < 1.0  # near a used codeword, but not an exact copy
+
+
+def test_gradient_training_lowers_the_error(x: np.ndarray) -> None:
+    for method in ("nsvq", "ste"):
+        seeds = make_quantizer(method, base="pq", num_codebooks=2, codebook_size=K,
+                               trainer_conf={"epochs": 0}).fit(x)
+        trained = make_quantizer(method, base="pq", num_codebooks=2, codebook_size=K,
+                                 trainer_conf={"epochs": 4}).fit(x)
+        assert mse(x, trained) < mse(x, seeds)
+
+
+def test_random_projection_matches_hand_computed_case() -> None:
+    # D = 1, S = 2 stacked frames, p = 2, K = 3, mean 1, std 2.
+    q = RandomProjectionQuantizer(num_codebooks=1, codebook_size=3, proj_dim=2, stack_frames=2)
+    q.dim = 1
+    q._load_state({
+        "mean": torch.tensor([1.0]), "std": torch.tensor([2.0]),
+        "projection": torch.tensor([[[1.0, 1.0], [1.0, -1.0]]]),
+        "codebook": torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]]),
+        "scale": torch.tensor([1.0]),
+    })
+    x = np.array([[3.0], [5.0], [-1.0]], dtype=np.float32)
+    # z = (x - 1) / 2 = [1, 2, -1]; stacked windows [1, 2], [2, -1], [-1, -1] (last repeated)
+    # P s = [3, -1], [1, 3], [-2, 0]; after L2 normalisation the nearest unit codeword is the
+    # one with the largest dot product: (3, -1, -3) -> 0, (1, 3, -1) -> 1, (-2, 0, 2) -> 2.
+    np.testing.assert_array_equal(q.encode(x), [[0], [1], [2]])
+
+
+def test_random_projection_matches_its_formula_in_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 5)) * [1, 2, 3, 4, 5] + 7).astype(np.float32)
+    q = make_quantizer("random_projection", num_codebooks=2, codebook_size=32, proj_dim=3,
+                       stack_frames=4, seed=1).fit(x)
+    mean, std = x.mean(0), x.std(0, ddof=1)
+    z = (x - mean) / std
+    idx = np.minimum(np.arange(300)[:, None] + np.arange(4), 299)
+    s = z[idx].reshape(300, 20)
+    for m in range(2):
+        p = q.projection[m].numpy().astype(np.float64)
+        c = q.codebook[m].numpy().astype(np.float64)
+        # frozen Xavier-uniform projection and unit-norm codebook
+        assert np.abs(p).max() <= np.sqrt(6.0 / (20 + 3)) + 1e-6
+        np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-5)
+        y = s @ p.T
+        y /= np.linalg.norm(y, axis=1, keepdims=True)
+        want = ((y[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        assert (q.encode(x)[:, m] == want).mean() > 0.99  # float32 vs float64 near-ties
+
+
+def test_random_projection_decode_is_a_deterministic_pre_image() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    q = make_quantizer("random_projection", num_codebooks=3, codebook_size=128, proj_dim=4,
+                       stack_frames=4).fit(x)
+    codes = q.encode(x)
+    a, b = q.decode(codes), q.decode(codes.copy())
+    assert a.shape == x.shape and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    # without stacking and with M*p <= D the stacked projection has full row rank: the
+    # pseudo-inverse pre-image projects exactly onto the chosen codewords, so it re-encodes
+    # to the same codewords (up to float32 near-ties between codewords)
+    q1 = make_quantizer("random_projection", num_codebooks=2, codebook_size=32, proj_dim=3,
+                        stack_frames=1).fit(x)
+    c1 = q1.encode(x)
+    c2 = q1.encode(q1.decode(c1))
+    assert (c2 == c1).mean() > 0.95
+    for m in range(2):
+        torch.testing.assert_close(q1.codebook[m][c2[:, m]], q1.codebook[m][c1[:, m]],
+                                   atol=1e-3, rtol=0)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(QuantizerError, match="base"):
+        make_quantizer("nsvq", base="avq")
+    with pytest.raises(QuantizerError, match="trainer"):
+        make_quantizer("rvq", trainer="adam")
+    with pytest.raises(QuantizerError, match="beam_width"):
+        make_quantizer("avq", beam_width=0)
