@@ -320,10 +320,12 @@ def encode(
     up = upstream or meta.get("upstream")
     if not up:
         raise QuantizerError(f"{codebook}: no upstream recorded in the codebook; give --upstream")
-    ckpt = upstream_ckpt
-    if ckpt is None and up == meta.get("upstream"):
-        ckpt = meta.get("upstream_ckpt")
-    lay = layer if layer is not None else meta.get("layer", -1)
+    same = up == meta.get("upstream")
+    ckpt = upstream_ckpt if upstream_ckpt is not None or not same else meta.get("upstream_ckpt")
+    if layer is not None:
+        lay = layer
+    else:  # the codebook's layer for its own upstream, the last layer of another one
+        lay = meta.get("layer", -1) if same else -1
     utts = load_data_dir(data_dir)
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
     fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s)
@@ -489,7 +491,10 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; returns the exit status."""
+    """Parse ``argv`` (strings or paths; default ``sys.argv[1:]``) and run the subcommand;
+    returns the exit status."""
+    if argv is not None:
+        argv = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in argv]
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     level = args.pop("log_level")

@@ -142,7 +142,8 @@ class FeatureExtractor:
         layer: index into the upstream's hidden states; negative counts from the end.
         device: torch device for the model.
         chunk_s: inputs longer than this many seconds are processed in windows.
-        overlap_s: overlap of consecutive windows (half of it is context on each side).
+        overlap_s: overlap of consecutive windows (half of it is context on each side);
+            default ``min(5, chunk_s / 4)`` seconds.
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class FeatureExtractor:
         layer: int = -1,
         device: str | torch.device = "cpu",
         chunk_s: float = 30.0,
-        overlap_s: float = 5.0,
+        overlap_s: float | None = None,
     ) -> None:
         self.upstream_name = upstream
         self.ckpt = None if ckpt is None else str(Path(ckpt).resolve())
@@ -199,6 +200,8 @@ class FeatureExtractor:
         self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
         self.frame_rate = SAMPLE_RATE / self.stride
         self.chunk = max(self.stride, round(chunk_s * SAMPLE_RATE) // self.stride * self.stride)
+        if overlap_s is None:
+            overlap_s = min(5.0, chunk_s / 4)
         overlap = round(overlap_s * SAMPLE_RATE) // self.stride * self.stride
         if not 0 <= overlap < self.chunk:
             raise FeatureError(f"overlap_s={overlap_s} must be >= 0 and below chunk_s={chunk_s}")

@@ -1,0 +1,139 @@
+"""Codebook analysis: mse equals the decode(encode(x)) distortion, usage, perplexity, rho."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from rpq_units import QuantizerError, load_quantizer, make_quantizer
+from rpq_units.analyze import (
+    analyze,
+    code_stats,
+    dim_correlation,
+    error_correlation,
+    reconstruction_mse,
+)
+from rpq_units.shards import FeatureShardWriter, write_feats_json
+
+K = 8
+
+
+def correlated_frames(n=1500, d=16, seed=0) -> np.ndarray:
+    """Frames with correlated dimensions (a low-rank mixture plus noise)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4))
+    mix = rng.normal(size=(4, d))
+    return (z @ mix + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return correlated_frames()
+
+
+@pytest.fixture(scope="module")
+def fitted(x):
+    out = {}
+    for method, kw in (("kmeans", {}), ("pq", {"num_codebooks": 4}), ("rpq", {"num_codebooks": 4, "dims_ratio": 0.5})):
+        out[method] = make_quantizer(method, codebook_size=K, seed=0, max_iter=30, **kw).fit(x)
+    return out
+
+
+def write_feats(d, x, dim=None):
+    with FeatureShardWriter(d, 0) as w:
+        for i in range(0, x.shape[0], 300):
+            w.add(f"utt{i:05d}", x[i : i + 300])
+    write_feats_json(d, {"dim": dim or x.shape[1], "nshard": 1, "upstream": "toy", "layer": 3,
+                         "frame_rate": 50.0})
+
+
+@pytest.mark.parametrize("method", ["kmeans", "pq", "rpq"])
+def test_mse_equals_decode_encode_distortion(fitted, x, tmp_path, method):
+    q = fitted[method]
+    direct = float(((x.astype(np.float64) - q.decode(q.encode(x))) ** 2).sum(1).mean())
+    assert reconstruction_mse(q, x) == pytest.approx(direct, rel=1e-6)
+    assert q.distortion(x) == pytest.approx(direct, rel=1e-5)
+    q.save(tmp_path / "cb.pt")
+    write_feats(tmp_path / "feats", x)
+    rep = analyze(codebook=tmp_path / "cb.pt", feats_dir=tmp_path / "feats", out_dir=tmp_path / "a")
+    assert rep["mse"] == pytest.approx(direct, rel=1e-6)
+    assert rep["mse_per_dim"] == pytest.approx(direct / x.shape[1], rel=1e-6)
+    assert 0 < rep["relative_mse"] < 1
+    m = q.num_codebooks
+    assert rep["bits_per_frame"] == pytest.approx(m * math.log2(K))
+    assert rep["bits_per_second"] == pytest.approx(50 * m * math.log2(K))
+    assert len(rep["per_codebook"]) == m
+    on_disk = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert on_disk["mse"] == rep["mse"]
+    assert (tmp_path / "a" / "dim_correlation.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mse" in (tmp_path / "a" / "analysis.txt").read_text()
+
+
+def test_code_stats_known_histogram():
+    codes = np.array([[0, 1], [0, 1], [1, 1], [2, 1]])  # stream 0: 1/2,1/4,1/4; stream 1: all 1
+    s = code_stats(codes, 4)
+    assert s[0]["usage"] == 0.75 and s[0]["used"] == 3
+    h = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert s[0]["perplexity"] == pytest.approx(math.exp(h))
+    assert s[0]["entropy_bits"] == pytest.approx(1.5)
+    assert s[1]["usage"] == 0.25 and s[1]["perplexity"] == pytest.approx(1.0)
+
+
+def test_rho_definitions(fitted, x):
+    km = error_correlation(fitted["kmeans"], x, fitted["kmeans"].encode(x))
+    assert km["rho"] is None and km["rho_shared"] is None  # one codebook
+    pq = error_correlation(fitted["pq"], x, fitted["pq"].encode(x))
+    assert pq["rho_shared"] is None and pq["shared_dims"] == 0  # disjoint blocks
+    assert -1 <= pq["rho"] <= 1
+    pairs = np.array(pq["rho_pairs"])
+    assert pairs.shape == (4, 4) and np.allclose(np.diag(pairs), 1) and np.allclose(pairs, pairs.T)
+    assert pq["rho"] == pytest.approx(pairs[np.triu_indices(4, 1)].mean(), abs=1e-6)
+    q = fitted["rpq"]
+    rp = error_correlation(q, x, q.encode(x))
+    assert rp["shared_dims"] > 0 and -1 <= rp["rho_shared"] <= 1 and -1 <= rp["rho"] <= 1
+    # rho_shared by hand for the first pair that shares a dimension
+    subsets = [s.numpy() for s in q.subspace_indices()]
+    codes = q.encode(x)
+    recs = [r.numpy() for r in q.sub_decode(codes)]
+    vals = []
+    for i in range(4):
+        for j in range(i + 1, 4):
+            for d in np.intersect1d(subsets[i], subsets[j]):
+                ei = x[:, d] - recs[i][:, list(subsets[i]).index(d)]
+                ej = x[:, d] - recs[j][:, list(subsets[j]).index(d)]
+                vals.append(np.corrcoef(ei, ej)[0, 1])
+    assert rp["rho_shared"] == pytest.approx(float(np.mean(vals)), abs=1e-5)
+
+
+def test_rho_of_identical_sub_quantizers_is_one():
+    """dims_ratio=1 puts all dims in every sub-vector; with the second codebook made a copy of
+    the first, the two sub-quantizers are identical and their errors perfectly correlated."""
+    x = correlated_frames(n=600, d=6, seed=1)
+    q = make_quantizer("rpq", num_codebooks=2, codebook_size=K, dims_ratio=1.0, seed=0, max_iter=20).fit(x)
+    q.codebooks[1] = q.codebooks[0]
+    codes = q.encode(x)
+    np.testing.assert_array_equal(codes[:, 0], codes[:, 1])
+    r = error_correlation(q, x, codes)
+    assert r["rho"] == pytest.approx(1.0) and r["rho_shared"] == pytest.approx(1.0)
+    assert r["shared_dims"] == 6
+
+
+def test_dim_correlation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 1))
+    x = np.hstack([a, -2 * a, rng.normal(size=(500, 1)), np.ones((500, 1))]).astype(np.float32)
+    c = dim_correlation(x)
+    assert c.shape == (4, 4) and np.allclose(np.diag(c), 1)
+    assert c[0, 1] == pytest.approx(-1.0, abs=1e-6) and abs(c[0, 2]) < 0.2 and c[0, 3] == 0
+
+
+def test_dimension_mismatch_is_a_clear_error(fitted, x, tmp_path):
+    fitted["pq"].save(tmp_path / "cb.pt")
+    write_feats(tmp_path / "feats", np.ascontiguousarray(x[:, :10]))
+    with pytest.raises(QuantizerError, match="trained on 16-dim features but .* holds 10-dim"):
+        analyze(codebook=tmp_path / "cb.pt", feats_dir=tmp_path / "feats", out_dir=tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    assert load_quantizer(tmp_path / "cb.pt").dim == 16
