@@ -181,6 +181,7 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", 
     exp_dir = Path(exp_dir)
     name = "WER" if unit == "word" else "CER"
     rows = []
+    relabel = set()  # sets whose result.txt holds the other measure (a recipe's own scoring)
     for adir in sorted(exp_dir.glob("asr_*")):
         tag = adir.name[len("asr_"):]
         for variant, label in (("nolm", ""), ("lm", " + LM")):
@@ -189,6 +190,8 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", 
                 r = adir / f"decode_{s}_{variant}" / "result.txt"
                 if r.is_file():
                     v = read_result(r)
+                    if not r.read_text(encoding="utf-8").startswith(name):
+                        relabel.add(s)
                     cells.append(f"{100.0 * v['Err'] / v['N']:.1f}" if v["N"] else "-")
                     found = True
                 else:
@@ -201,7 +204,9 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", 
     out = [f"# Results ({name}, %)", ""]
     if command:
         out += ["Made by:", "", "```sh", command, "```", ""]
-    out += [f"| model | units | train (min) | {' | '.join(test_sets)} |",
+    other = "CER" if name == "WER" else "WER"
+    heads = [f"{s} ({other})" if s in relabel else s for s in test_sets]
+    out += [f"| model | units | train (min) | {' | '.join(heads)} |",
             "|---|---|---|" + "---|" * len(test_sets)]
     out += rows or ["| (no scored decodes yet) | | |" + " |" * len(test_sets)]
     out += ["", f"{name} in percent; per-utterance counts and Sub/Del/Ins in "

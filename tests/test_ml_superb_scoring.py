@@ -192,3 +192,16 @@ def test_recipe_scoring_and_table(tmp_path):
     assert lines[2] == "| model | CER all | few-shot | normal | LID acc | eng | hin | lit* | vie* |"
     assert lines[4] == "| fbank_llast_pq | 40.9 | 75.0 | 21.4 | 60.0 | 25.0 | 16.7 | 100.0 | 33.3 |"
     assert len([line for line in lines if line.startswith("| fbank")]) == 1
+
+
+def test_results_table_labels_cer_columns_of_a_wer_table(tmp_path):
+    """The combined recipe: WER columns for LibriSpeech, a CER column for ML-SUPERB."""
+    from rpq_units.scoring import Counts, table, write_result
+
+    adir = tmp_path / "asr_x_pq"
+    for s, unit in (("ls_test_clean", "word"), ("mlsuperb_test_10min", "char")):
+        (adir / f"decode_{s}_nolm").mkdir(parents=True)
+        write_result(Counts(corr=9, sub=1), adir / f"decode_{s}_nolm" / "result.txt", unit)
+    text = table(tmp_path, ["ls_test_clean", "mlsuperb_test_10min"], unit="word")
+    assert "| model | units | train (min) | ls_test_clean | mlsuperb_test_10min (CER) |" in text
+    assert "| 10.0 | 10.0 |" in text
