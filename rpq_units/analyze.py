@@ -99,9 +99,14 @@ def _pearson_cols(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(0) / den, np.nan)
 
 
-def error_correlation(q: Quantizer, x: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
+def error_correlation(
+    q: Quantizer, x: np.ndarray, codes: np.ndarray, max_frames: int = 100_000
+) -> dict[str, Any]:
     """``rho`` and ``rho_shared`` (module docstring) plus the M x M matrix of pairwise
-    error-energy correlations."""
+    error-energy correlations, on at most ``max_frames`` evenly strided frames."""
+    if x.shape[0] > max_frames:
+        step = math.ceil(x.shape[0] / max_frames)
+        x, codes = x[::step], codes[::step]
     none = {"rho": None, "rho_shared": None, "rho_pairs": None, "shared_dims": None}
     m = q.num_codebooks
     if m < 2:
@@ -131,6 +136,7 @@ def error_correlation(q: Quantizer, x: np.ndarray, codes: np.ndarray) -> dict[st
     return {
         "rho": rho,
         "rho_shared": rho_shared,
+        "rho_frames": int(x.shape[0]),
         "rho_pairs": np.where(np.isfinite(pair), pair, 0.0).round(6).tolist(),
         "shared_dims": shared_n,
         "rho_note": "rho: mean pairwise Pearson correlation of per-frame sub-quantizer MSE; "

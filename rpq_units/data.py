@@ -4,7 +4,8 @@ A data dir holds utterance-keyed text tables, sorted by key::
 
     wav.scp    recid  /path/to/file.{wav,flac,...}      (any format soundfile reads)
                recid  sox in.sph -t wav - |               (a shell command writing audio to stdout)
-    segments   uttid  recid  start_s  end_s                (optional; without it uttid = recid)
+    segments   uttid  recid  start_s  end_s                (optional; without it uttid = recid;
+                                                           end_s -1 = end of the recording)
     text       uttid  transcript                           (optional)
     utt2spk    uttid  spkid                                (optional)
 
@@ -114,6 +115,8 @@ def load_data_dir(data_dir: str | os.PathLike) -> list[Utterance]:
                 start, end = float(start_s), float(end_s)
             except ValueError as e:
                 raise DataDirError(f"{d / 'segments'}: {uttid}: bad start/end times ({e})") from e
+            if end < 0:  # Kaldi: a negative end time means the end of the recording
+                end = None
             utts.append(
                 Utterance(uttid, recid, wav[recid], start, end, text.get(uttid), spk.get(uttid))
             )
@@ -155,7 +158,7 @@ def _read_file(utt: Utterance) -> tuple[np.ndarray, int]:
     sr = info.samplerate
     start = 0 if utt.start is None else round(utt.start * sr)
     stop = None if utt.end is None else round(utt.end * sr)
-    if stop is not None and info.frames > 0 and stop > info.frames:
+    if utt.start is not None and info.frames > 0 and (start >= info.frames or (stop or 0) > info.frames):
         _check_segment(utt, info.frames, sr)
     try:
         wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
@@ -166,17 +169,18 @@ def _read_file(utt: Utterance) -> tuple[np.ndarray, int]:
 
 def _check_segment(utt: Utterance, n: int, sr: int) -> None:
     """Raise if the segment of ``utt`` is empty or reaches past ``n`` samples at ``sr``."""
-    if utt.start is None or utt.end is None:
+    if utt.start is None:
         return
-    if utt.end <= utt.start:
+    if utt.end is not None and utt.end <= utt.start:
         raise AudioError(
             f"{_describe(utt)}: zero-length segment (start {utt.start:.3f} s, end {utt.end:.3f} s)"
         )
     dur = n / sr
     # a sample of tolerance: segment times are rounded
-    if utt.start >= dur or round(utt.end * sr) > n + 1:
+    if utt.start >= dur or (utt.end is not None and round(utt.end * sr) > n + 1):
+        end = "end" if utt.end is None else f"{utt.end:.3f} s"
         raise AudioError(
-            f"{_describe(utt)}: segment {utt.start:.3f}-{utt.end:.3f} s reaches past the end of "
+            f"{_describe(utt)}: segment {utt.start:.3f} s - {end} reaches past the end of "
             f"the recording ({dur:.3f} s)"
         )
 
@@ -199,9 +203,10 @@ class AudioLoader:
             else:
                 wav, sr = _read_pipe(utt)
                 self._cache = (utt.source, wav, sr)
-            if utt.start is not None and utt.end is not None:
+            if utt.start is not None:
                 _check_segment(utt, wav.shape[0], sr)
-                wav = wav[round(utt.start * sr) : round(utt.end * sr)]
+                stop = None if utt.end is None else round(utt.end * sr)
+                wav = wav[round(utt.start * sr) : stop]
         else:
             wav, sr = _read_file(utt)
         if wav.shape[0] == 0:

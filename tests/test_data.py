@@ -61,16 +61,20 @@ def test_segments_from_file_and_pipe(tmp_path):
     d = write_dir(
         tmp_path / "d",
         [f"recA {p}", f"recB cat {p} |"],
-        segments=["a1 recA 0.50 1.25", "a2 recA 2.0 3.0", "b1 recB 0.5 1.25"],
+        segments=["a1 recA 0.50 1.25", "a2 recA 2.0 3.0", "a3 recA 2.5 -1", "b1 recB 0.5 1.25",
+                  "b2 recB 2.5 -1"],
         text=["a1 ONE", "a2 TWO", "b1 THREE"],
     )
     utts = {u.uttid: u for u in load_data_dir(d)}
-    assert set(utts) == {"a1", "a2", "b1"}
+    assert set(utts) == {"a1", "a2", "a3", "b1", "b2"}
     assert utts["a1"].recid == "recA" and utts["a1"].text == "ONE"
     loader = AudioLoader()
     np.testing.assert_array_equal(loader(utts["a1"]), full[8000:20000])
     np.testing.assert_array_equal(loader(utts["a2"]), full[32000:48000])
     np.testing.assert_array_equal(loader(utts["b1"]), full[8000:20000])
+    # a negative end time (Kaldi) reads to the end of the recording
+    np.testing.assert_array_equal(loader(utts["a3"]), full[40000:])
+    np.testing.assert_array_equal(loader(utts["b2"]), full[40000:])
 
 
 def test_resamples_8k_stereo_to_16k_mono(tmp_path):
@@ -95,6 +99,7 @@ def test_resamples_8k_stereo_to_16k_mono(tmp_path):
         ("zero_segment", "zero-length segment"),
         ("past_end", "past the end"),
         ("past_end_pipe", "past the end"),
+        ("start_past_end", "past the end"),
     ],
 )
 def test_bad_input_names_the_utterance(tmp_path, case, pattern):
@@ -112,11 +117,13 @@ def test_bad_input_names_the_utterance(tmp_path, case, pattern):
         "zero_segment": f"rec {good}",
         "past_end": f"rec {good}",
         "past_end_pipe": f"rec cat {good} |",
+        "start_past_end": f"rec {good}",
     }[case]
     segments = {
         "zero_segment": ["bad_utt rec 0.5 0.5"],
         "past_end": ["bad_utt rec 0.5 2.5"],
         "past_end_pipe": ["bad_utt rec 0.2 1.9"],
+        "start_past_end": ["bad_utt rec 1.5 -1"],
     }.get(case)
     d = write_dir(tmp_path / "d", [wav_lines], segments=segments)
     (utt,) = load_data_dir(d)

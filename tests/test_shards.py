@@ -124,3 +124,15 @@ def test_reader_errors(tmp_path):
     shard_file(tmp_path, 1, "len").write_text("5\n6\n")
     with pytest.raises(ShardError, match="inconsistent"):
         FeatureShards(tmp_path)
+
+
+def test_empty_shard_is_valid(tmp_path):
+    """More shards than utterances: a rank with nothing to do writes an empty shard."""
+    with FeatureShardWriter(tmp_path, 0) as w:
+        w.add("a", np.ones((3, 2), np.float32))
+    with FeatureShardWriter(tmp_path, 1) as w:
+        w.dim = 2
+    write_feats_json(tmp_path, {"dim": 2, "nshard": 2})
+    s = FeatureShards(tmp_path)
+    assert s.ids == ["a"] and s.num_frames == 3 and s.frames().shape == (3, 2)
+    assert [k for k, _ in s.utterances()] == ["a"]
