@@ -20,8 +20,8 @@ matrix never exists in memory.
    incrementally (float64) from the rows that changed cluster. The result is the same
    sequence of assignments as plain Lloyd, at a fraction of the distance computations once
    centroids settle.
-4. **Final assignment** of all rows with :func:`assign` (the same routine as encoding), which
-   gives the reported inertia.
+4. **Final assignment** of all rows to the final centroids (on CPU by one more bounded
+   pass, else by :func:`assign`), which gives the reported inertia.
 
 Empty clusters are re-seeded with the rows farthest from their centroids. Everything is
 seeded by ``seed`` through a CPU ``torch.Generator``: same seed and data, same centroids.
@@ -222,9 +222,10 @@ def _reseed_empty(
 
 
 def _update_plain(
-    x: torch.Tensor, codes: torch.Tensor, dist: torch.Tensor, k: int
-) -> torch.Tensor:
-    """Means of the clusters (G, K, d) given codes (G, N); empty clusters re-seeded."""
+    x: torch.Tensor, codes: torch.Tensor, dist: torch.Tensor, k: int, sq_total: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the clusters (G, K, d) given codes (G, N), empty clusters re-seeded, and the
+    objective of the codes at those means, ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N`` (G,)."""
     g, n, d = x.shape
     sums = torch.zeros(g, k, d, dtype=x.dtype, device=x.device)
     counts = torch.zeros(g, k, dtype=x.dtype, device=x.device)
@@ -232,24 +233,27 @@ def _update_plain(
     for gi in range(g):
         sums[gi].index_add_(0, codes[gi], x[gi])
         counts[gi].index_add_(0, codes[gi], ones)
-    cent = sums / counts.clamp_min(1.0).unsqueeze(-1)
+    c = counts.clamp_min(1.0).unsqueeze(-1)
+    cent = sums / c
+    obj = (sq_total - (sums.double() ** 2 / c.double()).sum((1, 2))) / n
     for gi in range(g):
         _reseed_empty(cent[gi], counts[gi], x[gi], dist[gi])
-    return cent
+    return cent, obj
 
 
 def _lloyd_plain(
     x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None
 ) -> tuple[torch.Tensor, int]:
-    """Plain batched Lloyd on x (G, N, d) from cent (G, K, d). Returns (centroids, passes)."""
+    """Plain batched Lloyd on x (G, N, d) from cent (G, K, d). Returns (centroids, passes).
+    ``history`` gets, per pass, the objective of the new codes at their cluster means."""
     prev = None
     it = 0
+    sq_total = (x * x).sum(-1).double().sum(-1)  # (G,)
     for it in range(1, max_iter + 1):  # noqa: B007
         codes, dist = assign(x, cent)
-        obj = dist.double().mean(1)
+        cent, obj = _update_plain(x, codes, dist, cent.shape[1], sq_total)
         if history is not None:
             history.append(obj.tolist())
-        cent = _update_plain(x, codes, dist, cent.shape[1])
         if prev is not None:
             rel = float(((prev - obj) / prev.clamp_min(1e-30)).abs().max())
             if rel < tol:
@@ -444,17 +448,17 @@ def fit_kmeans(
     """Lloyd's k-means on G problems at once.
 
     x: (G, N, d) float32 (or (N, d), treated as G = 1) -> (centroids (G, K, d), inertia (G,)),
-    inertia being the mean squared distance to the nearest centroid (by :func:`assign`).
+    inertia being the mean squared distance of the rows to their nearest final centroid.
     Stops when the relative change of the objective falls under ``tol`` or after
     ``max_iter`` full-data passes; empty clusters are re-seeded with the farthest rows.
     Deterministic for a given ``seed``.
 
     Optional keyword arguments: ``init`` (``"k-means++"`` or a (G, K, d) tensor of initial
     centroids, which also skips the warm start), ``init_frames`` / ``warm_frames`` (subset
-    sizes for seeding and warm start; defaults ``20 K`` and ``64 K``, ``warm_frames=0`` turns
+    sizes for seeding and warm start; defaults ``8 K`` and ``64 K``, ``warm_frames=0`` turns
     the warm start off), ``bounds`` (Hamerly pruning; default on for CPU tensors),
-    ``history`` (a list that receives the objective of every full-data pass, a list of G
-    floats each).
+    ``history`` (a list that receives, for every full-data pass, the objective of the new
+    assignment at its cluster means: a list of G floats; non-increasing).
     """
     squeeze = x.dim() == 2
     if squeeze:
