@@ -142,7 +142,9 @@ def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
 def _finish(what: str, done: int, total: int, skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        logger.warning("%s: skipped %d of %d utterances (bad input): %s", what, len(skipped), total, shown)
+        logger.warning(
+            "%s: skipped %d of %d utterances (bad input): %s", what, len(skipped), total, shown
+        )
     if total and not done:
         raise BadUtterance(f"{what}: all {total} utterances failed (see the warnings above)")
 
@@ -175,29 +177,47 @@ def dump_feats(
     mine = [utts[chosen[i]] for i in shard_range(len(chosen), nshard, rank)]
     logger.info(
         "dump_feats: %d of %d utterances selected (portion %g, seed %d); shard %d/%d has %d",
-        len(chosen), len(utts), portion, seed, rank, nshard, len(mine),
+        len(chosen),
+        len(utts),
+        portion,
+        seed,
+        rank,
+        nshard,
+        len(mine),
     )
-    fx = FeatureExtractor(upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s)
+    fx = FeatureExtractor(
+        upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s
+    )
     skipped: list[str] = []
     out = Path(out_dir)
     with FeatureShardWriter(out, rank) as writer:
         for utt, feats in _features(
-            mine, fx, strict=strict, skipped=skipped, batch_size=batch_size, desc=f"dump_feats.{rank}"
+            mine,
+            fx,
+            strict=strict,
+            skipped=skipped,
+            batch_size=batch_size,
+            desc=f"dump_feats.{rank}",
         ):
             writer.add(utt.uttid, feats)
         _finish("dump_feats", len(writer.ids), len(mine), skipped)
         writer.dim = writer.dim or fx.dim
     info = {
         **fx.describe(),
-        "data_dir": str(data_dir),
+        "data_dir": str(Path(data_dir).resolve()),
         "nshard": nshard,
         "portion": portion,
         "seed": seed,
     }
     write_feats_json(out, info)
     summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped)}
-    logger.info("dump_feats: wrote %s (%d utterances, %d frames, %d skipped)",
-                writer.path, summary["utterances"], summary["frames"], summary["skipped"])
+    logger.info(
+        "dump_feats: wrote %s (%d utterances, %d frames, %d skipped)",
+        writer.path,
+        summary["utterances"],
+        summary["frames"],
+        summary["skipped"],
+    )
     return summary
 
 
@@ -244,8 +264,13 @@ def fit(
     cfg = _fit_config(
         config,
         {
-            "method": method, "num_codebooks": num_codebooks, "codebook_size": codebook_size,
-            "dims_ratio": dims_ratio, "seed": seed, "max_iter": max_iter, "tol": tol,
+            "method": method,
+            "num_codebooks": num_codebooks,
+            "codebook_size": codebook_size,
+            "dims_ratio": dims_ratio,
+            "seed": seed,
+            "max_iter": max_iter,
+            "tol": tol,
             "max_frames": max_frames,
         },
     )
@@ -272,7 +297,7 @@ def fit(
         "layer": info.get("layer"),
         "sample_rate": info.get("sample_rate", 16000),
         "frame_rate": info.get("frame_rate"),
-        "feats_dir": str(feats_dir),
+        "feats_dir": str(Path(feats_dir).resolve()),
     }
     out_path = Path(out)
     q.save(out_path)
@@ -358,12 +383,21 @@ def encode(
     if arks is not None:
         arks.close()
     summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped)}
-    logger.info("encode: wrote %s (%d utterances, %d frames, %d skipped)", out, len(units), frames, len(skipped))
+    logger.info(
+        "encode: wrote %s (%d utterances, %d frames, %d skipped)",
+        out,
+        len(units),
+        frames,
+        len(skipped),
+    )
     return summary
 
 
 def token_list(
-    *, out: str, codebook: str | None = None, num_codebooks: int | None = None,
+    *,
+    out: str,
+    codebook: str | None = None,
+    num_codebooks: int | None = None,
     codebook_size: int | None = None,
 ) -> int:
     """Write the source token list for ``codebook`` (or M and K); returns its length."""
@@ -411,20 +445,37 @@ def _int_or_none(s: str) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
-    _opt(common, "log_level", default=os.environ.get("LOGLEVEL", "INFO").upper(),
-         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (env LOGLEVEL)")
+    _opt(
+        common,
+        "log_level",
+        default=os.environ.get("LOGLEVEL", "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (env LOGLEVEL)",
+    )
     parser = argparse.ArgumentParser(
-        prog="rpq-units", description="Discrete speech units: K-means, PQ and RPQ on s3prl features.",
-        formatter_class=fmt, parents=[common],
+        prog="rpq-units",
+        description="Discrete speech units: K-means, PQ and RPQ on s3prl features.",
+        formatter_class=fmt,
+        parents=[common],
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
     def feature_opts(p: argparse.ArgumentParser, required: bool) -> None:
-        _opt(p, "upstream", required=required, default=None,
-             help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...)")
+        _opt(
+            p,
+            "upstream",
+            required=required,
+            default=None,
+            help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...)",
+        )
         _opt(p, "upstream_ckpt", default=None, help="checkpoint path for *_local upstreams")
-        _opt(p, "layer", type=int, default=None if not required else -1,
-             help="hidden-state index (-1 = last)")
+        _opt(
+            p,
+            "layer",
+            type=int,
+            default=None if not required else -1,
+            help="hidden-state index (-1 = last)",
+        )
         _opt(p, "device", default="cpu", help="torch device")
         _opt(p, "batch_size", type=int, default=1, help="utterances per forward pass (1 = exact)")
         _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
@@ -432,14 +483,21 @@ def build_parser() -> argparse.ArgumentParser:
         _opt(p, "rank", type=int, default=0, help="this shard (0-based)")
         _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
 
-    p = sub.add_parser("dump_feats", help="features of a portion of a data dir", formatter_class=fmt, parents=[common])
+    p = sub.add_parser(
+        "dump_feats",
+        help="features of a portion of a data dir",
+        formatter_class=fmt,
+        parents=[common],
+    )
     _opt(p, "data_dir", required=True, help="Kaldi data dir")
     _opt(p, "out_dir", required=True, help="feature dir")
     feature_opts(p, required=True)
     _opt(p, "portion", type=float, default=1.0, help="fraction of utterances (seeded)")
     _opt(p, "seed", type=int, default=0, help="seed of the portion")
 
-    p = sub.add_parser("fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common])
+    p = sub.add_parser(
+        "fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common]
+    )
     _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
     _opt(p, "out", required=True, help="codebook path (.pt)")
     _opt(p, "config", default=None, help="YAML config (conf/units/*.yaml)")
@@ -460,15 +518,24 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "ark", default=None, help="also write a kaldiio ark (+ .scp) of (T, M) codes")
     feature_opts(p, required=False)
 
-    p = sub.add_parser("analyze", help="codebook statistics on feature shards", formatter_class=fmt, parents=[common])
+    p = sub.add_parser(
+        "analyze",
+        help="codebook statistics on feature shards",
+        formatter_class=fmt,
+        parents=[common],
+    )
     _opt(p, "codebook", required=True, help="codebook from fit")
     _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
     _opt(p, "out_dir", required=True, help="output dir")
-    _opt(p, "max_frames", type=_int_or_none, default=200_000, help="analyze at most this many frames")
+    _opt(
+        p, "max_frames", type=_int_or_none, default=200_000, help="analyze at most this many frames"
+    )
     _opt(p, "seed", type=int, default=0, help="seed of the frame subset")
     _opt(p, "device", default="cpu", help="torch device")
 
-    p = sub.add_parser("token_list", help="source token list", formatter_class=fmt, parents=[common])
+    p = sub.add_parser(
+        "token_list", help="source token list", formatter_class=fmt, parents=[common]
+    )
     _opt(p, "out", required=True, help="token list path")
     _opt(p, "codebook", default=None, help="codebook from fit")
     _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
@@ -499,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.pop("command")
     level = args.pop("log_level")
     logging.basicConfig(
-        level=getattr(logging, level), stream=sys.stderr,
+        level=getattr(logging, level),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("rpq_units").setLevel(getattr(logging, level))
@@ -507,7 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("s3prl").setLevel(logging.WARNING)
     try:
         _COMMANDS[command](**args)
-    except (ValueError, OSError) as e:  # user errors (QuantizerError, AudioError, ... are ValueErrors)
+    except (
+        ValueError,
+        OSError,
+    ) as e:  # user errors (QuantizerError, AudioError, ... are ValueErrors)
         logger.debug("%s failed", command, exc_info=True)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
@@ -519,6 +590,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "AudioError", "BadUtterance", "DataDirError", "ShardError", "UnitsError",
-    "analyze", "build_parser", "dump_feats", "encode", "fit", "main", "merge", "token_list",
+    "AudioError",
+    "BadUtterance",
+    "DataDirError",
+    "ShardError",
+    "UnitsError",
+    "analyze",
+    "build_parser",
+    "dump_feats",
+    "encode",
+    "fit",
+    "main",
+    "merge",
+    "token_list",
 ]

@@ -122,7 +122,9 @@ def load_data_dir(data_dir: str | os.PathLike) -> list[Utterance]:
             )
     else:
         for uttid, source in wav.items():
-            utts.append(Utterance(uttid, uttid, source, None, None, text.get(uttid), spk.get(uttid)))
+            utts.append(
+                Utterance(uttid, uttid, source, None, None, text.get(uttid), spk.get(uttid))
+            )
     utts.sort(key=lambda u: u.uttid)
     return utts
 
@@ -158,7 +160,11 @@ def _read_file(utt: Utterance) -> tuple[np.ndarray, int]:
     sr = info.samplerate
     start = 0 if utt.start is None else round(utt.start * sr)
     stop = None if utt.end is None else round(utt.end * sr)
-    if utt.start is not None and info.frames > 0 and (start >= info.frames or (stop or 0) > info.frames):
+    if (
+        utt.start is not None
+        and info.frames > 0
+        and (start >= info.frames or (stop or 0) > info.frames)
+    ):
         _check_segment(utt, info.frames, sr)
     try:
         wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)

@@ -44,6 +44,7 @@ import contextlib
 import difflib
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import re
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 800  # s3prl pads shorter batches to 0.05 s (as S3PRLUpstream does)
 HINT = (
-    "list valid names with: python -c \"import rpq_units.features as f; "
+    'list valid names with: python -c "import rpq_units.features as f; '
     "print(' '.join(f.available_upstreams()))\""
 )
 
@@ -178,8 +179,14 @@ class FeatureExtractor:
             raise
         except Exception as e:
             where = f" from {self.ckpt}" if self.ckpt else ""
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if "Weights only load failed" in str(e):
+                reason = (
+                    "torch.load(weights_only=True) refuses objects in this checkpoint; if you "
+                    "trust the file, rerun with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+                )
             raise FeatureError(
-                f"cannot load s3prl upstream {upstream}{where}: {type(e).__name__}: {e}"
+                f"cannot load s3prl upstream {upstream}{where}: {type(e).__name__}: {reason}"
             ) from e
         self.model.to(self.device).eval()
         rates = self.model.get_downsample_rates("hidden_states")
@@ -209,8 +216,12 @@ class FeatureExtractor:
         self._norm = _normalize_flag(self.model)
         logger.info(
             "upstream %s%s: layer %d of %d, dim %d, %.0f frames/s",
-            upstream, f" ({self.ckpt})" if self.ckpt else "", self.layer, self.num_layers,
-            self.dim, self.frame_rate,
+            upstream,
+            f" ({self.ckpt})" if self.ckpt else "",
+            self.layer,
+            self.num_layers,
+            self.dim,
+            self.frame_rate,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -62,7 +62,12 @@ def install() -> list[str]:
         mod = types.ModuleType(
             "torchaudio.sox_effects", "Stand-in: torchaudio.sox_effects was removed in 2.9."
         )
-        for fn in ("apply_effects_tensor", "apply_effects_file", "effect_names", "init_sox_effects"):
+        for fn in (
+            "apply_effects_tensor",
+            "apply_effects_file",
+            "effect_names",
+            "init_sox_effects",
+        ):
             setattr(mod, fn, _removed(f"torchaudio.sox_effects.{fn}"))
         sys.modules["torchaudio.sox_effects"] = mod
         torchaudio.sox_effects = mod

@@ -106,7 +106,9 @@ class FeatureShardWriter:
     def add(self, uttid: str, feats: np.ndarray) -> None:
         """Append ``feats: (T, D)`` of utterance ``uttid``."""
         if feats.ndim != 2 or feats.shape[0] == 0:
-            raise ShardError(f"{uttid}: features must be (T, D) with T > 0, got shape {feats.shape}")
+            raise ShardError(
+                f"{uttid}: features must be (T, D) with T > 0, got shape {feats.shape}"
+            )
         if self.dim is None:
             self.dim = int(feats.shape[1])
         elif feats.shape[1] != self.dim:
@@ -127,8 +129,12 @@ class FeatureShardWriter:
             fh.seek(0)
             fh.write(_npy_header((sum(self.lens), self.dim or 0)))
             fh.close()
-            write_text_atomic(shard_file(self.out_dir, self.rank, "len"), "".join(f"{n}\n" for n in self.lens))
-            write_text_atomic(shard_file(self.out_dir, self.rank, "ids"), "".join(f"{u}\n" for u in self.ids))
+            write_text_atomic(
+                shard_file(self.out_dir, self.rank, "len"), "".join(f"{n}\n" for n in self.lens)
+            )
+            write_text_atomic(
+                shard_file(self.out_dir, self.rank, "ids"), "".join(f"{u}\n" for u in self.ids)
+            )
             os.replace(self._tmp, self.path)
         except BaseException:
             fh.close()

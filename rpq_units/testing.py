@@ -140,7 +140,11 @@ def write_sine_speech(
     """Write :func:`sine_speech` to ``path`` (format from the suffix: .wav, .flac, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, sine_speech(seconds, sample_rate=sample_rate, seed=seed, channels=channels), sample_rate)
+    sf.write(
+        path,
+        sine_speech(seconds, sample_rate=sample_rate, seed=seed, channels=channels),
+        sample_rate,
+    )
     return path
 
 
@@ -162,7 +166,9 @@ def make_data_dir(
     wav_lines, text_lines, spk_lines = [], [], []
     for i, sec in enumerate(durations):
         uttid = f"spk{i % 2}-{prefix}{i:04d}"
-        path = write_sine_speech(wav_dir / f"{uttid}.wav", sec, sample_rate=sample_rate, seed=seed + i)
+        path = write_sine_speech(
+            wav_dir / f"{uttid}.wav", sec, sample_rate=sample_rate, seed=seed + i
+        )
         ids.append(uttid)
         wav_lines.append(f"{uttid} {path.resolve()}")
         text_lines.append(f"{uttid} HELLO {i}")

@@ -53,7 +53,9 @@ def units_to_text(codes: Any, codebook_size: int) -> str:
     return " ".join(map(str, units_to_tokens(codes, codebook_size).tolist()))
 
 
-def text_to_units(tokens: str | Sequence[str | int], num_codebooks: int, codebook_size: int) -> np.ndarray:
+def text_to_units(
+    tokens: str | Sequence[str | int], num_codebooks: int, codebook_size: int
+) -> np.ndarray:
     """Inverse of :func:`units_to_text`: tokens (a string or a list) -> codes ``(T, M)`` int64.
 
     Raises :class:`UnitsError` when the token count is not a multiple of M or a token of stream

@@ -14,14 +14,19 @@ DURATIONS = [0.6, 1.1, 0.5, 1.4, 0.8, 0.7, 1.2]
 
 def pytest_configure(config):
     """Deprecation warnings raised inside torch by s3prl's model code are not ours."""
-    for msg in ("`torch.nn.utils.weight_norm` is deprecated", "Support for mismatched key_padding_mask"):
+    for msg in (
+        "`torch.nn.utils.weight_norm` is deprecated",
+        "Support for mismatched key_padding_mask",
+    ):
         config.addinivalue_line("filterwarnings", f"ignore:{msg}")
 
 
 @pytest.fixture(scope="session")
 def tiny_wavlm(tmp_path_factory) -> Path:
     """A random-weight 3-layer WavLM in s3prl's ``wavlm_local`` format (4 hidden states, 32 dims)."""
-    return make_tiny_wavlm_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_wavlm.pt", layers=3, dim=32)
+    return make_tiny_wavlm_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny_wavlm.pt", layers=3, dim=32
+    )
 
 
 @pytest.fixture(scope="session")

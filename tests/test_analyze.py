@@ -37,7 +37,11 @@ def x():
 @pytest.fixture(scope="module")
 def fitted(x):
     out = {}
-    for method, kw in (("kmeans", {}), ("pq", {"num_codebooks": 4}), ("rpq", {"num_codebooks": 4, "dims_ratio": 0.5})):
+    for method, kw in (
+        ("kmeans", {}),
+        ("pq", {"num_codebooks": 4}),
+        ("rpq", {"num_codebooks": 4, "dims_ratio": 0.5}),
+    ):
         out[method] = make_quantizer(method, codebook_size=K, seed=0, max_iter=30, **kw).fit(x)
     return out
 
@@ -46,8 +50,10 @@ def write_feats(d, x, dim=None):
     with FeatureShardWriter(d, 0) as w:
         for i in range(0, x.shape[0], 300):
             w.add(f"utt{i:05d}", x[i : i + 300])
-    write_feats_json(d, {"dim": dim or x.shape[1], "nshard": 1, "upstream": "toy", "layer": 3,
-                         "frame_rate": 50.0})
+    write_feats_json(
+        d,
+        {"dim": dim or x.shape[1], "nshard": 1, "upstream": "toy", "layer": 3, "frame_rate": 50.0},
+    )
 
 
 @pytest.mark.parametrize("method", ["kmeans", "pq", "rpq"])
@@ -112,7 +118,9 @@ def test_rho_of_identical_sub_quantizers_is_one():
     """dims_ratio=1 puts all dims in every sub-vector; with the second codebook made a copy of
     the first, the two sub-quantizers are identical and their errors perfectly correlated."""
     x = correlated_frames(n=600, d=6, seed=1)
-    q = make_quantizer("rpq", num_codebooks=2, codebook_size=K, dims_ratio=1.0, seed=0, max_iter=20).fit(x)
+    q = make_quantizer(
+        "rpq", num_codebooks=2, codebook_size=K, dims_ratio=1.0, seed=0, max_iter=20
+    ).fit(x)
     q.codebooks[1] = q.codebooks[0]
     codes = q.encode(x)
     np.testing.assert_array_equal(codes[:, 0], codes[:, 1])

@@ -36,10 +36,44 @@ def feats(tiny_data, tiny_wavlm, tmp_path_factory):
     """Features of the tiny corpus, dumped in 2 shards (second one with dashed flags)."""
     out = tmp_path_factory.mktemp("feats")
     common = ["--upstream", "wavlm_local", "--upstream_ckpt", tiny_wavlm, "--layer", "2"]
-    assert main(["dump_feats", "--data_dir", tiny_data, "--out_dir", out, *common,
-                 "--nshard", "2", "--rank", "0", "--log_level", "WARNING"]) == 0
-    assert main(["dump_feats", "--data-dir", tiny_data, "--out-dir", out, *common,
-                 "--nshard", "2", "--rank", "1", "--log-level", "WARNING"]) == 0
+    assert (
+        main(
+            [
+                "dump_feats",
+                "--data_dir",
+                tiny_data,
+                "--out_dir",
+                out,
+                *common,
+                "--nshard",
+                "2",
+                "--rank",
+                "0",
+                "--log_level",
+                "WARNING",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dump_feats",
+                "--data-dir",
+                tiny_data,
+                "--out-dir",
+                out,
+                *common,
+                "--nshard",
+                "2",
+                "--rank",
+                "1",
+                "--log-level",
+                "WARNING",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -49,9 +83,24 @@ def codebooks(feats, tmp_path_factory):
     out = {}
     for method, extra in (("kmeans", []), ("rpq", ["--num_codebooks", "3"])):
         cb = exp / f"units_{method}" / "codebook.pt"
-        rc = main(["fit", "--feats_dir", feats, "--out", cb,
-                   "--config", ROOT / "conf" / "units" / f"{method}.yaml",
-                   "--codebook_size", str(K), "--max_iter", "20", *extra, "--log_level", "WARNING"])
+        rc = main(
+            [
+                "fit",
+                "--feats_dir",
+                feats,
+                "--out",
+                cb,
+                "--config",
+                ROOT / "conf" / "units" / f"{method}.yaml",
+                "--codebook_size",
+                str(K),
+                "--max_iter",
+                "20",
+                *extra,
+                "--log_level",
+                "WARNING",
+            ]
+        )
         assert rc == 0
         out[method] = cb
     return out
@@ -68,9 +117,22 @@ def test_dump_feats(feats, tiny_data):
 
 
 def test_dump_feats_portion(tiny_data, tiny_wavlm, tmp_path, capsys):
-    rc, _ = run(capsys, "dump_feats", "--data_dir", tiny_data, "--out_dir", tmp_path,
-                "--upstream", "wavlm_local", "--upstream_ckpt", tiny_wavlm,
-                "--portion", "0.5", "--seed", "3")
+    rc, _ = run(
+        capsys,
+        "dump_feats",
+        "--data_dir",
+        tiny_data,
+        "--out_dir",
+        tmp_path,
+        "--upstream",
+        "wavlm_local",
+        "--upstream_ckpt",
+        tiny_wavlm,
+        "--portion",
+        "0.5",
+        "--seed",
+        "3",
+    )
     assert rc == 0
     assert len(FeatureShards(tmp_path).ids) == 4  # round(0.5 * 7)
 
@@ -94,14 +156,38 @@ def test_fit_writes_codebook_config_and_metrics(codebooks, feats):
 def test_encode_sharded_merge_equals_unsharded(codebooks, tiny_data, tmp_path, capsys):
     cb = codebooks["rpq"]
     q = load_quantizer(cb)
-    rc, _ = run(capsys, "encode", "--data_dir", tiny_data, "--codebook", cb,
-                "--out", tmp_path / "units", "--ark", tmp_path / "units.ark")
+    rc, _ = run(
+        capsys,
+        "encode",
+        "--data_dir",
+        tiny_data,
+        "--codebook",
+        cb,
+        "--out",
+        tmp_path / "units",
+        "--ark",
+        tmp_path / "units.ark",
+    )
     assert rc == 0
     for r in (0, 1):
-        rc, _ = run(capsys, "encode", "--data-dir", tiny_data, "--codebook", cb,
-                    "--out", tmp_path / f"units.{r}", "--nshard", "2", "--rank", str(r))
+        rc, _ = run(
+            capsys,
+            "encode",
+            "--data-dir",
+            tiny_data,
+            "--codebook",
+            cb,
+            "--out",
+            tmp_path / f"units.{r}",
+            "--nshard",
+            "2",
+            "--rank",
+            str(r),
+        )
         assert rc == 0
-    rc, _ = run(capsys, "merge", "--out", tmp_path / "merged", tmp_path / "units.0", tmp_path / "units.1")
+    rc, _ = run(
+        capsys, "merge", "--out", tmp_path / "merged", tmp_path / "units.0", tmp_path / "units.1"
+    )
     assert rc == 0
     assert (tmp_path / "merged").read_bytes() == (tmp_path / "units").read_bytes()
     lines = (tmp_path / "units").read_text().splitlines()
@@ -125,19 +211,40 @@ def test_token_list(codebooks, tmp_path, capsys):
     rc, _ = run(capsys, "token_list", "--codebook", codebooks["rpq"], "--out", tmp_path / "tok")
     assert rc == 0
     toks = (tmp_path / "tok").read_text().splitlines()
-    assert toks[:3] == ["<blank>", "<unk>", "0"] and toks[-1] == "<sos/eos>" and len(toks) == 3 * K + 3
-    rc, _ = run(capsys, "token_list", "--num_codebooks", "2", "--codebook_size", "5", "--out", tmp_path / "t2")
+    assert (
+        toks[:3] == ["<blank>", "<unk>", "0"] and toks[-1] == "<sos/eos>" and len(toks) == 3 * K + 3
+    )
+    rc, _ = run(
+        capsys,
+        "token_list",
+        "--num_codebooks",
+        "2",
+        "--codebook_size",
+        "5",
+        "--out",
+        tmp_path / "t2",
+    )
     assert rc == 0 and len((tmp_path / "t2").read_text().splitlines()) == 13
 
 
 def test_analyze(codebooks, feats, tmp_path, capsys):
-    rc, err = run(capsys, "analyze", "--codebook", codebooks["rpq"], "--feats_dir", feats,
-                  "--out_dir", tmp_path)
+    rc, err = run(
+        capsys,
+        "analyze",
+        "--codebook",
+        codebooks["rpq"],
+        "--feats_dir",
+        feats,
+        "--out_dir",
+        tmp_path,
+    )
     assert rc == 0, err
     rep = json.loads((tmp_path / "analysis.json").read_text())
     metrics = json.loads(codebooks["rpq"].with_suffix(".metrics.json").read_text())
     assert rep["mse"] == pytest.approx(metrics["distortion"], rel=1e-6)
-    assert rep["bits_per_frame"] == pytest.approx(3 * 3.0) and rep["bits_per_second"] == pytest.approx(450.0)
+    assert rep["bits_per_frame"] == pytest.approx(3 * 3.0) and rep[
+        "bits_per_second"
+    ] == pytest.approx(450.0)
     assert len(rep["per_codebook"]) == 3 and rep["rho"] is not None
     assert (tmp_path / "dim_correlation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "perplexity" in (tmp_path / "analysis.txt").read_text()
@@ -151,10 +258,20 @@ def make_bad_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_bad_utterance_skipped_with_warning_and_count(codebooks, tiny_data, tmp_path, capsys, caplog):
+def test_bad_utterance_skipped_with_warning_and_count(
+    codebooks, tiny_data, tmp_path, capsys, caplog
+):
     data = make_bad_copy(tiny_data, tmp_path / "data")
-    rc, _ = run(capsys, "encode", "--data_dir", data, "--codebook", codebooks["kmeans"],
-                "--out", tmp_path / "units")
+    rc, _ = run(
+        capsys,
+        "encode",
+        "--data_dir",
+        data,
+        "--codebook",
+        codebooks["kmeans"],
+        "--out",
+        tmp_path / "units",
+    )
     assert rc == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("zzz_bad_utt" in w and "no such file" in w for w in warnings)
@@ -168,44 +285,123 @@ def test_strict_failure_leaves_previous_output_intact(codebooks, tiny_data, tmp_
     data = make_bad_copy(tiny_data, tmp_path / "data")
     out = tmp_path / "units"
     out.write_text("previous 1 2 3\n")
-    rc, err = run(capsys, "encode", "--data_dir", data, "--codebook", codebooks["kmeans"],
-                  "--out", out, "--ark", tmp_path / "u.ark", "--strict")
+    rc, err = run(
+        capsys,
+        "encode",
+        "--data_dir",
+        data,
+        "--codebook",
+        codebooks["kmeans"],
+        "--out",
+        out,
+        "--ark",
+        tmp_path / "u.ark",
+        "--strict",
+    )
     assert rc == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "zzz_bad_utt" in last and "no such file" in last
     assert out.read_text() == "previous 1 2 3\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "units"]  # no .tmp, no ark
     # dump_feats --strict leaves no shard either
-    rc, err = run(capsys, "dump_feats", "--data_dir", data, "--out_dir", tmp_path / "f",
-                  "--upstream", "fbank", "--strict")
+    rc, err = run(
+        capsys,
+        "dump_feats",
+        "--data_dir",
+        data,
+        "--out_dir",
+        tmp_path / "f",
+        "--upstream",
+        "fbank",
+        "--strict",
+    )
     assert rc == 1 and "zzz_bad_utt" in err
     assert not (tmp_path / "f").exists() or list((tmp_path / "f").iterdir()) == []
 
 
-def test_codebook_against_features_of_another_dimension(codebooks, tiny_data, feats, tmp_path, capsys):
-    rc, err = run(capsys, "encode", "--data_dir", tiny_data, "--codebook", codebooks["rpq"],
-                  "--out", tmp_path / "units", "--upstream", "fbank")
+def test_codebook_against_features_of_another_dimension(
+    codebooks, tiny_data, feats, tmp_path, capsys
+):
+    rc, err = run(
+        capsys,
+        "encode",
+        "--data_dir",
+        tiny_data,
+        "--codebook",
+        codebooks["rpq"],
+        "--out",
+        tmp_path / "units",
+        "--upstream",
+        "fbank",
+    )
     assert rc == 1
     assert "trained on 32-dim features but upstream fbank layer 0 gives 240-dim" in err
     assert not (tmp_path / "units").exists()
 
 
 def test_user_and_usage_errors(feats, tiny_data, tmp_path, capsys):
-    rc, err = run(capsys, "fit", "--feats_dir", feats, "--out", tmp_path / "c.pt", "--method", "nope")
+    rc, err = run(
+        capsys, "fit", "--feats_dir", feats, "--out", tmp_path / "c.pt", "--method", "nope"
+    )
     assert rc == 1 and "error: unknown quantization method 'nope'" in err
-    rc, err = run(capsys, "fit", "--feats_dir", feats, "--out", tmp_path / "c.pt",
-                  "--method", "kmeans", "--dims_ratio", "0.5")
+    rc, err = run(
+        capsys,
+        "fit",
+        "--feats_dir",
+        feats,
+        "--out",
+        tmp_path / "c.pt",
+        "--method",
+        "kmeans",
+        "--dims_ratio",
+        "0.5",
+    )
     assert rc == 1 and "error: method kmeans: bad option" in err and "dims_ratio" in err
-    rc, err = run(capsys, "fit", "--feats_dir", feats, "--out", tmp_path / "c.pt",
-                  "--method", "kmeans", "--codebook_size", "100000")
+    rc, err = run(
+        capsys,
+        "fit",
+        "--feats_dir",
+        feats,
+        "--out",
+        tmp_path / "c.pt",
+        "--method",
+        "kmeans",
+        "--codebook_size",
+        "100000",
+    )
     assert rc == 1 and "fewer than codebook_size=100000" in err
-    rc, err = run(capsys, "dump_feats", "--data_dir", tiny_data, "--out_dir", tmp_path / "f",
-                  "--upstream", "wavlm_largee")
+    rc, err = run(
+        capsys,
+        "dump_feats",
+        "--data_dir",
+        tiny_data,
+        "--out_dir",
+        tmp_path / "f",
+        "--upstream",
+        "wavlm_largee",
+    )
     assert rc == 1 and "error: unknown s3prl upstream 'wavlm_largee'" in err
-    rc, err = run(capsys, "fit", "--feats_dir", tmp_path / "nowhere", "--out", tmp_path / "c.pt", "--method", "pq")
+    rc, err = run(
+        capsys,
+        "fit",
+        "--feats_dir",
+        tmp_path / "nowhere",
+        "--out",
+        tmp_path / "c.pt",
+        "--method",
+        "pq",
+    )
     assert rc == 1 and "feats.json: no such file" in err
-    rc, err = run(capsys, "encode", "--data_dir", tmp_path / "nodata", "--codebook", tmp_path / "none.pt",
-                  "--out", tmp_path / "u")
+    rc, err = run(
+        capsys,
+        "encode",
+        "--data_dir",
+        tmp_path / "nodata",
+        "--codebook",
+        tmp_path / "none.pt",
+        "--out",
+        tmp_path / "u",
+    )
     assert rc == 1 and "no such codebook file" in err
     rc, _ = run(capsys, "fit", "--feats_dir", feats)  # missing --out
     assert rc == 2

@@ -61,8 +61,13 @@ def test_segments_from_file_and_pipe(tmp_path):
     d = write_dir(
         tmp_path / "d",
         [f"recA {p}", f"recB cat {p} |"],
-        segments=["a1 recA 0.50 1.25", "a2 recA 2.0 3.0", "a3 recA 2.5 -1", "b1 recB 0.5 1.25",
-                  "b2 recB 2.5 -1"],
+        segments=[
+            "a1 recA 0.50 1.25",
+            "a2 recA 2.0 3.0",
+            "a3 recA 2.5 -1",
+            "b1 recB 0.5 1.25",
+            "b2 recB 2.5 -1",
+        ],
         text=["a1 ONE", "a2 TWO", "b1 THREE"],
     )
     utts = {u.uttid: u for u in load_data_dir(d)}

@@ -35,7 +35,9 @@ def test_compat_lets_s3prl_upstreams_import():
 @pytest.mark.slow
 def test_s3prl_hub_imports_after_compat():
     """``import s3prl.hub`` (every upstream; most of a minute on a small CPU)."""
-    code = "import rpq_units.s3prl_compat\nimport s3prl.hub as h\nassert 'wavlm_large' in h.options()"
+    code = (
+        "import rpq_units.s3prl_compat\nimport s3prl.hub as h\nassert 'wavlm_large' in h.options()"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
 
 
