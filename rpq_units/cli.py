@@ -444,20 +444,22 @@ def _int_or_none(s: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    common = argparse.ArgumentParser(add_help=False)
-    _opt(
-        common,
-        "log_level",
-        default=os.environ.get("LOGLEVEL", "INFO").upper(),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (env LOGLEVEL)",
-    )
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     parser = argparse.ArgumentParser(
         prog="rpq-units",
         description="Discrete speech units: K-means, PQ and RPQ on s3prl features.",
         formatter_class=fmt,
-        parents=[common],
     )
+    _opt(
+        parser,
+        "log_level",
+        default=os.environ.get("LOGLEVEL", "INFO").upper(),
+        choices=levels,
+        help="logging level (env LOGLEVEL)",
+    )
+    # also accepted after the subcommand; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    _opt(common, "log_level", default=argparse.SUPPRESS, choices=levels, help="logging level")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
     def feature_opts(p: argparse.ArgumentParser, required: bool) -> None:
