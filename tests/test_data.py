@@ -105,12 +105,15 @@ def test_resamples_8k_stereo_to_16k_mono(tmp_path):
         ("past_end", "past the end"),
         ("past_end_pipe", "past the end"),
         ("start_past_end", "past the end"),
+        ("nan_audio", "NaN or Inf"),
     ],
 )
 def test_bad_input_names_the_utterance(tmp_path, case, pattern):
     good = write_sine_speech(tmp_path / "good.wav", 1.0)
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000)
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
     garbage = tmp_path / "garbage.wav"
     garbage.write_text("this is not audio\n")
     wav_lines = {
@@ -123,6 +126,7 @@ def test_bad_input_names_the_utterance(tmp_path, case, pattern):
         "past_end": f"rec {good}",
         "past_end_pipe": f"rec cat {good} |",
         "start_past_end": f"rec {good}",
+        "nan_audio": f"bad_utt {nan}",
     }[case]
     segments = {
         "zero_segment": ["bad_utt rec 0.5 0.5"],
