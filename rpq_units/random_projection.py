@@ -14,12 +14,14 @@ gives one code per frame: the window of frame t starts at t, and frames past the
 last frame. Every ``S``-th code (``codes[::S]``) is BEST-RQ's non-overlapping 40 ms label.
 
 ``decode`` cannot invert the projection (it drops the norm and maps S*D dims to p per codebook).
-It returns the least-squares pre-image: the unit codewords of all M codebooks, each scaled by
-the mean projection norm ``||P_m s||`` seen in fit, are mapped back through the Moore-Penrose
-pseudo-inverse of the stacked projections ``[P_1; ...; P_M]`` (the minimum-norm stacked vector
-whose projections equal them), each window's S frames are averaged into the frames it covers,
-and the normalisation is undone. It is deterministic and has the input's shape, but it is not a
-reconstruction in the distortion sense: expect a large error from ``analyze``.
+It returns a least-squares pre-image: for each codebook, the chosen unit codeword scaled by the
+mean projection norm ``||P_m s||`` seen in fit is mapped back through the Moore-Penrose
+pseudo-inverse of ``P_m`` (the minimum-norm stacked vector whose projection equals it); the M
+pre-images are averaged (a joint solve through the stacked projections would fit the M
+inconsistent targets exactly and blow up once M*p approaches S*D), each window's S frames are
+averaged into the frames it covers, and the normalisation is undone. It is deterministic and has
+the input's shape, but it is not a reconstruction in the distortion sense: expect an error near
+the feature variance from ``analyze``.
 """
 
 from __future__ import annotations
@@ -122,12 +124,11 @@ class RandomProjectionQuantizer(Quantizer):
         n, d, s = codes.shape[0], self.dim, self.stack_frames
         if n == 0:
             return torch.zeros(0, d, device=self.device)
-        target = torch.cat(
-            [self.codebook[m][codes[:, m]] * self.scale[m] for m in range(self.num_codebooks)],
-            dim=1,
-        )  # (N, M*p)
-        pinv = torch.linalg.pinv(self.projection.reshape(-1, s * d).double()).float()
-        windows = (target @ pinv.T).reshape(n, s, d)  # pre-image of each stacked window
+        windows = torch.zeros(n, s * d, device=self.device)
+        for m in range(self.num_codebooks):
+            pinv = torch.linalg.pinv(self.projection[m].double()).float()  # (S*D, p)
+            windows += (self.codebook[m][codes[:, m]] * self.scale[m]) @ pinv.T
+        windows = (windows / self.num_codebooks).reshape(n, s, d)  # pre-image of each window
         frame = (torch.arange(n, device=self.device).unsqueeze(1)
                  + torch.arange(s, device=self.device)).clamp_max(n - 1)
         z = torch.zeros(n, d, device=self.device).index_add_(0, frame.reshape(-1),

@@ -202,16 +202,17 @@ def test_random_projection_decode_is_a_deterministic_pre_image() -> None:
     codes = q.encode(x)
     a, b = q.decode(codes), q.decode(codes.copy())
     assert a.shape == x.shape and a.dtype == np.float32 and np.isfinite(a).all()
+    assert float(((a - x) ** 2).sum(1).mean()) < 3.0 * float(((x - x.mean(0)) ** 2).sum(1).mean())
     np.testing.assert_array_equal(a, b)
-    # without stacking and with M*p <= D the stacked projection has full row rank: the
-    # pseudo-inverse pre-image projects exactly onto the chosen codewords, so it re-encodes
-    # to the same codewords (up to float32 near-ties between codewords)
-    q1 = make_quantizer("random_projection", num_codebooks=2, codebook_size=32, proj_dim=3,
+    # one codebook, no stacking, p <= D: the projection has full row rank, so the
+    # pseudo-inverse pre-image projects exactly onto the chosen codeword and re-encodes to it
+    # (up to float32 near-ties between codewords)
+    q1 = make_quantizer("random_projection", num_codebooks=1, codebook_size=32, proj_dim=3,
                         stack_frames=1).fit(x)
     c1 = q1.encode(x)
     c2 = q1.encode(q1.decode(c1))
     assert (c2 == c1).mean() > 0.95
-    for m in range(2):
+    for m in range(1):
         torch.testing.assert_close(q1.codebook[m][c2[:, m]], q1.codebook[m][c1[:, m]],
                                    atol=1e-3, rtol=0)
 
