@@ -109,31 +109,66 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     return codes, dist
 
 
+class _Searcher:
+    """Exact nearest and second-nearest centroid search for one problem, on row blocks.
+
+    ``search(rows)`` -> codes, ``d1`` (squared distance to the nearest centroid) and ``d2``
+    (squared distance to the second nearest), for ``x[rows]`` (all rows when ``rows`` is
+    None), from the scores ``||c||^2 - 2 x c^T`` of one fp32 product per block; the rows are
+    gathered block by block, never copied as a whole.
+    """
+
+    def __init__(self, x: torch.Tensor, x_sq: torch.Tensor, cent: torch.Tensor):
+        self.x, self.x_sq = x, x_sq
+        self.c_sq = (cent * cent).sum(1)
+        self.c_t = cent.t()
+        self.block = _block_rows(x.unsqueeze(0), cent.shape[0])
+
+    def search(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.x.shape[0] if rows is None else rows.numel()
+        dev = self.x.device
+        codes = torch.empty(n, dtype=torch.long, device=dev)
+        d1 = torch.empty(n, dtype=torch.float32, device=dev)
+        d2 = torch.empty(n, dtype=torch.float32, device=dev)
+        buf = torch.empty(min(self.block, n), self.c_sq.shape[0], dtype=torch.float32, device=dev)
+        for s in range(0, n, self.block):
+            e = min(n, s + self.block)
+            if rows is None:
+                xb, xb_sq = self.x[s:e], self.x_sq[s:e]
+            else:
+                r = rows[s:e]
+                xb, xb_sq = self.x.index_select(0, r), self.x_sq.index_select(0, r)
+            scores = buf[: e - s]
+            torch.addmm(self.c_sq, xb, self.c_t, alpha=-2.0, out=scores)
+            best, idx = scores.min(dim=1)
+            scores.scatter_(1, idx.unsqueeze(1), float("inf"))
+            codes[s:e] = idx
+            torch.add(best, xb_sq, out=d1[s:e])
+            torch.add(scores.amin(dim=1), xb_sq, out=d2[s:e])
+        return codes, d1, d2
+
+
+def _sqdist_rows(
+    x: torch.Tensor, rows: torch.Tensor | None, cent: torch.Tensor, codes: torch.Tensor
+) -> torch.Tensor:
+    """``||x[rows] - cent[codes]||^2`` computed directly, on cache-sized blocks. x (n, d),
+    rows (r,) or None (all rows), cent (K, d), codes (r,) -> (r,) float32."""
+    r = x.shape[0] if rows is None else rows.numel()
+    out = torch.empty(r, dtype=torch.float32, device=x.device)
+    step = 2048
+    for s in range(0, r, step):
+        xb = x[s : s + step] if rows is None else x.index_select(0, rows[s : s + step])
+        diff = xb - cent.index_select(0, codes[s : s + step])
+        out[s : s + step] = (diff * diff).sum(1)
+    return out
+
+
 def _assign_top2(
     x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One problem: x (n, d), x_sq (n,), centroids (K, d) -> codes (n,), nearest and second
-    nearest squared distances (n,), (n,) (from the expansion, not clamped)."""
-    n = x.shape[0]
-    k = centroids.shape[0]
-    c_sq = (centroids * centroids).sum(-1)
-    c_t = centroids.t()
-    codes = torch.empty(n, dtype=torch.long, device=x.device)
-    d1 = torch.empty(n, dtype=torch.float32, device=x.device)
-    d2 = torch.empty(n, dtype=torch.float32, device=x.device)
-    step = _block_rows(x.unsqueeze(0), k)
-    buf = torch.empty(min(step, n), k, dtype=torch.float32, device=x.device)
-    for s in range(0, n, step):
-        xc = x[s : s + step]
-        scores = buf[: xc.shape[0]]
-        torch.addmm(c_sq, xc, c_t, alpha=-2.0, out=scores)
-        best, idx = scores.min(dim=1)
-        scores.scatter_(1, idx.unsqueeze(1), float("inf"))
-        second = scores.amin(dim=1)
-        codes[s : s + step] = idx
-        d1[s : s + step] = best + x_sq[s : s + step]
-        d2[s : s + step] = second + x_sq[s : s + step]
-    return codes, d1, d2
+    """One problem, fp32: x (n, d), x_sq (n,), centroids (K, d) -> codes (n,), nearest and
+    second nearest squared distances (n,), (n,) (from the expansion, not clamped)."""
+    return _Searcher(x, x_sq, centroids).search(None)
 
 
 def _subset(x: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
@@ -302,14 +337,14 @@ def _lloyd_bounded_impl(
     x_sq = (x * x).sum(1)
     sq_total = float(x_sq.double().sum())
     with _threads(gemm_threads):
-        codes, d1, d2 = _assign_top2(x, x_sq, cent)
+        codes, d1, d2 = _Searcher(x, x_sq, cent).search(None)
     c_norm_max = float((cent * cent).sum(1).max().sqrt())
     slack = BOUND_EPS * (x_sq.sqrt() + c_norm_max) ** 2  # rounding slack on squared distances
     upper = (d1 + slack).clamp_min_(0.0).sqrt_()
     lower = (d2 - slack).clamp_min_(0.0).sqrt_()
     del d1, d2
     sums = torch.zeros(k, d, dtype=torch.float64, device=x.device)
-    step = 1 << 14
+    step = 2048
     for s in range(0, n, step):
         sums.index_add_(0, codes[s : s + step], x[s : s + step].double())
     counts = torch.bincount(codes, minlength=k).double()
@@ -368,26 +403,24 @@ def _lloyd_bounded_impl(
         cand = (upper > lower).nonzero().squeeze(1)
         need = cand[:0]
         if cand.numel():
-            xc = x[cand]
-            exact = (xc - cent[codes[cand]]).pow(2).sum(1).sqrt_().mul_(1 + BOUND_EPS)
+            exact = _sqdist_rows(x, cand, cent, codes[cand]).sqrt_().mul_(1 + BOUND_EPS)
             upper[cand] = exact
-            keep = exact > lower[cand]
-            need = cand[keep]
+            need = cand[exact > lower[cand]]
         if need.numel() == 0:
             if done:
                 break
             continue
         recomputed += int(need.numel())
-        xn = xc[keep]
+        searcher = _Searcher(x, x_sq, cent)
         with _threads(gemm_threads if need.numel() >= 1024 else None):
-            new_codes, nd1, nd2 = _assign_top2(xn, x_sq[need], cent)
+            new_codes, nd1, nd2 = searcher.search(need)
         sl = slack[need]
         upper[need] = (nd1 + sl).clamp_min_(0.0).sqrt_()
         lower[need] = (nd2 - sl).clamp_min_(0.0).sqrt_()
         old_codes = codes[need]
         moved = (new_codes != old_codes).nonzero().squeeze(1)
         if moved.numel():
-            xm = xn[moved].double()
+            xm = x.index_select(0, need[moved]).double()
             sums.index_add_(0, old_codes[moved], xm, alpha=-1.0)
             sums.index_add_(0, new_codes[moved], xm)
             counts -= torch.bincount(old_codes[moved], minlength=k).double()
@@ -398,9 +431,7 @@ def _lloyd_bounded_impl(
         if done:
             break
     # codes now hold the nearest centroid of every row for the final centroids
-    dist = torch.empty(n, dtype=torch.float32, device=x.device)
-    for s in range(0, n, block):
-        dist[s : s + block] = (x[s : s + block] - cent[codes[s : s + block]]).pow(2).sum(1)
+    dist = _sqdist_rows(x, None, cent, codes)
     frac = recomputed / max(1, n * it)
     return cent, it, frac, codes, dist
 
