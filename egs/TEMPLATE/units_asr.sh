@@ -159,9 +159,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         [ -f "${units_conf_dir}/${d}.yaml" ] || { log "missing discretizer config ${units_conf_dir}/${d}.yaml"; exit 1; }
         mkdir -p "${udir}"
         cp "${units_conf_dir}/${d}.yaml" "${udir}/config.yaml"
+        fit_opts=()
+        [ "${max_frames}" -gt 0 ] && fit_opts+=(--max_frames "${max_frames}")
         log "fitting ${d} -> ${udir}/codebook.pt (log: ${udir}/fit.log)"
         ${train_cmd} "${udir}/fit.log" rpq-units fit --feats_dir "${featdir}" --out "${udir}/codebook.pt" \
-            --config "${udir}/config.yaml" --max_frames "${max_frames}" --device "${device}"
+            --config "${udir}/config.yaml" "${fit_opts[@]}" --device "${device}"
         ${train_cmd} "${udir}/analyze.log" rpq-units analyze --codebook "${udir}/codebook.pt" \
             --feats_dir "${featdir}" --out_dir "${udir}/analysis"
         mark_done "${udir}/.done"
