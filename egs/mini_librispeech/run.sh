@@ -15,7 +15,7 @@ test_sets="test_clean test_heldout"
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
     --upstream fbank \
-    --feats_portion 0.3 \
+    --feats_portion 0.15 \
     --discretizers "kmeans pq rpq" \
     --units_conf_dir conf/units \
     --token_type char \
