@@ -89,8 +89,12 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     """Nearest centroid per row.
 
     x: (G, N, d), centroids: (G, K, d) -> codes (G, N) int64, squared distances (G, N) float32.
-    Works on row blocks (no (N, K) matrix); ties go to the lowest index.
+    Works on row blocks (no (N, K) matrix); ties go to the lowest index. On CUDA devices the
+    certified reduced-precision search :func:`assign_lowp` is used (same codes; set
+    ``GPU_LOWP = False`` to force the plain fp32 product).
     """
+    if x.is_cuda and GPU_LOWP:
+        return assign_lowp(x, centroids)
     g, n, d = x.shape
     k = centroids.shape[1]
     c_sq = (centroids * centroids).sum(-1).unsqueeze(1)  # (G, 1, K)
@@ -106,6 +110,81 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
         best, idx = scores.min(dim=2)
         codes[:, s : s + step] = idx
         dist[:, s : s + step] = (best + (xc * xc).sum(-1)).clamp_min_(0.0)
+    return codes, dist
+
+
+#: on CUDA, :func:`assign` uses the certified fp16 search :func:`assign_lowp`.
+GPU_LOWP = True
+#: error of one reduced-precision dot product, per unit ``||x|| ||c||``: rounding of both
+#: inputs and of the output (3u) plus fp32 accumulation, times a safety margin of 4/3.
+LOWP_EPS = {torch.float16: 4 * 2.0**-11, torch.bfloat16: 4 * 2.0**-8}
+
+
+@torch.no_grad()
+def assign_lowp(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float16,
+    candidates: int = 2,
+    block_rows: int | None = None,
+    stats: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid with a reduced-precision product, certified exact. Same contract as
+    :func:`assign`: x (G, N, d), centroids (G, K, d) -> codes (G, N), squared distances (G, N).
+
+    Per row block, rows and centroids are centred on the centroid mean ``mu`` (distances do not
+    change), rows scaled to unit norm and centroids by ``beta = max ||c'||`` (no overflow), and
+    one fp16 (or bf16) product gives approximate scores ``s_j = ||c'_j||^2 - 2 x' c'_j`` with
+    error at most ``E = 2 eps ||x'|| beta`` (``eps`` = :data:`LOWP_EPS`). The ``candidates``
+    best approximate centroids are rescored exactly in fp32 (elementwise, never TF32). The best
+    of them is provably the nearest centroid when its exact score is below
+    ``s_(candidates+1) - E``, the lowest score any other centroid can have; the few rows where
+    that does not hold are searched again with the fp32 product. ``stats`` (a dict) receives
+    the counts ``rows`` and ``fallback``.
+    """
+    g, n, d = x.shape
+    k = centroids.shape[1]
+    t = max(1, min(candidates, k - 1))
+    eps = LOWP_EPS[dtype]
+    step = block_rows or (1 << 16 if x.is_cuda else 4096)
+    codes = torch.empty(g, n, dtype=torch.long, device=x.device)
+    dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
+    fallback = 0
+    for gi in range(g):
+        c = centroids[gi]
+        mu = c.mean(0)
+        cc = c - mu
+        cc_sq = (cc * cc).sum(1)
+        beta = float(cc_sq.max().sqrt().clamp_min(1e-30))
+        c_low = (cc / beta).to(dtype)
+        for s in range(0, n, step):
+            xb = x[gi, s : s + step] - mu
+            xb_sq = (xb * xb).sum(1)
+            xb_norm = xb_sq.sqrt().clamp_min_(1e-30)
+            prod = torch.mm((xb / xb_norm.unsqueeze(1)).to(dtype), c_low.t()).float()
+            approx = torch.addcmul(cc_sq, prod, xb_norm.unsqueeze(1), value=-2.0 * beta)
+            vals, idx = approx.topk(t + 1, dim=1, largest=False)  # (b, t + 1)
+            cand = idx[:, :t]
+            exact = cc_sq[cand] - 2.0 * (cc[cand] * xb.unsqueeze(1)).sum(-1)  # (b, t)
+            best, j = exact.min(dim=1)
+            best_idx = cand.gather(1, j.unsqueeze(1)).squeeze(1)
+            err = 2.0 * eps * beta * xb_norm
+            slack = BOUND_EPS * (xb_sq + cc_sq.max())
+            ok = best + slack < vals[:, t] - err
+            codes[gi, s : s + step] = best_idx
+            dist[gi, s : s + step] = (best + xb_sq).clamp_min_(0.0)
+            bad = (~ok).nonzero().squeeze(1)
+            if bad.numel():
+                fallback += int(bad.numel())
+                rows = x[gi, s : s + step].index_select(0, bad)
+                sc = torch.addmm((c * c).sum(1), rows, c.t(), alpha=-2.0)
+                b2, i2 = sc.min(dim=1)
+                codes[gi, s + bad] = i2
+                dist[gi, s + bad] = (b2 + (rows * rows).sum(1)).clamp_min_(0.0)
+    if stats is not None:
+        stats["rows"] = stats.get("rows", 0) + g * n
+        stats["fallback"] = stats.get("fallback", 0) + fallback
     return codes, dist
 
 
