@@ -5,9 +5,11 @@ per stage (Juang & Gray, 1982; the VQ-variants study of Vali & Backstrom)::
 
     x_hat = c^1_{i_1} + c^2_{i_2} + ... + c^M_{i_M}
 
-Training is greedy: stage m is a k-means (:func:`rpq_units.lloyd.fit_kmeans`) on the residual
-``r_m = x - sum_{j<m} c^j_{i_j}`` left by the stages before it, so the error never grows with
-the number of stages. Encoding walks the stages in order; with ``beam_width = 1`` it is greedy
+Training is greedy: stage m is a k-means on the residual ``r_m = x - sum_{j<m} c^j_{i_j}`` left
+by the stages before it, so the error never grows with the number of stages. The k-means is
+:func:`progressive_dim_kmeans` (Lloyd iterations in growing principal subspaces, as faiss trains
+its residual quantizer) by default, or plain :func:`rpq_units.lloyd.fit_kmeans` with
+``progressive_dim=0``. Encoding walks the stages in order; with ``beam_width = 1`` it is greedy
 (nearest codeword of each stage to the current residual), with ``beam_width = B`` it keeps the B
 best partial sums after each stage (beam search, as faiss ``ResidualQuantizer.max_beam_size``).
 With ``beam_width > 1`` stage m is trained on the residuals of the best beam path through the
@@ -30,6 +32,58 @@ from rpq_units.lloyd import assign, fit_kmeans
 logger = logging.getLogger(__name__)
 
 TRAINERS = ("lloyd", "nsvq", "ste")
+
+
+@torch.no_grad()
+def _lloyd_from(x: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float) -> torch.Tensor:
+    """Lloyd iterations from given centroids. x: (N, d), cent: (K, d) -> (K, d).
+    An empty cluster keeps its previous centroid."""
+    k = cent.shape[0]
+    prev = None
+    for _ in range(max_iter):
+        codes, dist = assign(x.unsqueeze(0), cent.unsqueeze(0))
+        codes = codes[0]
+        obj = float(dist.mean())
+        sums = torch.zeros_like(cent).index_add_(0, codes, x)
+        counts = torch.bincount(codes, minlength=k).to(x.dtype).unsqueeze(1)
+        cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
+        if prev is not None and abs(prev - obj) <= tol * max(prev, 1e-12):
+            break
+        prev = obj
+    return cent
+
+
+@torch.no_grad()
+def progressive_dim_kmeans(
+    x: torch.Tensor, k: int, *, steps: int = 10, max_iter: int = 25, tol: float = 1e-4,
+    seed: int = 0,
+) -> torch.Tensor:
+    """K-means in growing principal subspaces (the progressive-dimension clustering that faiss
+    uses to train residual quantizers). x: (N, D) -> centroids (K, D).
+
+    The frames are rotated onto their principal axes; step i clusters the first
+    ``round(D^(i/steps))`` coordinates, starting from the previous step's centroids (new
+    coordinates at zero; the first step from k-means++ seeds), so the centroids settle on the
+    directions of largest variance first. This finds lower-distortion optima than k-means++
+    and Lloyd on the full dimension at once, notably on the near-isotropic residuals of later
+    stages.
+    """
+    n, d = x.shape
+    mean = x.mean(0)
+    xc = x - mean
+    _, vecs = torch.linalg.eigh((xc.T @ xc).double() / n)
+    rot = vecs.flip(1).to(x.dtype)  # principal axes, largest variance first
+    z = xc @ rot
+    cent = None
+    dims = sorted({max(1, min(d, round(d ** (i / steps)))) for i in range(1, steps + 1)} | {d})
+    for di in dims:
+        zi = z[:, :di].contiguous()
+        if cent is None:
+            cent, _ = fit_kmeans(zi, k, max_iter=max_iter, tol=tol, seed=seed)
+        else:
+            cent = torch.cat([cent, cent.new_zeros(k, di - cent.shape[1])], dim=1)
+            cent = _lloyd_from(zi, cent, max_iter, tol)
+    return cent @ rot.T + mean
 
 
 def _rows_per_chunk(beam: int, k: int, d: int, budget: int = 1 << 24) -> int:
@@ -83,7 +137,10 @@ class ResidualVectorQuantizer(Quantizer):
 
     Args (keyword-only):
         beam_width: hypotheses kept per stage when encoding (1 = greedy).
-        max_iter, tol: Lloyd iterations per stage and relative-objective stopping tolerance.
+        max_iter, tol: Lloyd iterations per k-means and relative-objective stopping tolerance.
+        progressive_dim: steps of :func:`progressive_dim_kmeans` per stage (faiss uses 10;
+            5 costs about 4x one k-means and reaches nearly the same error); 0 = one k-means
+            on all dims.
         max_frames: fit on a seeded random subset of at most this many frames (None = all).
         trainer: ``"lloyd"`` (k-means per stage), ``"nsvq"`` or ``"ste"`` (gradient training,
             see :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``).
@@ -104,6 +161,7 @@ class ResidualVectorQuantizer(Quantizer):
         beam_width: int = 1,
         max_iter: int = 50,
         tol: float = 1e-4,
+        progressive_dim: int = 5,
         max_frames: int | None = None,
         trainer: str = "lloyd",
         trainer_conf: dict[str, Any] | None = None,
@@ -118,6 +176,7 @@ class ResidualVectorQuantizer(Quantizer):
         self.beam_width = int(beam_width)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
+        self.progressive_dim = int(progressive_dim)
         self.max_frames = None if max_frames is None else int(max_frames)
         self.trainer = trainer
         self.trainer_conf = dict(trainer_conf or {})
@@ -137,7 +196,11 @@ class ResidualVectorQuantizer(Quantizer):
         books = torch.zeros(m_stages, k, x.shape[1], device=x.device)
         r = x.clone()
         for m in range(m_stages):
-            cent, inertia = fit_kmeans(r, k, max_iter=iters, tol=self.tol, seed=self.seed + m)
+            if self.progressive_dim > 0 and iters > 0:
+                cent = progressive_dim_kmeans(r, k, steps=self.progressive_dim, max_iter=iters,
+                                              tol=self.tol, seed=self.seed + m)
+            else:
+                cent, _ = fit_kmeans(r, k, max_iter=iters, tol=self.tol, seed=self.seed + m)
             books[m] = cent
             if self.beam_width > 1 and m + 1 < m_stages:
                 codes = residual_beam_encode(x, books[: m + 1], self.beam_width)
@@ -145,7 +208,8 @@ class ResidualVectorQuantizer(Quantizer):
             else:
                 c, _ = assign(r.unsqueeze(0), cent.unsqueeze(0))
                 r = r - cent[c[0]]
-            logger.info("rvq stage %d/%d: residual MSE %.6g", m + 1, m_stages, float(inertia))
+            logger.info("rvq stage %d/%d: residual MSE %.6g", m + 1, m_stages,
+                        float(r.pow(2).sum(1).mean()))
         if self.trainer != "lloyd":
             from rpq_units.nsvq import GradientTrainer
 
@@ -173,6 +237,7 @@ class ResidualVectorQuantizer(Quantizer):
             "beam_width": self.beam_width,
             "max_iter": self.max_iter,
             "tol": self.tol,
+            "progressive_dim": self.progressive_dim,
             "max_frames": self.max_frames,
             "trainer": self.trainer,
             "trainer_conf": dict(self.trainer_conf),
