@@ -68,7 +68,7 @@ def table(exp_dir: Path, test_sets: list[str]) -> str:
         lid = any(r["lid_accuracy"] is not None for _, r in rows)
         head = ["model", "CER all"] + (["few-shot", "normal"] if few else []) + (["LID acc"] if lid else [])
         head += [f"{lang}*" if lang in few else lang for lang in langs]
-        out += [f"## {s}: CER (%) per language", "",
+        out += ["", f"## {s}: CER (%) per language", "",
                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
         for label, r in rows:
             cells = [label, f"{r['overall']['cer']:.1f}"]
@@ -84,7 +84,7 @@ def table(exp_dir: Path, test_sets: list[str]) -> str:
                 + ", ".join(f"{lang} {n}" for lang, n in n_utt.items()) + "."]  # fmt: skip
         if few:
             out.append("`*`: ML-SUPERB few-shot language (5 training utterances).")
-        out += [f"Details: `{exp_dir}/asr_*/decode_{s}_*/cer_per_lang.txt`.", ""]
+        out.append(f"Details: `{exp_dir}/asr_*/decode_{s}_*/cer_per_lang.txt`.")
     return "\n".join(out) + ("\n" if out else "")
 
 
