@@ -16,9 +16,9 @@ carry a ``[lang]`` prefix for language identification (``--lid true``).
 
 Written for each of the train, dev and test sets (``<out_dir>/<set>/``): ``wav.scp`` (absolute
 paths), ``text``, ``utt2spk``, ``spk2utt``, ``utt2lang``, sorted by key (byte order, as
-``LC_ALL=C sort``); the few-shot languages present go to ``<out_dir>/<train_set>/few_shot_langs``
-and ``[lang]`` tokens to ``<out_dir>/nlsyms.txt``. Utterance ids are
-``<id_prefix><lang>_<source>_<uttid>``, unique across sources and languages by construction;
+``LC_ALL=C sort``); the ``[lang]`` tokens go to ``<out_dir>/nlsyms.txt`` (empty without
+``--lid``). Utterance ids are ``<id_prefix><lang>_<source>_<uttid>``, unique across sources and
+languages by construction;
 the speaker is ``<id_prefix><lang>_<source>`` (a prefix of the id, as Kaldi sorting wants).
 
 Problems in the corpus are reported with the file they are in. By default the affected part is
@@ -36,7 +36,7 @@ import os
 import random
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import soundfile as sf
@@ -238,16 +238,13 @@ def prepare(args: argparse.Namespace) -> int:
             utts.extend(lang_utts)
         if not utts:
             raise CorpusError(f"{root}: no {split} utterance found (set {name})")
-        utts = [Utt(args.id_prefix + u.uttid, u.raw_id, args.id_prefix + u.spk, u.lang, u.wav, u.text)
-                for u in utts]  # fmt: skip
+        utts = [replace(u, uttid=args.id_prefix + u.uttid, spk=args.id_prefix + u.spk) for u in utts]
         write_data_dir(out / name, utts, lid=args.lid)
         per_lang = defaultdict(int)
         for u in utts:
             per_lang[u.lang] += 1
         logger.info("%s: %d utterances, %d languages -> %s", name, len(utts), len(per_lang), out / name)
     few_present = sorted(few & set(langs))
-    tmp = write_table(out / args.train_set / "few_shot_langs", [(lang, "") for lang in few_present])
-    os.replace(tmp, out / args.train_set / "few_shot_langs")
     nlsyms = out / "nlsyms.txt"
     tmp = nlsyms.with_name(nlsyms.name + ".tmp")
     tmp.write_text("".join(f"{lid_tag(lang)}\n" for lang in langs) if args.lid else "", encoding="utf-8")

@@ -108,7 +108,6 @@ def test_prep_1h_tables(tree, tmp_path):
     lang = dict(table(train / "utt2lang"))
     assert sum(v == "lit" for v in lang.values()) == 5
     assert set(lang.values()) == {"eng", "rus", "lit"}
-    assert table(train / "few_shot_langs") == [("lit", "")]
     for name in ("wav.scp", "text", "utt2spk", "utt2lang", "spk2utt"):
         keys = [k for k, _ in table(train / name)]
         assert keys == sorted(keys, key=str.encode), name
