@@ -146,6 +146,16 @@ def test_split_covers_every_line_once(tmp_path):
     assert r.returncode == 1 and "fewer than the 12 parts" in r.stderr
 
 
+def test_split_of_long_lines(tmp_path):
+    """Unit lines are long (thousands of tokens): every part is complete, nothing is cut short."""
+    lines = [f"utt{i:03d} " + " ".join(str(j) for j in range(3000)) for i in range(150)]
+    (tmp_path / "units").write_text("\n".join(lines) + "\n")
+    outs = [tmp_path / f"keys.{j}" for j in (1, 2)]
+    r = run([UTILS / "split_scp.sh", tmp_path / "units", *outs])
+    assert r.returncode == 0, r.stderr
+    assert sum((p.read_text().splitlines() for p in outs), []) == lines
+
+
 def test_merge_sorts_and_refuses_duplicates(tmp_path):
     (tmp_path / "a").write_text("b 2\nd 4\n")
     (tmp_path / "b").write_text("c 3\na 1\n")

@@ -26,6 +26,7 @@ log() {
     local fname=${BASH_SOURCE[1]##*/}
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
 }
+trap 'log "failed (exit $?) at line ${LINENO}: ${BASH_COMMAND}"' ERR
 SECONDS=0
 min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done; echo "${a}"; }
 

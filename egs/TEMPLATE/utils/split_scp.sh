@@ -21,7 +21,7 @@ i=0
 for out in "$@"; do
     count=$(( total / n + (i < total % n ? 1 : 0) ))
     mkdir -p "$(dirname "${out}")"
-    tail -n "+${start}" "${in}" | head -n "${count}" > "${out}.tmp"
+    sed -n "${start},$((start + count - 1))p" "${in}" > "${out}.tmp"
     mv "${out}.tmp" "${out}"
     start=$((start + count))
     i=$((i + 1))
