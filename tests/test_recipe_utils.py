@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -112,6 +113,16 @@ def test_jobs_run_in_parallel(tmp_path):
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert elapsed < 6, f"4 jobs of 2 s took {elapsed:.1f} s: not parallel"
+
+
+def test_default_parallelism_ignores_omp_threads(tmp_path, monkeypatch):
+    """OMP_NUM_THREADS=1 (threads inside each job) must not serialise the jobs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    t0 = time.monotonic()
+    r = run([UTILS / "run_jobs.sh", "JOB=1:2", tmp_path / "x.JOB.log", "sleep", "2"])
+    assert r.returncode == 0, r.stderr
+    if (os.cpu_count() or 1) > 1:
+        assert time.monotonic() - t0 < 3.8, "jobs ran one after another"
 
 
 def test_max_jobs_run_limits_concurrency(tmp_path):

@@ -111,7 +111,8 @@ check_logs() {  # fail naming every job whose log does not end with code 0
 
 case "${backend}" in
     local)
-        [ "${max_jobs_run}" -gt 0 ] || max_jobs_run=$(nproc 2>/dev/null || echo 1)
+        # (nproc alone would follow OMP_NUM_THREADS, which is about threads inside a job)
+        [ "${max_jobs_run}" -gt 0 ] || max_jobs_run=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)
         pids=()
         for ((id = first; id <= last; id++)); do
             while [ "$(jobs -rp | wc -l)" -ge "${max_jobs_run}" ]; do
