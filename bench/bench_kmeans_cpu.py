@@ -96,6 +96,7 @@ def main() -> None:
     q, w, c = timed(lambda: make_quantizer("kmeans", codebook_size=args.k, seed=args.seed).fit(x))
     ours = (w, c, kmeans_objective(x, q.codebooks[0].numpy()))
     rows.append(("ours kmeans", *ours))
+    print(f"  done: ours kmeans {w:.2f} s", flush=True)
 
     # ---- faiss ---------------------------------------------------------------------------
     def run_faiss():
@@ -105,6 +106,7 @@ def main() -> None:
 
     cent, w, c = timed(run_faiss)
     rows.append(("faiss.Kmeans niter=20", w, c, kmeans_objective(x, cent)))
+    print(f"  done: faiss.Kmeans {w:.2f} s", flush=True)
 
     # ---- sklearn, ESPnet/fairseq learn_kmeans settings --------------------------------------
     if not args.skip_sklearn:
@@ -117,7 +119,10 @@ def main() -> None:
             km.fit(x)
             return km.cluster_centers_
 
-        cent, w, c = timed(run_sklearn)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(threads):  # sklearn's OpenMP and BLAS pools: same thread count
+            cent, w, c = timed(run_sklearn)
         rows.append(("sklearn MiniBatchKMeans (ESPnet)", w, c, kmeans_objective(x, cent)))
 
     print()

@@ -8,20 +8,24 @@ matrix never exists in memory.
 :func:`fit_kmeans` runs, in order:
 
 1. **Seeding**: greedy k-means++ (Arthur & Vassilvitskii, 2007; ``2 + log K`` candidate draws
-   per step, as in scikit-learn) on a seeded random subset of ``init_frames`` rows. Seeding on
-   a subset is what makes it affordable: k-means++ is K sequential passes over its input.
+   per step, as in scikit-learn) on a seeded random subset of ``init_frames`` rows, with the
+   D^2 distances measured after a random projection to ``SEED_PROJ_DIM`` dims. K-means++ is
+   K sequential passes over its input; a small, projected subset keeps them in cache.
 2. **Warm start**: Lloyd iterations (Lloyd, 1982) on a larger seeded subset (``warm_frames``
    rows), where centroids move most and an iteration costs a fraction of a full pass.
 3. **Full-data Lloyd** until the relative change of the objective falls under ``tol`` or
-   ``max_iter`` passes. On CPU the passes skip rows whose assignment provably cannot change,
-   with Hamerly's bounds (Hamerly, 2010: an upper bound on the distance to the assigned
-   centroid, a lower bound on the distance to every other one, and half the distance from
-   each centroid to its nearest other centroid); the per-cluster sums are updated
-   incrementally (float64) from the rows that changed cluster. The result is the same
-   sequence of assignments as plain Lloyd, at a fraction of the distance computations once
-   centroids settle.
+   ``max_iter`` passes. On CPU the passes skip rows whose assignment provably cannot change
+   (Hamerly, 2010: per row an upper bound on the distance to its centroid and a lower bound
+   on the distance to every other one). Hamerly lowers every lower bound by the largest
+   centroid move; here the largest movers are measured exactly instead, so the bounds drop
+   only by the largest remaining move (see :func:`_lloyd_bounded_impl`). Cluster sums are
+   float64 and updated only from the rows that changed cluster. The passes follow the same
+   assignments as plain Lloyd at a fraction of the distance computations.
 4. **Final assignment** of all rows to the final centroids (on CPU by one more bounded
    pass, else by :func:`assign`), which gives the reported inertia.
+
+On CUDA, :func:`assign` uses :func:`assign_lowp`: an fp16 product on row blocks whose result
+is certified exact by an error bound (uncertified rows are searched again in fp32).
 
 Empty clusters are re-seeded with the rows farthest from their centroids. Everything is
 seeded by ``seed`` through a CPU ``torch.Generator``: same seed and data, same centroids.
