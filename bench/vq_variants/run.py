@@ -223,10 +223,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.5), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         sub = [r for r in rows if r["dataset"] == ds]
-        for meth in dict.fromkeys(r["method"] for r in sub):
+        colors = plt.get_cmap("tab20").colors
+        for i, meth in enumerate(dict.fromkeys(r["method"] for r in sub)):
             pts = sorted((r["bits"], r["rel_mse"]) for r in sub if r["method"] == meth)
             style = "--" if meth.startswith("faiss") else "-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=meth)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=meth,
+                    color=colors[(2 * i) % 20 + (2 * i) // 20])
         ax.set_yscale("log")
         ax.set_xlabel("bits per vector")
         ax.set_ylabel("relative MSE (MSE / variance)")
