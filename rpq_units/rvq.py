@@ -12,8 +12,8 @@ its residual quantizer) by default, or plain :func:`rpq_units.lloyd.fit_kmeans` 
 ``progressive_dim=0``. Encoding walks the stages in order; with ``beam_width = 1`` it is greedy
 (nearest codeword of each stage to the current residual), with ``beam_width = B`` it keeps the B
 best partial sums after each stage (beam search, as faiss ``ResidualQuantizer.max_beam_size``).
-With ``beam_width > 1`` stage m is trained on the residuals of the best beam path through the
-stages before it.
+With ``beam_width > 1`` stage m is trained on the residuals of all B beam hypotheses through the
+stages before it (B times the training points, as faiss does).
 
 ``trainer="nsvq"`` or ``"ste"`` trains the codebooks by gradient descent instead of Lloyd
 iterations (:mod:`rpq_units.nsvq`), from k-means++ seeds of each stage's residual.
@@ -91,25 +91,18 @@ def _rows_per_chunk(beam: int, k: int, d: int, budget: int = 1 << 24) -> int:
 
 
 @torch.no_grad()
-def residual_beam_encode(
-    x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 1
-) -> torch.Tensor:
-    """Sequential (stage order) beam search for residual codes.
+def residual_beam_search(
+    x: torch.Tensor, codebooks: torch.Tensor, beam_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage-order beam search keeping every hypothesis.
 
-    x: (N, D), codebooks: (M, K, D) -> codes (N, M) int64. ``beam_width = 1`` is greedy.
+    x: (N, D), codebooks: (M, K, D) -> codes (N, B, M) and residuals (N, B, D) of the B best
+    partial sums, best first (B = min(beam_width, K^M)).
     """
     n, d = x.shape
     m_stages, k, _ = codebooks.shape
-    if beam_width <= 1:
-        codes = torch.empty(n, m_stages, dtype=torch.long, device=x.device)
-        r = x.clone()
-        for m in range(m_stages):
-            c, _ = assign(r.unsqueeze(0), codebooks[m : m + 1])
-            codes[:, m] = c[0]
-            r -= codebooks[m][c[0]]
-        return codes
     cn = (codebooks * codebooks).sum(-1)  # (M, K)
-    out = torch.empty(n, m_stages, dtype=torch.long, device=x.device)
+    codes_out, res_out = [], []
     step = _rows_per_chunk(beam_width, k, d)
     for s in range(0, n, step):
         xc = x[s : s + step]
@@ -128,8 +121,30 @@ def residual_beam_encode(
             r = r[ar, hyp] - codebooks[m][cw]
             rn = best
             paths = torch.cat([paths[ar, hyp], cw.unsqueeze(-1)], dim=2)
-        out[s : s + step] = paths[:, 0]
-    return out
+        codes_out.append(paths)
+        res_out.append(r)
+    return torch.cat(codes_out), torch.cat(res_out)
+
+
+@torch.no_grad()
+def residual_beam_encode(
+    x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 1
+) -> torch.Tensor:
+    """Sequential (stage order) beam search for residual codes.
+
+    x: (N, D), codebooks: (M, K, D) -> codes (N, M) int64. ``beam_width = 1`` is greedy.
+    """
+    n = x.shape[0]
+    m_stages = codebooks.shape[0]
+    if beam_width <= 1:
+        codes = torch.empty(n, m_stages, dtype=torch.long, device=x.device)
+        r = x.clone()
+        for m in range(m_stages):
+            c, _ = assign(r.unsqueeze(0), codebooks[m : m + 1])
+            codes[:, m] = c[0]
+            r -= codebooks[m][c[0]]
+        return codes
+    return residual_beam_search(x, codebooks, beam_width)[0][:, 0].contiguous()
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -203,8 +218,8 @@ class ResidualVectorQuantizer(Quantizer):
                 cent, _ = fit_kmeans(r, k, max_iter=iters, tol=self.tol, seed=self.seed + m)
             books[m] = cent
             if self.beam_width > 1 and m + 1 < m_stages:
-                codes = residual_beam_encode(x, books[: m + 1], self.beam_width)
-                r = x - self._sum_codewords(books[: m + 1], codes)
+                # next stage learns from the residuals of all B beam hypotheses (as faiss)
+                r = residual_beam_search(x, books[: m + 1], self.beam_width)[1].reshape(-1, x.shape[1])
             else:
                 c, _ = assign(r.unsqueeze(0), cent.unsqueeze(0))
                 r = r - cent[c[0]]

@@ -36,13 +36,14 @@ CASES = {
     "rvq": ("rvq", {"num_codebooks": 3, "codebook_size": K, "max_iter": 20}),
     "rvq_plain_kmeans": ("rvq", {"num_codebooks": 3, "codebook_size": K, "max_iter": 20,
                                  "progressive_dim": 0}),
-    "rvq_beam": ("rvq", {"num_codebooks": 3, "codebook_size": K, "max_iter": 20, "beam_width": 4}),
+    "rvq_beam": ("rvq", {"num_codebooks": 2, "codebook_size": K, "max_iter": 10, "beam_width": 2,
+                         "progressive_dim": 2}),
     "rvq_nsvq": ("rvq", {"num_codebooks": 3, "codebook_size": K, "trainer": "nsvq",
                          "trainer_conf": FAST_TRAIN}),
     "rvq_ste": ("rvq", {"num_codebooks": 3, "codebook_size": K, "trainer": "ste",
                         "trainer_conf": FAST_TRAIN}),
-    "avq": ("avq", {"num_codebooks": 3, "codebook_size": K, "beam_width": 4, "num_iters": 2,
-                    "max_iter": 20}),
+    "avq": ("avq", {"num_codebooks": 2, "codebook_size": 8, "beam_width": 2, "num_iters": 1,
+                    "max_iter": 10}),
     "nsvq_pq": ("nsvq", {"base": "pq", "num_codebooks": 3, "codebook_size": K,
                          "trainer_conf": FAST_TRAIN}),
     "ste_rpq": ("ste", {"base": "rpq", "num_codebooks": 3, "codebook_size": K,
@@ -117,10 +118,10 @@ def test_rvq_beam_no_worse_than_greedy(x: np.ndarray) -> None:
     assert e_beam <= mse(x, greedy) * (1 + 1e-6)
 
 
-def test_avq_beats_greedy_rvq_on_correlated_data(x: np.ndarray) -> None:
-    held_out = correlated(seed=1)
-    rvq = make_quantizer("rvq", num_codebooks=4, codebook_size=K, max_iter=20).fit(x)
-    avq = make_quantizer("avq", num_codebooks=4, codebook_size=K, beam_width=8, num_iters=4,
+def test_avq_beats_greedy_rvq_on_correlated_data() -> None:
+    x, held_out = correlated(n=600), correlated(n=600, seed=1)
+    rvq = make_quantizer("rvq", num_codebooks=3, codebook_size=8, max_iter=20).fit(x)
+    avq = make_quantizer("avq", num_codebooks=3, codebook_size=8, beam_width=4, num_iters=3,
                          max_iter=20).fit(x)
     assert mse(x, avq) <= mse(x, rvq)
     assert mse(held_out, avq) <= mse(held_out, rvq)
