@@ -5,8 +5,9 @@ The baseline of discrete speech units (HuBERT-style units, ESPnet ``asr2``): eac
 Centroids are learned with Lloyd's algorithm (Lloyd, 1982) from a k-means++ seeding
 (Arthur & Vassilvitskii, 2007); see :mod:`rpq_units.lloyd`.
 
-Analysis surface (shared with :mod:`rpq_units.pq`): ``codebooks`` is a ``(1, K, D)`` tensor and
-:meth:`KMeansQuantizer.subspace_indices` returns ``[arange(D)]``, so per-sub-quantizer tools
+Analysis surface (shared with :mod:`rpq_units.pq`): ``codebooks`` is a ``(1, K, D)`` tensor,
+:meth:`KMeansQuantizer.subspace_indices` returns ``[arange(D)]`` and ``sub_vectors`` /
+``sub_decode`` exist as for PQ, so per-sub-quantizer tools
 (usage, reconstruction error, error correlation) treat K-means as PQ with ``M = 1``.
 """
 
@@ -86,6 +87,16 @@ class KMeansQuantizer(Quantizer):
         """Feature dimensions each sub-quantizer sees: ``[arange(D)]`` (one int64 tensor)."""
         self._check_fitted()
         return [torch.arange(self.dim, device=self.device)]
+
+    def sub_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (N, D)`` -> ``(1, N, D)`` (the single "sub-vector" is the whole frame)."""
+        return x.unsqueeze(0)
+
+    @torch.no_grad()
+    def sub_decode(self, codes: Any) -> list[torch.Tensor]:
+        """codes ``(N, 1)`` -> ``[(N, D)]``: the centroid of each frame."""
+        c = torch.as_tensor(codes, device=self.device).long()
+        return [self.codebooks[0].index_select(0, c[:, 0])]
 
     def distortion(self, x: Any) -> float:
         """Mean over frames of ``||x - decode(encode(x))||^2`` for ``x: (N, D)``."""
