@@ -203,7 +203,7 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", 
                             + " | ".join(cells) + " |")
     out = [f"# Results ({name}, %)", ""]
     if command:
-        out += ["Made by:", "", "```sh", command, "```", ""]
+        out += ["Made by (every invocation, in order):", "", "```sh", command, "```", ""]
     other = "CER" if name == "WER" else "WER"
     heads = [f"{s} ({other})" if s in relabel else s for s in test_sets]
     out += [f"| model | units | train (min) | {' | '.join(heads)} |",

@@ -105,6 +105,7 @@ tokendir=${dumpdir}/token_list/${token_type}
 lmdir=${expdir}/lm_$(basename "${tokendir}")
 timing=${expdir}/timing.tsv
 mkdir -p "${expdir}"
+echo "${run_args% }" >> "${expdir}/commands.txt"   # every invocation, for RESULTS.md
 
 stage_begin() {  # stage_begin <n> <title>: announce
     _stage_no=$1; _stage_start=${SECONDS}
@@ -495,7 +496,7 @@ fi
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     stage_begin 12 "results table -> ${results}"
     python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
-        --unit "${score_unit}" --command "${run_args% }" --timing "${timing}" --out "${results}"
+        --unit "${score_unit}" --command "$(cat "${expdir}/commands.txt")" --timing "${timing}" --out "${results}"
     if [ -x local/results.sh ]; then
         # shellcheck disable=SC2086  # local_score_opts is a word list
         local/results.sh ${local_score_opts} "${expdir}" >> "${results}"
