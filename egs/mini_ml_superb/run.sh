@@ -27,7 +27,7 @@ nlsyms=""
     --score_unit char \
     --local_score_opts "--test_sets ${test_sets}" \
     --asr_config conf/asr/train_discrete_asr.yaml \
-    --asr_args "--max_epoch 15" \
+    --asr_args "--max_epoch 6 --batch_size 16" \
     --inference_config conf/asr/decode.yaml \
     --lm_config conf/asr/train_lm.yaml \
     --continuous_config conf/asr/train_continuous.yaml \
