@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.kmeans import subsample
 from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
 
 logger = logging.getLogger(__name__)
@@ -196,9 +197,7 @@ class AdditiveQuantizer(Quantizer):
         self.codebooks: torch.Tensor | None = None
 
     def _fit(self, x: torch.Tensor) -> None:
-        if self.max_frames is not None and x.shape[0] > self.max_frames:
-            perm = torch.randperm(x.shape[0], generator=self._generator(7919))
-            x = x[perm[: self.max_frames].to(x.device)]
+        x = subsample(x, self.max_frames, self._generator(7919))
         rvq = ResidualVectorQuantizer(
             num_codebooks=self.num_codebooks, codebook_size=self.codebook_size, seed=self.seed,
             device=self.device, max_iter=self.max_iter, tol=self.tol, beam_width=self.beam_width,

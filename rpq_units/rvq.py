@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.kmeans import subsample
 from rpq_units.lloyd import assign, fit_kmeans
 
 logger = logging.getLogger(__name__)
@@ -198,14 +199,8 @@ class ResidualVectorQuantizer(Quantizer):
         self.codebooks: torch.Tensor | None = None  # (M, K, D)
 
     # ---- fitting -------------------------------------------------------------------
-    def _subsample(self, x: torch.Tensor) -> torch.Tensor:
-        if self.max_frames is None or x.shape[0] <= self.max_frames:
-            return x
-        perm = torch.randperm(x.shape[0], generator=self._generator(7919))[: self.max_frames]
-        return x[perm.to(x.device)]
-
     def _fit(self, x: torch.Tensor) -> None:
-        x = self._subsample(x)
+        x = subsample(x, self.max_frames, self._generator(7919))
         m_stages, k = self.num_codebooks, self.codebook_size
         iters = self.max_iter if self.trainer == "lloyd" else 0  # 0: k-means++ seeds only
         books = torch.zeros(m_stages, k, x.shape[1], device=x.device)
