@@ -24,8 +24,9 @@ matrix never exists in memory.
 4. **Final assignment** of all rows to the final centroids (on CPU by one more bounded
    pass, else by :func:`assign`), which gives the reported inertia.
 
-On CUDA, :func:`assign` uses :func:`assign_lowp`: an fp16 product on row blocks whose result
-is certified exact by an error bound (uncertified rows are searched again in fp32).
+On CUDA, for codebooks of at least :data:`LOWP_MIN_K` centroids, :func:`assign` uses
+:func:`assign_lowp`: an fp16 product on row blocks whose result is certified exact by an
+error bound (uncertified rows are rescored or searched again in fp32).
 
 Empty clusters are re-seeded with the rows farthest from their centroids. Everything is
 seeded by ``seed`` through a CPU ``torch.Generator``: same seed and data, same centroids.
@@ -93,11 +94,15 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     """Nearest centroid per row.
 
     x: (G, N, d), centroids: (G, K, d) -> codes (G, N) int64, squared distances (G, N) float32.
-    Works on row blocks (no (N, K) matrix); ties go to the lowest index. On CUDA devices the
-    certified reduced-precision search :func:`assign_lowp` is used (same codes; set
-    ``GPU_LOWP = False`` to force the plain fp32 product).
+    Works on row blocks (no (N, K) matrix); ties go to the lowest index. On CUDA devices, for
+    K >= :data:`LOWP_MIN_K`, the certified reduced-precision search :func:`assign_lowp` is used
+    (same codes; set ``GPU_LOWP = False`` to force the plain fp32 product). Where the caller
+    allowed TF32 (``torch.backends.cuda.matmul.allow_tf32 = True``) the plain product runs in
+    TF32 instead: about 2x faster on an H100 than the certified search, but not exact (99.97 %
+    of codes equal to fp32 in bench/RESULTS.md).
     """
-    if x.is_cuda and GPU_LOWP:
+    if (x.is_cuda and GPU_LOWP and centroids.shape[1] >= LOWP_MIN_K
+            and not torch.backends.cuda.matmul.allow_tf32):
         return assign_lowp(x, centroids)
     g, n, d = x.shape
     k = centroids.shape[1]
@@ -117,11 +122,31 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     return codes, dist
 
 
-#: on CUDA, :func:`assign` uses the certified fp16 search :func:`assign_lowp`.
+#: on CUDA, :func:`assign` uses the certified fp16 search :func:`assign_lowp` ...
 GPU_LOWP = True
+#: ... for codebooks of at least this many centroids. Below it the fixed per-row work of the
+#: certified search (centring, casting, the exact distances) outweighs the cheaper product:
+#: on one H100 with N = 2M, D = 1024 it was slower than the fp32 product at K = 500 and
+#: faster at K = 1000 and K = 2000 (bench/RESULTS.md).
+LOWP_MIN_K = 768
 #: error of one reduced-precision dot product, per unit ``||x|| ||c||``: rounding of both
 #: inputs and of the output (3u) plus fp32 accumulation, times a safety margin of 4/3.
 LOWP_EPS = {torch.float16: 4 * 2.0**-11, torch.bfloat16: 4 * 2.0**-8}
+#: absolute error per feature dimension from inputs that fall in the subnormal range
+#: (fp16 only: bf16 has the fp32 exponent range), for inputs scaled to |x| <= 1, |c| <= 2.
+LOWP_TINY = {torch.float16: 2.0**-23, torch.bfloat16: 0.0}
+
+
+@contextlib.contextmanager
+def _exact_fp16_accumulation() -> Iterator[None]:
+    """cuBLAS may reduce fp16 products in fp16 (split-K) unless told not to; the error bound
+    assumes fp32 accumulation."""
+    old = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = old
 
 
 @torch.no_grad()
@@ -137,57 +162,92 @@ def assign_lowp(
     """Nearest centroid with a reduced-precision product, certified exact. Same contract as
     :func:`assign`: x (G, N, d), centroids (G, K, d) -> codes (G, N), squared distances (G, N).
 
-    Per row block, rows and centroids are centred on the centroid mean ``mu`` (distances do not
-    change), rows scaled to unit norm and centroids by ``beta = max ||c'||`` (no overflow), and
-    one fp16 (or bf16) product gives approximate scores ``s_j = ||c'_j||^2 - 2 x' c'_j`` with
-    error at most ``E = 2 eps ||x'|| beta`` (``eps`` = :data:`LOWP_EPS`). The ``candidates``
-    best approximate centroids are rescored exactly in fp32 (elementwise, never TF32). The best
-    of them is provably the nearest centroid when its exact score is below
-    ``s_(candidates+1) - E``, the lowest score any other centroid can have; the few rows where
-    that does not hold are searched again with the fp32 product. ``stats`` (a dict) receives
-    the counts ``rows`` and ``fallback``.
+    Rows and centroids are centred on the centroid mean ``mu`` (distances do not change). Per
+    row block, with ``a`` the largest centred row norm and ``beta`` the largest centred
+    centroid norm, one fp16 (or bf16) product of the augmented matrices ``[x'/a, 1]`` and
+    ``[-2 c'/beta, ||c'||^2 / (a beta)]`` gives every score ``||c'_j||^2 - 2 x' c'_j`` divided
+    by ``a beta``, with error at most ``E = eps (2 ||x'|| / a + beta / a)`` plus a subnormal
+    term (``eps`` = :data:`LOWP_EPS`). Three tiers, each exact:
+
+    1. the best approximate centroid is the nearest when the second-best approximate score
+       is more than ``2 E`` above it (no other centroid can overtake it);
+    2. otherwise the ``candidates`` best are rescored exactly in fp32 (elementwise, never
+       TF32), and the best of them is the nearest when its exact score is below the next
+       approximate score minus ``E``;
+    3. the remaining rows are searched again with the fp32 product.
+
+    The squared distances are computed directly, ``||x - c_code||^2``. ``stats`` (a dict)
+    receives the counts ``rows``, ``rescored`` (tier 2) and ``fallback`` (tier 3).
     """
     g, n, d = x.shape
     k = centroids.shape[1]
     t = max(1, min(candidates, k - 1))
-    eps = LOWP_EPS[dtype]
-    step = block_rows or (1 << 16 if x.is_cuda else 4096)
+    eps, tiny = LOWP_EPS[dtype], LOWP_TINY[dtype] * d
+    step = min(n, block_rows or (1 << 18 if x.is_cuda else 4096))
+    dpad = (d + 8) // 8 * 8  # room for the bias column, rows 16-byte aligned for the GEMM
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
-    fallback = 0
-    for gi in range(g):
-        c = centroids[gi]
-        mu = c.mean(0)
-        cc = c - mu
-        cc_sq = (cc * cc).sum(1)
-        beta = float(cc_sq.max().sqrt().clamp_min(1e-30))
-        c_low = (cc / beta).to(dtype)
-        for s in range(0, n, step):
-            xb = x[gi, s : s + step] - mu
-            xb_sq = (xb * xb).sum(1)
-            xb_norm = xb_sq.sqrt().clamp_min_(1e-30)
-            prod = torch.mm((xb / xb_norm.unsqueeze(1)).to(dtype), c_low.t()).float()
-            approx = torch.addcmul(cc_sq, prod, xb_norm.unsqueeze(1), value=-2.0 * beta)
-            vals, idx = approx.topk(t + 1, dim=1, largest=False)  # (b, t + 1)
-            cand = idx[:, :t]
-            exact = cc_sq[cand] - 2.0 * (cc[cand] * xb.unsqueeze(1)).sum(-1)  # (b, t)
-            best, j = exact.min(dim=1)
-            best_idx = cand.gather(1, j.unsqueeze(1)).squeeze(1)
-            err = 2.0 * eps * beta * xb_norm
-            slack = BOUND_EPS * (xb_sq + cc_sq.max())
-            ok = best + slack < vals[:, t] - err
-            codes[gi, s : s + step] = best_idx
-            dist[gi, s : s + step] = (best + xb_sq).clamp_min_(0.0)
-            bad = (~ok).nonzero().squeeze(1)
-            if bad.numel():
-                fallback += int(bad.numel())
-                rows = x[gi, s : s + step].index_select(0, bad)
-                sc = torch.addmm((c * c).sum(1), rows, c.t(), alpha=-2.0)
-                b2, i2 = sc.min(dim=1)
-                codes[gi, s + bad] = i2
-                dist[gi, s + bad] = (b2 + (rows * rows).sum(1)).clamp_min_(0.0)
+    xa = torch.zeros(step, dpad, dtype=dtype, device=x.device)
+    xa[:, d] = 1.0
+    ca = torch.zeros(k, dpad, dtype=torch.float32, device=x.device)
+    rescored = fallback = 0
+    with _exact_fp16_accumulation():
+        for gi in range(g):
+            c = centroids[gi]
+            mu = c.mean(0)
+            cc = c - mu
+            cc_sq = (cc * cc).sum(1)
+            beta = cc_sq.max().sqrt().clamp_min(1e-30)
+            ca[:, :d] = cc * (-2.0 / beta)
+            for s in range(0, n, step):
+                e = min(n, s + step)
+                b = e - s
+                xc = x[gi, s:e] - mu
+                nrm = torch.linalg.vector_norm(xc, dim=1)
+                # a >= beta / 1024 keeps the bias column (<= beta / a) far from fp16 overflow
+                a = torch.maximum(nrm.max(), beta / 1024.0)
+                torch.div(xc, a, out=xa[:b, :d])
+                ca[:, d] = cc_sq / (a * beta)
+                sc = torch.mm(xa[:b], ca.to(dtype).t())  # (b, K): score / (a beta)
+                err = (2.0 * nrm / a + beta / a) * eps + tiny  # (b,), scaled units
+                v1, i1 = sc.min(dim=1)
+                sc.scatter_(1, i1.unsqueeze(1), float("inf"))
+                v2, i2 = sc.min(dim=1)
+                code = i1
+                unsure = (v2.float() - v1.float() <= 2.0 * err).nonzero().squeeze(1)
+                if unsure.numel():
+                    rescored += int(unsure.numel())
+                    # the ``candidates`` best of the unsure rows and the score after them
+                    sub = sc.index_select(0, unsure)
+                    cand = [i1.index_select(0, unsure), i2.index_select(0, unsure)]
+                    nxt = v2.index_select(0, unsure)
+                    for _ in range(t - 1):
+                        sub.scatter_(1, cand[-1].unsqueeze(1), float("inf"))
+                        nxt, i_next = sub.min(dim=1)
+                        cand.append(i_next)
+                    cand_t = torch.stack(cand[:t], dim=1)  # (u, t)
+                    xu = xc.index_select(0, unsure)
+                    exact = cc_sq[cand_t] - 2.0 * (cc[cand_t] * xu.unsqueeze(1)).sum(-1)
+                    best, j = exact.min(dim=1)
+                    code = i1.clone()
+                    code[unsure] = cand_t.gather(1, j.unsqueeze(1)).squeeze(1)
+                    scale = a * beta
+                    nrm_u = nrm.index_select(0, unsure)
+                    slack = BOUND_EPS * (nrm_u * nrm_u + cc_sq.max())
+                    ok = best + slack < (nxt.float() - err.index_select(0, unsure)) * scale
+                    bad = unsure[~ok]
+                    if bad.numel():
+                        fallback += int(bad.numel())
+                        # centred rows: less cancellation in the fp32 expansion
+                        rows = xc.index_select(0, bad)
+                        scores = torch.addmm(cc_sq, rows, cc.t(), alpha=-2.0)
+                        code[bad] = scores.argmin(dim=1)
+                codes[gi, s:e] = code
+                diff = xc.sub_(cc.index_select(0, code))
+                dist[gi, s:e] = torch.linalg.vector_norm(diff, dim=1).square_()
     if stats is not None:
         stats["rows"] = stats.get("rows", 0) + g * n
+        stats["rescored"] = stats.get("rescored", 0) + rescored
         stats["fallback"] = stats.get("fallback", 0) + fallback
     return codes, dist
 

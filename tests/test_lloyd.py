@@ -168,8 +168,22 @@ def test_certified_lowp_assign_is_exact(dtype, candidates):
         torch.testing.assert_close(dist[gi].double(), v, rtol=1e-4, atol=1e-2)
     assert torch.equal(codes, ref_codes)
     assert stats["rows"] == 3000
+    # all three tiers ran: certified from the approximate scores alone, rescored, searched again
+    assert 0 < stats["rescored"] < stats["rows"]
     if dtype == torch.bfloat16:
-        assert stats["fallback"] > 0  # the exact fallback path was exercised
+        assert stats["fallback"] > 0
+
+
+def test_lowp_assign_rows_at_the_centroid_mean():
+    """Rows far closer to the centroid mean than the centroids are (tiny ``a``, large bias
+    column): the fp16 scaling must neither overflow nor lose the exact answer."""
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(1, 200, 32, generator=g) * 1e3
+    x = c.mean(1, keepdim=True) + 1e-3 * torch.randn(1, 700, 32, generator=g)
+    codes, dist = lloyd.assign_lowp(x, c, block_rows=256)
+    i, v = brute(x[0], c[0])
+    assert torch.equal(codes[0], i)
+    torch.testing.assert_close(dist[0].double(), v, rtol=1e-5, atol=1e-3)
 
 
 def test_lowp_error_bound_holds():
