@@ -118,6 +118,19 @@ def test_rvq_beam_no_worse_than_greedy(x: np.ndarray) -> None:
     assert e_beam <= mse(x, greedy) * (1 + 1e-6)
 
 
+def test_rvq_beam_training_auto_keeps_the_better_codebook(x: np.ndarray) -> None:
+    """With two stages, "auto" ends exactly at the better of training stage 2 on all beam
+    paths' residuals and on the best path's residual; the two differ, and "all" and "best"
+    really train on different data."""
+    kw = {"num_codebooks": 2, "codebook_size": K, "max_iter": 15, "beam_width": 4}
+    err = {bt: mse(x, make_quantizer("rvq", beam_training=bt, **kw).fit(x))
+           for bt in ("all", "best", "auto")}
+    assert err["all"] != pytest.approx(err["best"], rel=1e-6)
+    assert err["auto"] == pytest.approx(min(err["all"], err["best"]), rel=1e-6)
+    with pytest.raises(QuantizerError, match="beam_training"):
+        make_quantizer("rvq", beam_training="some")
+
+
 def test_avq_beats_greedy_rvq_on_correlated_data() -> None:
     x, held_out = correlated(n=600), correlated(n=600, seed=1)
     rvq = make_quantizer("rvq", num_codebooks=3, codebook_size=8, max_iter=20).fit(x)
