@@ -219,3 +219,32 @@ def test_missing_table(tmp_path):
     (d / "utt2spk").unlink()
     r = run([UTILS / "validate_data_dir.sh", d])
     assert r.returncode == 1 and f"missing {d}/utt2spk" in r.stderr
+
+
+def test_continuous_config_loads_baseline_local_through_espnet(tmp_path):
+    """make_asr_config.py --upstream baseline_local: ESPnet's s3prl frontend builds the demo's
+    20 ms log-mel upstream from the written config (s3prl takes it as ``model_config``)."""
+    import sys
+
+    import torch
+    import yaml
+
+    out = tmp_path / "config.yaml"
+    mel = ROOT / "egs" / "mini_librispeech" / "conf" / "upstream" / "mel_20ms.yaml"
+    r = run([sys.executable, str(UTILS / "make_asr_config.py"), "--config",
+             str(ROOT / "egs" / "mini_librispeech" / "conf" / "asr" / "train_continuous.yaml"),
+             "--upstream", "baseline_local", "--upstream_ckpt", str(mel), "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(out.read_text())
+    inner = cfg["frontend_conf"]["frontend_conf"]
+    assert inner["extra_conf"] == {"model_config": str(mel)} and "path_or_url" not in inner
+
+    import rpq_units.s3prl_compat  # noqa: F401  (s3prl 0.4.18 beside torchaudio >= 2.9)
+    from espnet2.asr.frontend.s3prl import S3prlFrontend
+
+    conf = dict(cfg["frontend_conf"])
+    conf["download_dir"] = str(tmp_path / "hub")
+    front = S3prlFrontend(fs=16000, **conf)
+    feats, lens = front(torch.randn(1, 32000), torch.tensor([32000]))
+    assert feats.shape[-1] == 80 and front.output_size() == 80
+    assert abs(int(lens[0]) - 100) <= 2  # 2 s at 50 frames per second

@@ -45,10 +45,13 @@ def continuous(cfg: dict, upstream: str, ckpt: str, layer: int) -> dict:
     fconf = dict(cfg.get("frontend_conf") or {})
     inner = dict(fconf.get("frontend_conf") or {})
     inner["upstream"] = upstream
-    if ckpt:
-        inner["path_or_url"] = ckpt
-    else:
-        inner.pop("path_or_url", None)
+    inner.pop("path_or_url", None)
+    inner.pop("extra_conf", None)
+    if ckpt and upstream == "baseline_local":
+        # s3prl's baseline_local takes its feature config as ``model_config``, not ``ckpt``
+        inner["extra_conf"] = {"model_config": os.path.abspath(ckpt)}
+    elif ckpt:
+        inner["path_or_url"] = os.path.abspath(ckpt)
     fconf["frontend_conf"] = inner
     fconf["layer"] = layer
     fconf.setdefault("multilayer_feature", False)
