@@ -248,3 +248,25 @@ def test_continuous_config_loads_baseline_local_through_espnet(tmp_path):
     feats, lens = front(torch.randn(1, 32000), torch.tensor([32000]))
     assert feats.shape[-1] == 80 and front.output_size() == 80
     assert abs(int(lens[0]) - 100) <= 2  # 2 s at 50 frames per second
+
+
+def test_spm_train_wrapper(tmp_path):
+    """utils/spm_train.py trains the engine's sentencepiece model (stage 5, --token_type bpe)
+    from spm_train-style flags; a path with a space survives; a bad argument is a usage error."""
+    import sys
+
+    import sentencepiece as spm
+
+    d = tmp_path / "token list"
+    d.mkdir()
+    words = ["RED APPLE", "GREEN APPLE", "A BIG DOG", "THE RED DOG RUNS", "APPLES AND DOGS"]
+    (d / "train.txt").write_text("\n".join(words * 20) + "\n")
+    r = run([sys.executable, str(UTILS / "spm_train.py"), f"--input={d / 'train.txt'}",
+             "--vocab_size=20", "--model_type=unigram", f"--model_prefix={d / 'bpe'}",
+             "--character_coverage=1.0"])
+    assert r.returncode == 0, r.stderr
+    sp = spm.SentencePieceProcessor(model_file=str(d / "bpe.model"))
+    assert sp.get_piece_size() == 20
+    assert sp.decode(sp.encode("THE RED APPLE")) == "THE RED APPLE"
+    r = run([sys.executable, str(UTILS / "spm_train.py"), "vocab_size", "30"])
+    assert r.returncode == 2 and "expected --flag=value" in r.stderr

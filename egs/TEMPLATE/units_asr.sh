@@ -49,8 +49,10 @@ valid_set=""            # validation set name
 test_sets=""            # test set names, space separated
 # Features and units
 upstream=fbank          # s3prl upstream name (fbank, wavlm_large, ...) or wavlm_local/hubert_local
-upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local
+upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local (config file for baseline_local)
 layer=-1                # upstream layer (-1: last)
+feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
+                        # with the checkpoint's file name instead of <upstream> when one is given)
 feats_portion=0.3       # portion of the training utterances used to fit the discretizers
 max_frames=0            # at most this many frames to fit on (0: all sampled)
 discretizers="kmeans pq rpq"  # discretizer configs: conf/units/<name>.yaml
@@ -98,7 +100,11 @@ case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or b
 case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
-feat_tag=${upstream}_l${layer_tag}
+if [ -z "${feat_tag}" ]; then
+    _name=${upstream}
+    [ -n "${upstream_ckpt}" ] && { _name=$(basename "${upstream_ckpt}"); _name=${_name%.*}; }
+    feat_tag=${_name}_l${layer_tag}
+fi
 featdir=${dumpdir}/feats_${feat_tag}_${train_set}
 tokendir=${dumpdir}/token_list/${token_type}
 [ "${token_type}" = bpe ] && tokendir=${dumpdir}/token_list/bpe${nbpe}
@@ -219,7 +225,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             [ -s "${nlsyms_txt}" ] && spm_opts=(--user_defined_symbols="$(paste -sd, "${nlsyms_txt}")")
         fi
         if [ "${token_type}" = bpe ]; then
-            ${train_cmd} "${tokendir}/spm_train.log" python -m espnet2.bin.spm_train \
+            ${train_cmd} "${tokendir}/spm_train.log" python utils/spm_train.py \
                 --input="${tokendir}/train.txt" --vocab_size="${nbpe}" --model_type="${bpemode}" \
                 --model_prefix="${tokendir}/bpe" --character_coverage=1.0 --input_sentence_size=100000000 \
                 "${spm_opts[@]}"
