@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Offline demo: synthetic speech (espeak-ng voices) in the LibriSpeech layout -> fbank ->
-# K-means / PQ / RPQ units -> small ESPnet discrete ASR on CPU -> WER on a test set of the
-# training voices and one of held-out voices. About 40 minutes on 2 CPU cores.
+# Offline demo: synthetic speech (espeak-ng voices) in the LibriSpeech layout -> 80-dim log-mel
+# frames at 50 Hz (s3prl's baseline upstream, conf/upstream/mel_20ms.yaml) -> K-means / PQ / RPQ
+# units -> small ESPnet discrete ASR on CPU -> WER on a test set of the training voices and one
+# of held-out voices. About 40 minutes on 2 idle CPU cores (README.md, Results).
 # Any engine option can be added on the command line, e.g.
 #     ./run.sh --stage 8 --stop_stage 12 --use_lm true
 set -euo pipefail
@@ -14,7 +15,8 @@ test_sets="test_clean test_heldout"
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
-    --upstream fbank \
+    --upstream baseline_local \
+    --upstream_ckpt conf/upstream/mel_20ms.yaml \
     --feats_portion 0.15 \
     --discretizers "kmeans pq rpq" \
     --units_conf_dir conf/units \
