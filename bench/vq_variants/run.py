@@ -247,6 +247,23 @@ ALL_METHODS = ("kmeans", "pq", "rpq", "rvq", "faiss_rq", "rvq_beam", "faiss_rq_b
                "faiss_lsq", "rvq_nsvq", "rvq_ste", "random_projection")
 
 
+def merge_update(path: Path, new: list[dict], args: argparse.Namespace, command: str,
+                 elapsed: float) -> tuple[list[dict], str, float]:
+    """Rows of an earlier run at ``path`` with those of the re-measured methods replaced by
+    ``new`` (matched on dataset, M, K and method); the commands are joined with " && "."""
+    if not path.exists():
+        raise SystemExit(f"run.py --update: no earlier results at {path}")
+    old = json.loads(path.read_text())
+    for key in ("n_train", "n_db", "n_query", "toy_dim", "beam", "max_iter", "seed"):
+        if old["args"][key] != getattr(args, key):
+            raise SystemExit(f"run.py --update: {path} was made with --{key} "
+                             f"{old['args'][key]}, not {getattr(args, key)}")
+    fresh = {(r["dataset"], r["M"], r["K"], r["method"]): r for r in new}
+    rows = [fresh.pop((r["dataset"], r["M"], r["K"], r["method"]), r) for r in old["rows"]]
+    rows += list(fresh.values())  # cells the earlier run did not have
+    return rows, f"{old['command']} && {command}", old["elapsed_s"] + elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out_dir", default="bench/vq_variants")
@@ -265,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch and faiss threads (1 is fastest on a shared 2-core machine)")
+    p.add_argument("--update", action="store_true",
+                   help="re-measure only --methods: replace their rows in the out_dir's "
+                        "results.json from an earlier run (same data settings) and rewrite the "
+                        "tables and the plot from the merged rows")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.methods = args.methods.split(",")
@@ -307,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s %2d bits %dx%d %-17s mse %.4g rel %.4f R@1 %.3f fit %.1fs enc %.1fs",
                             ds, bits, m, k, name, mse, mse / var, row["recall@1"], t_fit, t_enc)
     elapsed = time.perf_counter() - t_all
+    if args.update:
+        rows, command, elapsed = merge_update(out_dir / "results.json", rows, args, command, elapsed)
     (out_dir / "results.json").write_text(json.dumps(
         {"command": command, "elapsed_s": elapsed, "args": vars(args), "rows": rows}, indent=1) + "\n")
     text = report(rows, args, command) + f"\nTotal wall time: {elapsed:.0f} s.\n"
