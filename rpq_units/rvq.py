@@ -263,8 +263,8 @@ class ResidualVectorQuantizer(Quantizer):
                 err = float(res[:, 0].pow(2).sum(1).mean())
             else:
                 c, _ = assign(r.unsqueeze(0), books[m : m + 1])
-                err = float((r - books[m][c[0]]).pow(2).sum(1).mean())
                 r = r - books[m][c[0]]
+                err = float(r.pow(2).sum(1).mean())
             logger.info("rvq stage %d/%d: residual MSE %.6g", m + 1, m_stages, err)
         return books
 
