@@ -29,6 +29,7 @@ nlsyms=""
     --asr_config conf/asr/train_discrete_asr.yaml \
     --asr_args "--max_epoch 6 --batch_size 16" \
     --inference_config conf/asr/decode.yaml \
+    --inference_args "--maxlenratio 0.5" \
     --lm_config conf/asr/train_lm.yaml \
     --continuous_config conf/asr/train_continuous.yaml \
     "$@"
