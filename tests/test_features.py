@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,22 @@ def test_errors(tiny_wavlm, tmp_path):
         fx.extract(np.full(1600, np.nan, np.float32))
     with pytest.raises(FeatureError, match="1-D"):
         fx.extract(np.zeros((2, 1600), np.float32))
+
+
+UPSTREAM_CONFS = sorted((Path(__file__).resolve().parents[1] / "egs" / "mini_librispeech" / "conf"
+                         / "upstream").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("conf", UPSTREAM_CONFS, ids=lambda p: p.name)
+def test_demo_upstream_configs_load_with_their_frame_rate(conf):
+    """Every feature config the demo ships loads through s3prl's ``baseline_local`` entry and
+    gives 80 log-mel dims at the frame rate its ``hop_ms`` names (50/s for mel_20ms, 25/s for
+    mel_40ms)."""
+    import yaml
+
+    hop_ms = yaml.safe_load(conf.read_text())["hop_ms"]
+    fx = FeatureExtractor(upstream="baseline_local", ckpt=str(conf))
+    assert fx.frame_rate == pytest.approx(1000 / hop_ms)
+    f = fx.extract(sine_speech(2.0))
+    assert f.shape[1] == 80
+    assert abs(f.shape[0] - 2000 / hop_ms) <= 2
