@@ -239,7 +239,8 @@ def test_continuous_config_loads_baseline_local_through_espnet(tmp_path):
     inner = cfg["frontend_conf"]["frontend_conf"]
     assert inner["extra_conf"] == {"model_config": str(mel)} and "path_or_url" not in inner
 
-    import rpq_units.s3prl_compat  # noqa: F401  (s3prl 0.4.18 beside torchaudio >= 2.9)
+    # the compatibility module must come first: s3prl 0.4.18 beside torchaudio >= 2.9
+    import rpq_units.s3prl_compat  # noqa: F401, I001
     from espnet2.asr.frontend.s3prl import S3prlFrontend
 
     conf = dict(cfg["frontend_conf"])
