@@ -54,3 +54,21 @@ def test_stage1_stops_on_bad_corpus(recipe):
     r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--data_opts", TINY], cwd=recipe)
     assert r.returncode != 0
     assert f"{flac}: cannot decode audio" in r.stderr
+
+
+def test_parallel_training_failure_names_each_log(recipe):
+    """--train_jobs 2: both models train at once; each failure is named with its log and
+    nothing is marked trained, while a model already trained is skipped."""
+    tag = "mel_40ms_llast"
+    done = recipe / "exp" / f"asr_{tag}_kmeans" / ".done_train"
+    done.parent.mkdir(parents=True)
+    done.write_text("earlier run\n")
+    r = run(["./run.sh", "--stage", "8", "--stop_stage", "8", "--train_jobs", "2",
+             "--discretizers", "kmeans pq rpq"], cwd=recipe)
+    assert r.returncode == 1
+    assert f"exp/asr_{tag}_kmeans already trained" in r.stderr
+    for d in ("pq", "rpq"):
+        adir = f"exp/asr_{tag}_{d}"
+        assert f"training {adir} failed (log: {adir}/train.log)" in r.stderr
+        assert "mt_train" in (recipe / adir / "train.log").read_text()
+        assert not (recipe / adir / ".done_train").exists()

@@ -69,6 +69,8 @@ def test_engine_help_and_usage_errors():
     assert r.returncode == 2 and "unknown option --no_such_option" in r.stderr
     r = run(["./units_asr.sh", "--stage", "12"], cwd=recipe)
     assert r.returncode == 2 and "--train_set is required" in r.stderr
+    r = run(["./run.sh", "--train_jobs", "two"], cwd=recipe)
+    assert r.returncode == 2 and "--train_jobs must be a positive integer" in r.stderr
 
 
 # ---- the job runner -------------------------------------------------------------------

@@ -36,6 +36,7 @@ stop_stage=12           # last stage to run
 nj=2                    # parallel jobs for feature dump and encoding
 inference_nj=2          # parallel jobs for decoding
 ngpu=0                  # GPUs for ESPnet training (0: CPU)
+train_jobs=1            # models (one per discretizer) trained at once in stage 8
 gpu_inference=false     # decode on GPU
 device=cpu              # device for rpq-units (cpu, cuda)
 datadir=data            # Kaldi data dirs
@@ -98,6 +99,7 @@ for v in train_set valid_set test_sets; do
 done
 case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 2 ;; esac
 case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
+case "${train_jobs}" in ''|*[!0-9]*|0) echo "$0: --train_jobs must be a positive integer" >&2; exit 2 ;; esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
 if [ -z "${feat_tag}" ]; then
@@ -338,18 +340,21 @@ fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     stage_begin 8 "ESPnet mt_train (discrete_asr) for ${discretizers}"
-    for d in ${discretizers}; do
+    # With --train_jobs N > 1 up to N models train at once, each with nproc/N threads (at least
+    # one): small CPU models gain less from a second thread than from a second process.
+    _thr=()
+    if [ "${train_jobs}" -gt 1 ]; then
+        _thr=(--num_threads "$(( $(nproc) / train_jobs > 0 ? $(nproc) / train_jobs : 1 ))")
+    fi
+    train_one() {  # train_one <discretizer>: one mt_train run; marks it done on success
+        local d=$1 tag adir udir stats tr va _t
         tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
         stats=${adir}/stats
-        if done_or "${adir}/.done_train"; then
-            log "${adir} already trained"
-            continue
-        fi
         tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
         log "training ${adir} (log: ${adir}/train.log)"
         _t=${SECONDS}
         # shellcheck disable=SC2046,SC2086  # word lists
-        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.mt_train \
+        ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
             --use_preprocessor true $(bpe_args) \
             --src_token_type word --src_token_list "${udir}/tokens.txt" \
             --train_data_path_and_name_and_type "${tr}/text,text,text" \
@@ -362,10 +367,34 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
             --valid_shape_file "${stats}/valid/src_text_shape.word" \
             --fold_length "${text_fold_length}" --fold_length "${src_fold_length}" \
             --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
-            --config "${adir}/train_config.yaml" ${asr_args}
+            --config "${adir}/train_config.yaml" ${asr_args} || return 1
         echo "$(( SECONDS - _t ))" > "${adir}/train_seconds"
         mark_done "${adir}/.done_train"
+        log "trained ${adir} in $(( SECONDS - _t )) s"
+    }
+    for d in ${discretizers}; do
+        if done_or "$(asrdir_of "${d}")/.done_train"; then
+            log "$(asrdir_of "${d}") already trained"
+            continue
+        fi
+        if [ "${train_jobs}" -le 1 ]; then
+            train_one "${d}"
+            continue
+        fi
+        while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do
+            wait -n || true  # success is read from each model's done marker below
+        done
+        train_one "${d}" &
     done
+    wait || true
+    _failed=0
+    for d in ${discretizers}; do
+        if ! done_or "$(asrdir_of "${d}")/.done_train"; then
+            log "training $(asrdir_of "${d}") failed (log: $(asrdir_of "${d}")/train.log)"
+            _failed=1
+        fi
+    done
+    [ "${_failed}" -eq 0 ] || exit 1
     stage_end "train"
 fi
 
