@@ -27,7 +27,7 @@ nlsyms=""
     --score_unit char \
     --local_score_opts "--test_sets ${test_sets}" \
     --asr_config conf/asr/train_discrete_asr.yaml \
-    --asr_args "--max_epoch 6 --batch_size 16" \
+    --asr_args "--max_epoch 6 --batch_size 16 --specaug none" \
     --inference_config conf/asr/decode.yaml \
     --inference_args "--maxlenratio 0.5" \
     --lm_config conf/asr/train_lm.yaml \
