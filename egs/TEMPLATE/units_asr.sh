@@ -344,7 +344,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     # one): small CPU models gain less from a second thread than from a second process.
     _thr=()
     if [ "${train_jobs}" -gt 1 ]; then
-        _thr=(--num_threads "$(( $(nproc) / train_jobs > 0 ? $(nproc) / train_jobs : 1 ))")
+        # the machine's CPUs, as utils/run_jobs.sh counts them (nproc follows OMP_NUM_THREADS)
+        _n=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / train_jobs ))
+        _thr=(--num_threads "$(( _n > 0 ? _n : 1 ))")
     fi
     train_one() {  # train_one <discretizer>: one mt_train run; marks it done on success
         local d=$1 tag adir udir stats tr va _t
@@ -389,8 +391,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     wait || true
     _failed=0
     for d in ${discretizers}; do
-        if ! done_or "$(asrdir_of "${d}")/.done_train"; then
-            log "training $(asrdir_of "${d}") failed (log: $(asrdir_of "${d}")/train.log)"
+        adir=$(asrdir_of "${d}")
+        if ! done_or "${adir}/.done_train"; then
+            log "training ${adir} failed (log: ${adir}/train.log)"
             _failed=1
         fi
     done
