@@ -180,11 +180,11 @@ def score_multilingual(
     few = set(few_shot_langs)
     groups: dict[str, tuple[list[str], list[str], list[str]]] = defaultdict(lambda: ([], [], []))
     lid_correct = lid_total = 0
-    missing = 0
+    missing: list[str] = []
     for utt in sorted(ref):
         ref_lang, ref_text = split_lid(ref[utt])
         if utt not in hyp:
-            missing += 1
+            missing.append(utt)
         hyp_lang, hyp_text = split_lid(hyp.get(utt, ""))
         if ref_lang is not None:
             lid_total += 1
@@ -197,10 +197,11 @@ def score_multilingual(
         hyps.append(hyp_text)
         ids.append(utt)
     if missing:
-        logger.warning("%d of %d utterances have no hypothesis; scored as empty", missing, len(ref))
+        logger.warning("%d of %d utterances have no hypothesis; scored as empty, e.g. %s",
+                       len(missing), len(ref), missing[0])  # fmt: skip
 
     per_lang = {lang: char_counts(*group) for lang, group in groups.items()}
-    overall, few_shot, normal = Counts(), Counts(), Counts()
+    overall, few_shot, normal = Counts(missing=missing), Counts(), Counts()
     for lang, counts in per_lang.items():
         add_counts(overall, counts)
         add_counts(few_shot if lang in few else normal, counts)
@@ -211,7 +212,7 @@ def score_multilingual(
         normal=normal,
         lid_correct=lid_correct if lid_total else None,
         lid_total=lid_total if lid_total else None,
-        missing_hyps=missing,
+        missing_hyps=len(missing),
     )
 
 

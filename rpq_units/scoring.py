@@ -8,14 +8,19 @@ Levenshtein alignment and reports, over the whole set,
 
 where tokens are words (``unit="word"``, WER) or characters (``unit="char"``, CER; a space
 between words counts as one token, as in ESPnet's character scoring). An utterance missing
-from the hypotheses counts as fully deleted (with a warning); a hypothesis with no reference
-is an error.
+from the hypotheses counts as fully deleted (with a warning naming how many, and a ``Missing``
+line in ``result.txt``); a hypothesis with no reference is an error. Non-linguistic symbols
+(``--remove_symbols``, e.g. ``[eng]`` language tags) are removed from both sides first.
+
+``result.txt`` names its measure (``Measure WER`` or ``Measure CER``); the results table reads
+it from there.
 
 Command line (used by ``egs/TEMPLATE/units_asr.sh``)::
 
-    python -m rpq_units.scoring score --ref ref --hyp hyp [--unit word|char] [--out result.txt]
+    python -m rpq_units.scoring score --ref ref --hyp hyp [--unit word|char] \\
+        [--remove_symbols nlsyms.txt] [--out result.txt]
     python -m rpq_units.scoring table --exp_dir exp --test_sets "test_clean test_other" \\
-        [--unit word] [--command "..."] [--timing exp/timing.tsv] [--out RESULTS.md]
+        [--rows rows.tsv] [--command "..."] [--timing exp/timing.tsv] [--out RESULTS.md]
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Counts:
     utts: int = 0
     utt_errors: int = 0
     per_utt: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # references without a hypothesis
 
     @property
     def n(self) -> int:
@@ -82,6 +88,21 @@ def read_text(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def remove_symbols(text: str, symbols: list[str]) -> str:
+    """``text`` without any of ``symbols`` (e.g. ``[eng]``), whitespace normalised."""
+    for sym in sorted(symbols, key=len, reverse=True):
+        text = text.replace(sym, " ")
+    return " ".join(text.split())
+
+
+def read_symbols(path: str | os.PathLike) -> list[str]:
+    """Non-linguistic symbols, one a line (ESPnet's ``--non_linguistic_symbols`` file)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").split()
+    except OSError as e:
+        raise ScoringError(f"{path}: cannot read ({e.strerror})") from e
+
+
 def tokens(text: str, unit: str) -> list[str]:
     """Split ``text`` into scoring tokens: words, or characters with ``<space>`` between words."""
     if unit == "word":
@@ -103,9 +124,13 @@ def align(ref: list[str], hyp: list[str]) -> tuple[int, int, int, int]:
 
 
 def score(ref_file: str | os.PathLike, hyp_file: str | os.PathLike, unit: str = "word",
-          out: str | os.PathLike | None = None) -> Counts:
-    """Score ``hyp_file`` against ``ref_file`` (both keyed by uttid); write ``out`` if given."""
+          out: str | os.PathLike | None = None, symbols: list[str] | None = None) -> Counts:
+    """Score ``hyp_file`` against ``ref_file`` (both keyed by uttid), without ``symbols``;
+    write ``out`` if given."""
     refs, hyps = read_text(ref_file), read_text(hyp_file)
+    if symbols:
+        refs = {k: remove_symbols(v, symbols) for k, v in refs.items()}
+        hyps = {k: remove_symbols(v, symbols) for k, v in hyps.items()}
     extra = sorted(set(hyps) - set(refs))
     if extra:
         raise ScoringError(f"{hyp_file}: utterance {extra[0]} has no reference in {ref_file} "
@@ -114,7 +139,7 @@ def score(ref_file: str | os.PathLike, hyp_file: str | os.PathLike, unit: str = 
     if missing:
         logger.warning("%s: %d of %d utterances have no hypothesis (counted as deleted), e.g. %s",
                        hyp_file, len(missing), len(refs), missing[0])
-    c = Counts()
+    c = Counts(missing=missing)
     for utt in sorted(refs):
         corr, sub, dele, ins = align(tokens(refs[utt], unit), tokens(hyps.get(utt, ""), unit))
         c.corr += corr
@@ -129,18 +154,27 @@ def score(ref_file: str | os.PathLike, hyp_file: str | os.PathLike, unit: str = 
     return c
 
 
+def measure_of(unit: str) -> str:
+    """``"WER"`` for word scoring, ``"CER"`` for characters."""
+    return "WER" if unit == "word" else "CER"
+
+
 def summary_line(c: Counts, unit: str) -> str:
-    name = "WER" if unit == "word" else "CER"
+    name = measure_of(unit)
     ser = 100.0 * c.utt_errors / c.utts if c.utts else 0.0
     return (f"{name} {c.rate:.2f} % | N={c.n} Corr={c.corr} Sub={c.sub} Del={c.dele} Ins={c.ins} "
             f"Err={c.err} | utterances={c.utts} with errors={ser:.1f} %")
 
 
 def write_result(c: Counts, out: str | os.PathLike, unit: str, ref_file: object = "", hyp_file: object = "") -> None:
-    """Write ``result.txt``: the summary line, the counts one per line, then per utterance."""
+    """Write ``result.txt``: the summary line, the measure, the counts one per line, the
+    references without a hypothesis (scored as deleted), then per utterance."""
     lines = [summary_line(c, unit), f"# ref: {ref_file}", f"# hyp: {hyp_file}",
-             f"N {c.n}", f"Corr {c.corr}", f"Sub {c.sub}", f"Del {c.dele}", f"Ins {c.ins}",
-             f"Err {c.err}", "", "# uttid N Sub Del Ins"]
+             f"Measure {measure_of(unit)}", f"N {c.n}", f"Corr {c.corr}", f"Sub {c.sub}",
+             f"Del {c.dele}", f"Ins {c.ins}", f"Err {c.err}", f"Missing {len(c.missing)}"]
+    if c.missing:
+        lines.append("# no hypothesis (scored as deleted): " + " ".join(c.missing))
+    lines += ["", "# uttid N Sub Del Ins"]
     lines += [f"{u} {n} {s} {d} {i}" for u, n, s, d, i in c.per_utt]
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
@@ -160,6 +194,15 @@ def read_result(path: str | os.PathLike) -> dict[str, int]:
     return vals
 
 
+def read_measure(path: str | os.PathLike) -> str:
+    """The measure (``WER`` or ``CER``) a ``result.txt`` names on its ``Measure`` line."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = re.fullmatch(r"Measure (WER|CER)", line.strip())
+        if m:
+            return m.group(1)
+    raise ScoringError(f"{path}: names no measure (no 'Measure WER|CER' line); score it again")
+
+
 def _units_description(exp_dir: Path, tag: str) -> str:
     """'method M=.. K=..' from the fitted discretizer's config, if present."""
     for name in ("codebook.yaml", "config.yaml"):
@@ -175,42 +218,91 @@ def _units_description(exp_dir: Path, tag: str) -> str:
     return "continuous" if tag.endswith("_continuous") else "-"
 
 
-def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", command: str = "",
-          timing: str | os.PathLike | None = None) -> str:
-    """RESULTS.md text: one row per model (and per LM variant), one column per test set."""
-    exp_dir = Path(exp_dir)
-    name = "WER" if unit == "word" else "CER"
+@dataclass
+class Row:
+    """One decode of the results table: model dir, LM variant, test set, its ``result.txt``
+    and the config files it came from."""
+
+    model_dir: str
+    variant: str
+    test_set: str
+    result: str
+    configs: str = ""
+
+
+def read_rows(path: str | os.PathLike) -> list[Row]:
+    """Rows from a tab-separated file: ``model_dir variant set result.txt [configs]``."""
     rows = []
-    relabel = set()  # sets whose result.txt holds the other measure (a recipe's own scoring)
-    for adir in sorted(exp_dir.glob("asr_*")):
-        tag = adir.name[len("asr_"):]
-        for variant, label in (("nolm", ""), ("lm", " + LM")):
-            cells, found = [], False
-            for s in test_sets:
-                r = adir / f"decode_{s}_{variant}" / "result.txt"
-                if r.is_file():
-                    v = read_result(r)
-                    if not r.read_text(encoding="utf-8").startswith(name):
-                        relabel.add(s)
-                    cells.append(f"{100.0 * v['Err'] / v['N']:.1f}" if v["N"] else "-")
-                    found = True
-                else:
-                    cells.append("-")
-            if found:
-                secs = adir / "train_seconds"
-                train_min = f"{int(secs.read_text()) / 60:.1f}" if secs.is_file() else "-"
-                rows.append(f"| {tag}{label} | {_units_description(exp_dir, tag)} | {train_min} | "
-                            + " | ".join(cells) + " |")
-    out = [f"# Results ({name}, %)", ""]
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ScoringError(f"{path}: cannot read ({e.strerror})") from e
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) not in (4, 5):
+            raise ScoringError(f"{path}:{i}: expected 4 or 5 tab-separated fields, got {len(parts)}")
+        rows.append(Row(*parts))
+    return rows
+
+
+def _glob_rows(exp_dir: Path, test_sets: list[str]) -> list[Row]:
+    """Every ``asr_*/decode_<set>_<nolm|lm>/result.txt`` under ``exp_dir`` (no settings check)."""
+    return [Row(str(adir), v, s, str(adir / f"decode_{s}_{v}" / "result.txt"))
+            for adir in sorted(exp_dir.glob("asr_*")) for v in ("nolm", "lm") for s in test_sets
+            if (adir / f"decode_{s}_{v}" / "result.txt").is_file()]  # fmt: skip
+
+
+def table(exp_dir: str | os.PathLike, test_sets: list[str], command: str = "",
+          timing: str | os.PathLike | None = None, rows: list[Row] | None = None) -> str:
+    """RESULTS.md text: one row per model and LM variant, one column per test set.
+
+    ``rows`` lists the decodes to show (the stage engine passes those made with the current
+    settings); without it, every scored decode under ``exp_dir`` is shown. Each column is
+    labelled with the measure its ``result.txt`` files name; a cell whose file names another
+    measure than its column says so."""
+    exp_dir = Path(exp_dir)
+    if rows is None:
+        rows = _glob_rows(exp_dir, test_sets)
+    models: dict[tuple[str, str], dict[str, Row]] = {}
+    for r in rows:
+        if r.test_set in test_sets and Path(r.result).is_file():
+            models.setdefault((r.model_dir, r.variant), {})[r.test_set] = r
+    measures: dict[str, str] = {}  # column -> measure of its first cell
+    for cells in models.values():
+        for s, r in cells.items():
+            measures.setdefault(s, read_measure(r.result))
+    lines = []
+    for (model_dir, variant), cells in models.items():
+        tag = Path(model_dir).name[len("asr_"):]
+        out = []
+        for s in test_sets:
+            if s not in cells:
+                out.append("-")
+                continue
+            v = read_result(cells[s].result)
+            m = read_measure(cells[s].result)
+            cell = f"{100.0 * v['Err'] / v['N']:.1f}" if v["N"] else "-"
+            out.append(cell if m == measures[s] else f"{cell} ({m})")
+        secs = Path(model_dir) / "train_seconds"
+        train_min = f"{int(secs.read_text()) / 60:.1f}" if secs.is_file() else "-"
+        configs = sorted({c for r in cells.values() for c in r.configs.split()})
+        lines.append(f"| {tag}{' + LM' if variant == 'lm' else ''} | {_units_description(exp_dir, tag)} | "
+                     f"{' '.join(f'`{c}`' for c in configs) or '-'} | {train_min} | "
+                     + " | ".join(out) + " |")  # fmt: skip
+    names = sorted(set(measures.values()))
+    out_lines = [f"# Results ({', '.join(names) or 'error rate'}, %)", ""]
     if command:
-        out += ["Made by (every invocation, in order):", "", "```sh", command, "```", ""]
-    other = "CER" if name == "WER" else "WER"
-    heads = [f"{s} ({other})" if s in relabel else s for s in test_sets]
-    out += [f"| model | units | train (min) | {' | '.join(heads)} |",
-            "|---|---|---|" + "---|" * len(test_sets)]
-    out += rows or ["| (no scored decodes yet) | | |" + " |" * len(test_sets)]
-    out += ["", f"{name} in percent; per-utterance counts and Sub/Del/Ins in "
-            f"`{exp_dir}/asr_*/decode_<set>_<nolm|lm>/result.txt`."]
+        out_lines += ["Made by (every finished invocation in order, then this one):", "", "```sh",
+                      command, "```", ""]
+    heads = [f"{s} ({measures[s]})" if s in measures else s for s in test_sets]
+    out_lines += [f"| model | units | configs | train (min) | {' | '.join(heads)} |",
+                  "|---|---|---|---|" + "---|" * len(test_sets)]
+    out_lines += lines or ["| (no scored decodes with the current settings) | | | |" + " |" * len(test_sets)]
+    out_lines += ["", "Error rates in percent, each column in the measure its header names; every "
+                  "row was made with the current settings (recorded in `<model dir>/.done_train`); "
+                  f"per-utterance counts and Sub/Del/Ins in `{exp_dir}/asr_*/decode_<set>_<nolm|lm>/result.txt`."]
     if timing and Path(timing).is_file():
         spent: dict[tuple[int, str], int] = {}
         for line in Path(timing).read_text().splitlines():
@@ -218,10 +310,10 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], unit: str = "word", 
             if len(parts) == 3:
                 key = (int(parts[0]), parts[1])
                 spent[key] = spent.get(key, 0) + int(parts[2])
-        out += ["", "| stage | wall time (s) |", "|---|---|"]
-        out += [f"| {no} {what} | {sec} |" for (no, what), sec in sorted(spent.items())]
-        out += [f"| total | {sum(spent.values())} |"]
-    return "\n".join(out) + "\n"
+        out_lines += ["", "| stage | wall time (s) |", "|---|---|"]
+        out_lines += [f"| {no} {what} | {sec} |" for (no, what), sec in sorted(spent.items())]
+        out_lines += [f"| total | {sum(spent.values())} |"]
+    return "\n".join(out_lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,11 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ref", required=True)
     s.add_argument("--hyp", required=True)
     s.add_argument("--unit", choices=["word", "char"], default="word")
+    s.add_argument("--remove_symbols", "--remove-symbols", default=None,
+                   help="file of non-linguistic symbols (one a line) removed before scoring")
     s.add_argument("--out", help="result.txt to write")
     t = sub.add_parser("table", help="write the results table from exp/")
     t.add_argument("--exp_dir", "--exp-dir", required=True)
     t.add_argument("--test_sets", "--test-sets", required=True, help="space-separated set names")
-    t.add_argument("--unit", choices=["word", "char"], default="word")
+    t.add_argument("--rows", default=None,
+                   help="tab-separated decodes to show: model_dir variant set result.txt [configs] "
+                        "(default: every scored decode under --exp_dir)")
     t.add_argument("--command", default="")
     t.add_argument("--timing", default=None)
     t.add_argument("--out", default=None, help="RESULTS.md (default: stdout)")
@@ -243,10 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s")
     try:
         if args.cmd == "score":
-            c = score(args.ref, args.hyp, args.unit, args.out)
+            symbols = read_symbols(args.remove_symbols) if args.remove_symbols else None
+            c = score(args.ref, args.hyp, args.unit, args.out, symbols)
             sys.stdout.write(summary_line(c, args.unit) + "\n")
         else:
-            text = table(args.exp_dir, args.test_sets.split(), args.unit, args.command, args.timing)
+            rows = read_rows(args.rows) if args.rows else None
+            text = table(args.exp_dir, args.test_sets.split(), args.command, args.timing, rows)
             if args.out:
                 tmp = Path(args.out + ".tmp")
                 tmp.write_text(text, encoding="utf-8")

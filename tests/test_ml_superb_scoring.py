@@ -203,6 +203,12 @@ def test_results_table_labels_cer_columns_of_a_wer_table(tmp_path):
     for s, unit in (("ls_test_clean", "word"), ("mlsuperb_test_10min", "char")):
         (adir / f"decode_{s}_nolm").mkdir(parents=True)
         write_result(Counts(corr=9, sub=1), adir / f"decode_{s}_nolm" / "result.txt", unit)
-    text = table(tmp_path, ["ls_test_clean", "mlsuperb_test_10min"], unit="word")
-    assert "| model | units | train (min) | ls_test_clean | mlsuperb_test_10min (CER) |" in text
+    text = table(tmp_path, ["ls_test_clean", "mlsuperb_test_10min"])
+    assert "| model | units | configs | train (min) | ls_test_clean (WER) | mlsuperb_test_10min (CER) |" in text
     assert "| 10.0 | 10.0 |" in text
+    # the measure comes from each file: a cell scored differently from its column says so
+    other = tmp_path / "asr_y" / "decode_mlsuperb_test_10min_nolm"
+    other.mkdir(parents=True)
+    write_result(Counts(corr=8, sub=2), other / "result.txt", "word")
+    text = table(tmp_path, ["ls_test_clean", "mlsuperb_test_10min"])
+    assert "| y | - | - | - | - | 20.0 (WER) |" in text

@@ -60,13 +60,19 @@ def test_stage1_stops_on_bad_corpus(recipe):
 
 def test_parallel_training_failure_names_each_log(recipe):
     """--train_jobs 2: both models train at once; each failure is named with its log and
-    nothing is marked trained, while a model already trained is skipped."""
+    nothing is marked trained, while a model already trained is skipped; a trained model made
+    with other settings stops the run before anything is touched."""
     tag = "mel_40ms_llast"
-    done = recipe / "exp" / f"asr_{tag}_kmeans" / ".done_train"
-    done.parent.mkdir(parents=True)
-    done.write_text("earlier run\n")
-    r = run(["./run.sh", "--stage", "8", "--stop_stage", "8", "--train_jobs", "2",
-             "--discretizers", "kmeans pq rpq"], cwd=recipe)
+    args = ["./run.sh", "--stage", "8", "--stop_stage", "8", "--train_jobs", "2",
+            "--discretizers", "kmeans pq rpq"]
+    r = run(args[:-1] + ["kmeans"], cwd=recipe)
+    assert r.returncode == 1
+    # the K-means model finishes: its done marker is the stamp the engine wrote when it started
+    kdir = recipe / "exp" / f"asr_{tag}_kmeans"
+    stamp = (kdir / ".stamp").read_text()
+    assert "asr_args=\n" in stamp and "units_config.kmeans=" in stamp
+    (kdir / ".done_train").write_text(stamp)
+    r = run(args, cwd=recipe)
     assert r.returncode == 1
     assert f"exp/asr_{tag}_kmeans already trained" in r.stderr
     for d in ("pq", "rpq"):
@@ -77,3 +83,19 @@ def test_parallel_training_failure_names_each_log(recipe):
         # each of the 2 jobs gets half the machine's CPUs as threads (at least one)
         assert f"threads={max(1, (os.cpu_count() or 1) // 2)} " in log
         assert not (recipe / adir / ".done_train").exists()
+
+    # other settings for the trained model: one line naming the option, nothing run or removed
+    r = run(args + ["--asr_args", "--max_epoch 2"], cwd=recipe)
+    assert r.returncode == 1
+    refusal = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(refusal) == 1, r.stderr
+    assert (f"exp/asr_{tag}_kmeans was trained with other settings (asr_args:  -> --max_epoch 2)"
+            in refusal[0])
+    assert "--expdir" in refusal[0]
+    assert "Stage 8" not in r.stderr
+    assert (kdir / ".done_train").read_text() == stamp
+    # a model trained before settings were recorded is not trusted either
+    (kdir / ".done_train").write_text("Fri Nov 27 10:00:00 UTC 2026\n")
+    r = run(args, cwd=recipe)
+    assert r.returncode == 1
+    assert "was trained with other settings (settings not recorded" in r.stderr

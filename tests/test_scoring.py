@@ -96,9 +96,19 @@ def test_cli_and_results_table(tmp_path, capsys):
                          "--command", "./run.sh --x 1", "--timing", str(exp / "timing.tsv"),
                          "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| model | units | train (min) | test_a | test_b |" in text
-    assert "| fbank_llast_pq | pq 4x128 | - | 0.0 | 0.0 |" in text
-    assert "| fbank_llast_kmeans | - | - | 66.7 | 66.7 |" in text   # 1 sub + 1 del of 3
+    assert "| model | units | configs | train (min) | test_a (WER) | test_b (WER) |" in text
+    assert "| fbank_llast_pq | pq 4x128 | - | - | 0.0 | 0.0 |" in text
+    assert "| fbank_llast_kmeans | - | - | - | 66.7 | 66.7 |" in text   # 1 sub + 1 del of 3
     assert "./run.sh --x 1" in text
     assert "| 8 train | 105 |" in text
+
+    # --rows: only the decodes listed (the engine lists those of the current settings)
+    pq = exp / "asr_fbank_llast_pq"
+    rows = tmp_path / "rows.tsv"
+    rows.write_text(f"{pq}\tnolm\ttest_a\t{pq}/decode_test_a_nolm/result.txt\tconf/units/pq.yaml conf/asr/a.yaml\n")
+    assert scoring.main(["table", "--exp_dir", str(exp), "--test_sets", "test_a test_b",
+                         "--rows", str(rows), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| fbank_llast_pq | pq 4x128 | `conf/asr/a.yaml` `conf/units/pq.yaml` | - | 0.0 | - |" in text
+    assert "kmeans" not in text
     assert scoring.main(["score", "--ref", str(tmp_path / "none"), "--hyp", str(out)]) == 1

@@ -5,7 +5,10 @@
 # A recipe's run.sh names its sets and configs and calls this script from the recipe dir, which
 # holds local/data.sh, conf/ and links to ../TEMPLATE/{cmd.sh,path.sh,utils}.
 #
-# Stages (bounded by --stage/--stop_stage; each one skips work finished by an earlier run):
+# Stages (bounded by --stage/--stop_stage). Each result's done marker is a stamp of the settings
+# that made it (utils/stamp.sh): a rerun skips work whose stamp matches the current options,
+# config contents and inputs, redoes work made with other settings (and what was made from it),
+# and refuses to overwrite a trained model (ASR or LM) made with other settings.
 #   1  data preparation: local/data.sh (download or generate, then Kaldi data dirs)
 #   2  feature sample: rpq-units dump_feats on a portion of the training set
 #   3  fit each discretizer of --discretizers (conf/units/<name>.yaml), then analyze it
@@ -15,11 +18,12 @@
 #   7  ESPnet mt_train collect stats (discrete_asr)
 #   8  ESPnet mt_train training
 #   9  ESPnet mt_inference decoding of every test set (with and without the LM)
-#  10  scoring: WER/CER with rpq_units.scoring (result.txt with Sub/Del/Ins), then the recipe's
-#      local/score.sh <expdir> where it has one (e.g. CER per language)
+#  10  scoring of the current models' decodes: WER/CER with rpq_units.scoring (result.txt with its
+#      measure and Sub/Del/Ins), then the recipe's local/score.sh <expdir> where it has one (e.g.
+#      CER per language); the continuous reference is scored the same way
 #  11  continuous reference (--run_continuous true): asr_train with the frozen s3prl upstream
-#  12  RESULTS.md: one row per discretizer, one column per test set (plus what the recipe's
-#      local/results.sh <expdir> prints, where it has one)
+#  12  RESULTS.md: one row per model of the current settings, one column per test set (plus what
+#      the recipe's local/results.sh <expdir> prints, where it has one)
 set -euo pipefail
 
 log() {
@@ -55,6 +59,8 @@ layer=-1                # upstream layer (-1: last)
 feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
                         # with the checkpoint's file name instead of <upstream> when one is given)
 feats_portion=0.3       # portion of the training utterances used to fit the discretizers
+on_encode_error=fail    # an utterance that cannot be encoded: fail (stop stage 4) or delete (left
+                        # out of training; scored as a full deletion; named in the log with the count)
 max_frames=0            # at most this many frames to fit on (0: all sampled)
 discretizers="kmeans pq rpq"  # discretizer configs: conf/units/<name>.yaml
 units_conf_dir=conf/units     # where the discretizer configs live
@@ -100,6 +106,7 @@ done
 case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 2 ;; esac
 case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
 case "${train_jobs}" in ''|*[!0-9]*|0) echo "$0: --train_jobs must be a positive integer" >&2; exit 2 ;; esac
+case "${on_encode_error}" in fail|delete) ;; *) echo "$0: --on_encode_error must be fail or delete" >&2; exit 2 ;; esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
 if [ -z "${feat_tag}" ]; then
@@ -113,7 +120,7 @@ tokendir=${dumpdir}/token_list/${token_type}
 lmdir=${expdir}/lm_$(basename "${tokendir}")
 timing=${expdir}/timing.tsv
 mkdir -p "${expdir}"
-echo "${run_args% }" >> "${expdir}/commands.txt"   # every invocation, for RESULTS.md
+touch "${expdir}/commands.txt"  # every invocation that finished, for RESULTS.md (appended at the end)
 
 stage_begin() {  # stage_begin <n> <title>: announce
     _stage_no=$1; _stage_start=${SECONDS}
@@ -129,6 +136,78 @@ done_or() {  # done_or <marker>: true if the marker exists (work complete)
 mark_done() { mkdir -p "$(dirname "$1")"; date > "$1"; }
 units_tag() { echo "${feat_tag}_$1"; }                         # discretizer name -> tag
 all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
+asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
+
+# ---- stamps: the settings behind each result (see utils/stamp.sh) ----
+# shellcheck source=utils/stamp.sh
+. utils/stamp.sh
+declare -A data_sig=()
+load_data_sigs() {  # content hash of each set's utterance ids, transcripts and segments
+    local s d
+    for s in $(all_sets); do
+        d=${datadir}/${s}
+        if [ -f "${d}/wav.scp" ] && [ -f "${d}/text" ]; then
+            data_sig[${s}]=$({ cut -d' ' -f1 "${d}/wav.scp"; cat "${d}/text"
+                               [ ! -f "${d}/segments" ] || cat "${d}/segments"; } | sig)
+        else
+            data_sig[${s}]=missing
+        fi
+    done
+}
+# Each st_* prints the "key=value" settings of one result, those of its inputs included.
+st_feats() {
+    echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
+    echo "upstream=${upstream}"; echo "upstream_ckpt=$(file_sig "${upstream_ckpt}")"
+    echo "layer=${layer}"; echo "feats_portion=${feats_portion}"
+}
+st_units() {  # <discretizer>
+    st_feats; echo "units_config.$1=$(file_sig "${units_conf_dir}/$1.yaml")"; echo "max_frames=${max_frames}"
+}
+st_encode() { st_units "$1"; echo "data.$2=${data_sig[$2]}"; }  # <discretizer> <set>
+st_tokens() {
+    echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
+    echo "token_type=${token_type}"; echo "nlsyms_txt=$(file_sig "${nlsyms_txt}")"
+    if [ "${token_type}" = bpe ]; then echo "nbpe=${nbpe}"; echo "bpemode=${bpemode}"; fi
+}
+st_lm() {
+    st_tokens; echo "valid_set=${valid_set}"; echo "data.${valid_set}=${data_sig[${valid_set}]}"
+    echo "lm_config=$(file_sig "${lm_config}")"; echo "lm_args=${lm_args}"
+}
+st_stats() {  # <discretizer>
+    st_encode "$1" "${train_set}"; st_encode "$1" "${valid_set}"; st_tokens
+    echo "valid_set=${valid_set}"; echo "asr_config=$(file_sig "${asr_config}")"
+}
+st_train() { st_stats "$1"; echo "asr_args=${asr_args}"; }  # <discretizer>
+st_decode() {  # <discretizer> <set> <nolm|lm>
+    st_train "$1"; st_encode "$1" "$2"
+    echo "inference_config=$(file_sig "${inference_config}")"; echo "inference_args=${inference_args}"
+    echo "inference_model=${inference_model}"
+    if [ "$3" = lm ]; then st_lm; echo "lm_weight=${lm_weight}"; fi
+}
+stamp_of() { "$@" | LC_ALL=C sort -u; }  # stamp_of st_<x> [args]: the sorted, unique settings
+redo_if_changed() {  # redo_if_changed <marker> <stamp>: true if the work must be (re)done
+    stamp_ok "$1" "$2" && return 1
+    [ -f "$1" ] && log "${1%/*}: made with other settings ($(stamp_diff "$1" "$2")): redoing it"
+    return 0
+}
+require() {  # require <marker> <stamp> <stage>: stop unless an input is there with the current settings
+    stamp_ok "$1" "$2" && return 0
+    if [ -f "$1" ]; then
+        log "error: ${1%/*} was made with other settings ($(stamp_diff "$1" "$2")): run stage $3 again first"
+    else
+        log "error: ${1%/*} is not finished: run stage $3 first"
+    fi
+    exit 1
+}
+keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a model made with other settings is touched
+    local dir=$1 stamp=$3 m
+    for m in "$2" "${dir}/.stamp"; do
+        if [ -f "${m}" ] && ! stamp_ok "${m}" "${stamp}"; then
+            log "error: ${dir} was $([ "${m}" = "$2" ] && echo trained || echo being trained) with other settings ($(stamp_diff "${m}" "${stamp}")); to keep it, rerun with a new --expdir (and --dumpdir), or remove ${dir} to train it again"
+            exit 1
+        fi
+    done
+}
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_begin 1 "data preparation: ${data_sh} ${data_opts}"
@@ -140,34 +219,50 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_end "data preparation"
 fi
 
+load_data_sigs
+if [ "${stop_stage}" -ge 2 ]; then
+    # before anything is redone: a trained model made with other settings is never overwritten
+    for d in ${discretizers}; do
+        keep_trained "$(asrdir_of "${d}")" "$(asrdir_of "${d}")/.done_train" "$(stamp_of st_train "${d}")"
+    done
+    if "${use_lm}"; then
+        keep_trained "${lmdir}" "${lmdir}/.done" "$(stamp_of st_lm)"
+    fi
+fi
+
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     stage_begin 2 "feature sample (${upstream}, layer ${layer}, portion ${feats_portion}) -> ${featdir}"
-    if done_or "${featdir}/.done"; then
+    stamp=$(stamp_of st_feats)
+    if ! redo_if_changed "${featdir}/.done" "${stamp}"; then
         log "features already dumped in ${featdir}"
     else
         _nj=$(min "${nj}" "$(wc -l < "${datadir}/${train_set}/wav.scp")")
         ckpt_opt=""
         [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
         rm -rf "${featdir}"
+        stamp_write "${featdir}/.stamp" "${stamp}"
         ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${featdir}/log/dump_feats.JOB.log" \
             bash -c "rpq-units dump_feats --data_dir ${datadir}/${train_set} --out_dir ${featdir} \
                 --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${feats_portion} \
                 --seed 0 --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
-        mark_done "${featdir}/.done"
+        stamp_write "${featdir}/.done" "${stamp}"
     fi
     stage_end "feature sample"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     stage_begin 3 "fit discretizers: ${discretizers}"
+    require "${featdir}/.done" "$(stamp_of st_feats)" 2
     for d in ${discretizers}; do
         udir=${expdir}/units_$(units_tag "${d}")
-        if done_or "${udir}/.done"; then
+        stamp=$(stamp_of st_units "${d}")
+        if ! redo_if_changed "${udir}/.done" "${stamp}"; then
             log "${udir} already fitted"
             continue
         fi
         [ -f "${units_conf_dir}/${d}.yaml" ] || { log "missing discretizer config ${units_conf_dir}/${d}.yaml"; exit 1; }
-        mkdir -p "${udir}"
+        rm -rf "${udir}"
+        stamp_write "${udir}/.stamp" "${stamp}"
         cp "${units_conf_dir}/${d}.yaml" "${udir}/config.yaml"
         fit_opts=()
         [ "${max_frames}" -gt 0 ] && fit_opts+=(--max_frames "${max_frames}")
@@ -176,41 +271,48 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
             --config "${udir}/config.yaml" "${fit_opts[@]}" --device "${device}"
         ${train_cmd} "${udir}/analyze.log" rpq-units analyze --codebook "${udir}/codebook.pt" \
             --feats_dir "${featdir}" --out_dir "${udir}/analysis"
-        mark_done "${udir}/.done"
+        stamp_write "${udir}/.done" "${stamp}"
     done
     stage_end "fit discretizers"
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-    stage_begin 4 "encode $(all_sets) with ${discretizers}"
+    stage_begin 4 "encode $(all_sets) with ${discretizers} (on encode error: ${on_encode_error})"
+    strict=--strict; [ "${on_encode_error}" = delete ] && strict=""
     for d in ${discretizers}; do
         tag=$(units_tag "${d}")
         udir=${expdir}/units_${tag}
+        require "${udir}/.done" "$(stamp_of st_units "${d}")" 3
         for s in $(all_sets); do
             odir=${dumpdir}/units_${tag}/${s}
-            if done_or "${odir}/.done"; then
+            stamp=$(stamp_of st_encode "${d}" "${s}")
+            if ! redo_if_changed "${odir}/.done" "${stamp}"; then
                 continue
             fi
             _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
             rm -rf "${odir}"
             mkdir -p "${odir}"
+            stamp_write "${odir}/.stamp" "${stamp}"
             log "encoding ${s} with ${d} -> ${odir}/units"
             ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
                 bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
-                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"
             parts=()
             for ((j = 1; j <= _nj; j++)); do parts+=("${odir}/units.${j}"); done
             utils/merge_sorted.sh "${odir}/units" "${parts[@]}"
             rm -f "${parts[@]}"
-            n_units=$(wc -l < "${odir}/units")
-            n_data=$(wc -l < "${datadir}/${s}/wav.scp")
-            if [ "${n_units}" -ne "${n_data}" ]; then
-                log "warning: ${odir}/units has ${n_units} of ${n_data} utterances (see ${odir}/log)"
+            # utterances that could not be encoded (--on_encode_error delete): named, counted, and
+            # left out of training; the references stay the full data dir text, so decoding scores
+            # each of them as a full deletion
+            comm -23 <(cut -d' ' -f1 "${datadir}/${s}/wav.scp") <(cut -d' ' -f1 "${odir}/units") > "${odir}/failed"
+            if [ -s "${odir}/failed" ]; then
+                log "warning: ${s}: $(wc -l < "${odir}/failed") of $(wc -l < "${datadir}/${s}/wav.scp") utterances could not be encoded" \
+                    "(--on_encode_error delete; reasons in ${odir}/log), scored as full deletions: $(head -n 5 "${odir}/failed" | paste -sd' ')"
             fi
-            # the target text, restricted to encoded utterances, in the same order
+            # the training target text of the encoded utterances, in the same order
             join -j1 <(cut -d' ' -f1 "${odir}/units") "${datadir}/${s}/text" > "${odir}/text.tmp"
             mv "${odir}/text.tmp" "${odir}/text"
-            mark_done "${odir}/.done"
+            stamp_write "${odir}/.done" "${stamp}"
         done
     done
     stage_end "encode"
@@ -218,8 +320,10 @@ fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_begin 5 "token lists: target ${token_type} -> ${tokendir}, source units"
-    if ! done_or "${tokendir}/.done"; then
-        mkdir -p "${tokendir}"
+    stamp=$(stamp_of st_tokens)
+    if redo_if_changed "${tokendir}/.done" "${stamp}"; then
+        rm -rf "${tokendir}"
+        stamp_write "${tokendir}/.stamp" "${stamp}"
         cut -d' ' -f2- "${datadir}/${train_set}/text" > "${tokendir}/train.txt"
         nlsyms_opts=(); spm_opts=()
         if [ -n "${nlsyms_txt}" ]; then
@@ -240,11 +344,12 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             "${bpe_opts[@]}" "${nlsyms_opts[@]}" --field 1- --write_vocabulary true \
             --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
         mv "${tokendir}/tokens.txt.tmp" "${tokendir}/tokens.txt"
-        mark_done "${tokendir}/.done"
+        stamp_write "${tokendir}/.done" "${stamp}"
     fi
     for d in ${discretizers}; do
         udir=${expdir}/units_$(units_tag "${d}")
-        if [ ! -f "${udir}/tokens.txt" ]; then
+        require "${udir}/.done" "$(stamp_of st_units "${d}")" 3
+        if [ ! -f "${udir}/tokens.txt" ]; then  # removed with the codebook when it is refitted
             ${train_cmd} "${udir}/token_list.log" rpq-units token_list --codebook "${udir}/codebook.pt" \
                 --out "${udir}/tokens.txt"
         fi
@@ -261,11 +366,15 @@ bpe_args() {  # ESPnet target tokenizer arguments
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
     stage_begin 6 "language model on ${train_set} text -> ${lmdir}"
-    if done_or "${lmdir}/.done"; then
+    require "${tokendir}/.done" "$(stamp_of st_tokens)" 5
+    stamp=$(stamp_of st_lm)
+    keep_trained "${lmdir}" "${lmdir}/.done" "${stamp}"
+    if stamp_ok "${lmdir}/.done" "${stamp}"; then
         log "LM already trained in ${lmdir}"
     else
         mkdir -p "${lmdir}"
-        if ! done_or "${lmdir}/stats/.done"; then
+        stamp_write "${lmdir}/.stamp" "${stamp}"
+        if redo_if_changed "${lmdir}/stats/.done" "${stamp}"; then
             rm -rf "${lmdir}/stats"
             mkdir -p "${lmdir}/stats"
             cut -d' ' -f1 "${datadir}/${train_set}/text" > "${lmdir}/stats/train.keys"
@@ -282,7 +391,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
                 awk -v N="${vocab}" '{ print $0 "," N }' "${lmdir}/stats/${part}/text_shape" \
                     > "${lmdir}/stats/${part}/text_shape.${token_type}"
             done
-            mark_done "${lmdir}/stats/.done"
+            stamp_write "${lmdir}/stats/.done" "${stamp}"
         fi
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
@@ -293,23 +402,28 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
             --valid_shape_file "${lmdir}/stats/valid/text_shape.${token_type}" \
             --fold_length "${text_fold_length}" \
             --output_dir "${lmdir}" --config "${lm_config}" ${lm_args}
-        mark_done "${lmdir}/.done"
+        stamp_write "${lmdir}/.done" "${stamp}"
     fi
     stage_end "language model"
 fi
-
-asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     stage_begin 7 "ESPnet mt_train collect stats for ${discretizers}"
     for d in ${discretizers}; do
         tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
         stats=${adir}/stats
-        if done_or "${stats}/.done"; then
+        stamp=$(stamp_of st_stats "${d}")
+        if ! redo_if_changed "${stats}/.done" "${stamp}"; then
             continue
         fi
+        require "${tokendir}/.done" "$(stamp_of st_tokens)" 5
+        for s in "${train_set}" "${valid_set}"; do
+            require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+        done
+        [ -f "${udir}/tokens.txt" ] || { log "error: ${udir}/tokens.txt is missing: run stage 5 first"; exit 1; }
         rm -rf "${stats}"
         mkdir -p "${stats}"
+        stamp_write "${stats}/.stamp" "${stamp}"
         # the model config for this discretizer: frontend and patch size from its number of streams
         python utils/make_asr_config.py --config "${asr_config}" --codebook "${udir}/codebook.pt" \
             --out "${adir}/train_config.yaml"
@@ -333,7 +447,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             awk -v N="${src_vocab}" '{ print $0 "," N }' "${stats}/${part}/src_text_shape" \
                 > "${stats}/${part}/src_text_shape.word"
         done
-        mark_done "${stats}/.done"
+        stamp_write "${stats}/.done" "${stamp}"
     done
     stage_end "collect stats"
 fi
@@ -348,12 +462,14 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         _n=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / train_jobs ))
         _thr=(--num_threads "$(( _n > 0 ? _n : 1 ))")
     fi
-    train_one() {  # train_one <discretizer>: one mt_train run; marks it done on success
-        local d=$1 tag adir udir stats tr va _t
+    train_one() {  # train_one <discretizer>: one mt_train run; stamps it done on success
+        local d=$1 tag adir udir stats tr va _t stamp
         tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
         stats=${adir}/stats
         tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
+        stamp=$(stamp_of st_train "${d}")
         log "training ${adir} (log: ${adir}/train.log)"
+        stamp_write "${adir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
         _t=${SECONDS}
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
@@ -371,13 +487,18 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
             --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
             --config "${adir}/train_config.yaml" ${asr_args} || return 1
         echo "$(( SECONDS - _t ))" > "${adir}/train_seconds"
-        mark_done "${adir}/.done_train"
+        stamp_write "${adir}/.done_train" "${stamp}"
         log "trained ${adir} in $(( SECONDS - _t )) s"
     }
     for d in ${discretizers}; do
-        if done_or "$(asrdir_of "${d}")/.done_train"; then
-            log "$(asrdir_of "${d}") already trained"
+        adir=$(asrdir_of "${d}")
+        keep_trained "${adir}" "${adir}/.done_train" "$(stamp_of st_train "${d}")"
+        if [ -f "${adir}/.done_train" ]; then
+            log "${adir} already trained"
             continue
+        fi
+        if [ -f "${adir}/stats/.done" ]; then  # (missing statistics: mt_train says so in its log)
+            require "${adir}/stats/.done" "$(stamp_of st_stats "${d}")" 7
         fi
         if [ "${train_jobs}" -le 1 ]; then
             train_one "${d}"
@@ -392,7 +513,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     _failed=0
     for d in ${discretizers}; do
         adir=$(asrdir_of "${d}")
-        if ! done_or "${adir}/.done_train"; then
+        if ! stamp_ok "${adir}/.done_train" "$(stamp_of st_train "${d}")"; then
             log "training ${adir} failed (log: ${adir}/train.log)"
             _failed=1
         fi
@@ -410,8 +531,14 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         for s in ${test_sets}; do
             for v in $(decode_variants); do
                 ddir=${adir}/decode_${s}_${v}
-                if done_or "${ddir}/.done"; then
+                stamp=$(stamp_of st_decode "${d}" "${s}" "${v}")
+                if ! redo_if_changed "${ddir}/.done" "${stamp}"; then
                     continue
+                fi
+                require "${adir}/.done_train" "$(stamp_of st_train "${d}")" 8
+                require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+                if [ "${v}" = lm ]; then
+                    require "${lmdir}/.done" "$(stamp_of st_lm)" 6
                 fi
                 lm_opts=""
                 if [ "${v}" = lm ]; then
@@ -421,6 +548,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
                 _nj=$(min "${inference_nj}" "$(wc -l < "${src}/units")")
                 rm -rf "${ddir}"
                 mkdir -p "${ddir}/log"
+                stamp_write "${ddir}/.stamp" "${stamp}"
                 keys=()
                 for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
                 utils/split_scp.sh "${src}/units" "${keys[@]}"
@@ -437,25 +565,61 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
                 parts=()
                 for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
                 utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
-                cp "${src}/text" "${ddir}/ref"
-                mark_done "${ddir}/.done"
+                # the reference is the whole test set: an utterance left out at encoding has no
+                # hypothesis and is scored as a full deletion
+                cp "${datadir}/${s}/text" "${ddir}/ref"
+                stamp_write "${ddir}/.done" "${stamp}"
             done
         done
     done
     stage_end "decode"
 fi
 
-if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
-    stage_begin 10 "scoring (${score_unit})"
-    for ddir in "${expdir}"/asr_*/decode_*; do
-        [ -f "${ddir}/.done" ] || continue
+contdir=${expdir}/asr_${feat_tag}_continuous  # the continuous reference (stage 11)
+current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode made with the current settings
+    local d s v ddir
+    for d in ${discretizers}; do
+        for s in ${test_sets}; do
+            for v in $(decode_variants); do
+                ddir=$(asrdir_of "${d}")/decode_${s}_${v}
+                if stamp_ok "${ddir}/.done" "$(stamp_of st_decode "${d}" "${s}" "${v}")"; then
+                    echo "${ddir} ${d} ${v} ${s}"
+                fi
+            done
+        done
+    done
+    if "${run_continuous}"; then
+        for s in ${test_sets}; do
+            ddir=${contdir}/decode_${s}_nolm
+            if [ -f "${ddir}/.done" ]; then echo "${ddir} continuous nolm ${s}"; fi
+        done
+    fi
+    true
+}
+score_decodes() {  # score_decodes <decode dir>...: the one scoring path of every model, discrete or continuous
+    local ddir sym_opts=()
+    [ -n "${nlsyms_txt}" ] && sym_opts=(--remove_symbols "${nlsyms_txt}")  # [lang] tags are not characters
+    for ddir in "$@"; do
         python -m rpq_units.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
-            --unit "${score_unit}" --out "${ddir}/result.txt"
-        log "$(grep -m1 -E '^(WER|CER)' "${ddir}/result.txt" || true) ${ddir}"
+            --unit "${score_unit}" "${sym_opts[@]}" --out "${ddir}/result.txt"
     done
     if [ -x local/score.sh ]; then
+        # the recipe's own measure (e.g. CER per language) rewrites result.txt of its test sets
         # shellcheck disable=SC2086  # local_score_opts is a word list
         local/score.sh --datadir "${datadir}" ${local_score_opts} "${expdir}"
+    fi
+    for ddir in "$@"; do
+        log "$(head -n 1 "${ddir}/result.txt") ${ddir}"
+    done
+}
+
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    stage_begin 10 "scoring (${score_unit})"
+    mapfile -t decodes < <(current_decodes | cut -d' ' -f1)
+    if [ "${#decodes[@]}" -eq 0 ]; then
+        log "no decode made with the current settings: run stage 9 first"
+    else
+        score_decodes "${decodes[@]}"
     fi
     stage_end "scoring"
 fi
@@ -525,16 +689,26 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             cp "${datadir}/${s}/text" "${ddir}/ref"
             mark_done "${ddir}/.done"
         fi
-        python -m rpq_units.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
-            --unit "${score_unit}" --out "${ddir}/result.txt"
     done
+    mapfile -t decodes < <(for s in ${test_sets}; do echo "${adir}/decode_${s}_nolm"; done)
+    score_decodes "${decodes[@]}"
     stage_end "continuous reference"
 fi
 
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     stage_begin 12 "results table -> ${results}"
+    # the rows: the current discretizers' decodes whose stamps match the current settings
+    current_decodes | while read -r ddir d v s; do
+        if [ "${d}" = continuous ]; then
+            printf '%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${continuous_config}"
+        else
+            printf '%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" \
+                "${units_conf_dir}/${d}.yaml ${asr_config}$([ "${v}" = lm ] && echo " ${lm_config}")"
+        fi
+    done > "${expdir}/results_rows.tsv"
     python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
-        --unit "${score_unit}" --command "$(cat "${expdir}/commands.txt")" --timing "${timing}" --out "${results}"
+        --rows "${expdir}/results_rows.tsv" --command "$(cat "${expdir}/commands.txt"; echo "${run_args% }")" \
+        --timing "${timing}" --out "${results}"
     if [ -x local/results.sh ]; then
         # shellcheck disable=SC2086  # local_score_opts is a word list
         local/results.sh ${local_score_opts} "${expdir}" >> "${results}"
@@ -542,4 +716,5 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     cat "${results}"
     stage_end "results"
 fi
+echo "${run_args% }" >> "${expdir}/commands.txt"
 log "Successfully finished. [elapsed=${SECONDS}s]"
