@@ -92,9 +92,15 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     (``torch.backends.cuda.matmul.allow_tf32 = True``) the plain product runs in TF32 instead:
     not exact (99.97 % of codes equal to fp32 in bench/RESULTS.md).
     """
+    global GPU_FUSED
     if x.is_cuda and GPU_LOWP and not torch.backends.cuda.matmul.allow_tf32:
         if fused_available(x.device):
-            return assign_fused(x, centroids)
+            try:
+                return assign_fused(x, centroids)
+            except Exception:  # e.g. a GPU or driver the Triton build cannot compile for
+                logger.warning("fused Triton search failed; using the torch certified search "
+                               "from now on", exc_info=True)
+                GPU_FUSED = False
         if centroids.shape[1] >= LOWP_MIN_K:
             return assign_lowp(x, centroids)
     return assign_exact(x, centroids)
