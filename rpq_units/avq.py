@@ -38,6 +38,10 @@ from tqdm import tqdm
 from rpq_units.base import Quantizer, QuantizerError
 from rpq_units.kmeans import subsample
 from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
+from rpq_units.search import sum_codewords, topk
+
+__all__ = ["AdditiveQuantizer", "additive_beam_encode", "additive_encode",
+           "least_squares_codebooks", "sum_codewords"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +75,7 @@ def additive_beam_encode(
         ar = torch.arange(nc, device=x.device).unsqueeze(1)
         ip0 = xc @ flat.T  # (n, MK) = <x, c>
         # step 1: best single codewords
-        dist = (xc * xc).sum(-1, keepdim=True) - 2.0 * ip0 + cn
-        rn, j = dist.topk(beam, dim=1, largest=False)  # (n, b)
+        rn, j = topk(xc, flat, beam)  # (n, b)
         ip = ip0.unsqueeze(1) - gram[j]  # (n, b, MK) = <x - s, c>
         codes = torch.full((nc, beam, m_books), -1, dtype=torch.long, device=x.device)
         codes.scatter_(2, book_of[j].unsqueeze(-1), (j % k).unsqueeze(-1))
@@ -104,14 +107,6 @@ def additive_beam_encode(
             if not last:
                 ip = ip[ar, h].sub_(gram[j])
         out[s : s + chunk] = codes[:, 0]
-    return out
-
-
-def sum_codewords(codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """codebooks: (M, K, D), codes: (N, M) -> (N, D) sum of the chosen codewords."""
-    out = torch.zeros(codes.shape[0], codebooks.shape[2], device=codebooks.device)
-    for m in range(codes.shape[1]):
-        out += codebooks[m][codes[:, m]]
     return out
 
 

@@ -67,6 +67,8 @@ class Quantizer:
     ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``."""
 
     method: str = ""
+    #: whether ``fit(x, memory_budget=...)`` can stream x from host memory (Lloyd-based fits)
+    streams: bool = False
 
     def __init__(
         self,
@@ -88,9 +90,23 @@ class Quantizer:
         self.meta: dict[str, Any] = {}  # free-form provenance (upstream, layer, ...)
 
     # ---- public surface ------------------------------------------------------------
-    def fit(self, x: Any) -> Quantizer:
-        """Learn codebooks from ``x: (N, D)``; returns ``self``."""
-        t = as_tensor(x, self.device, "training features")
+    def fit(self, x: Any, *, memory_budget: int | None = None) -> Quantizer:
+        """Learn codebooks from ``x: (N, D)``; returns ``self``.
+
+        ``memory_budget`` (bytes): when the training frames are larger, methods that can
+        (``streams``: K-means, PQ, RPQ) keep them in host memory and stream them to the
+        device in chunks (same result as the in-memory fit); other methods fit in memory."""
+        self._memory_budget = None
+        where = self.device
+        if memory_budget is not None:
+            nbytes = int(np.prod(getattr(x, "shape", (0,)))) * 4
+            if nbytes > memory_budget and self.streams:
+                self._memory_budget = int(memory_budget)
+                where = torch.device("cpu")
+            elif nbytes > memory_budget:
+                logger.warning("%s cannot stream its training frames: fitting %.2f GB in memory "
+                               "despite memory_budget=%d", self.method, nbytes / 1e9, memory_budget)
+        t = as_tensor(x, where, "training features")
         if t.shape[0] < self.codebook_size:
             raise QuantizerError(
                 f"training features: {t.shape[0]} frames is fewer than codebook_size="

@@ -61,6 +61,10 @@ logger = logging.getLogger("rpq_units")
 _FIT_KEYS = {"method", "max_frames"}
 
 
+#: with ``--batch_size`` > 1, this many batches of utterances are read ahead and grouped by length
+LENGTH_SORT_BATCHES = 16
+
+
 class BadUtterance(ValueError):
     """One utterance could not be turned into features or units."""
 
@@ -116,18 +120,27 @@ def _features(
                 bad(utt, e)
         return out
 
+    # batches of similar lengths (less padding): up to LENGTH_SORT_BATCHES batches of loaded
+    # utterances are sorted by length, then cut into batches
+    window = batch_size * (LENGTH_SORT_BATCHES if batch_size > 1 else 1)
     pending: list[tuple[Utterance, np.ndarray]] = []
+
+    def flush() -> Iterator[tuple[Utterance, np.ndarray]]:
+        pending.sort(key=lambda item: len(item[1]))
+        for s in range(0, len(pending), batch_size):
+            yield from run(pending[s : s + batch_size])
+        pending.clear()
+
     for utt in _progress(utts, desc):
         try:
             pending.append((utt, load(utt)))
         except AudioError as e:
             bad(utt, e)
             continue
-        if len(pending) >= batch_size:
-            yield from run(pending)
-            pending = []
+        if len(pending) >= window:
+            yield from flush()
     if pending:
-        yield from run(pending)
+        yield from flush()
 
 
 def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
@@ -167,6 +180,7 @@ def dump_feats(
     batch_size: int = 1,
     chunk_s: float = 30.0,
     strict: bool = False,
+    autocast: str | None = None,
 ) -> dict[str, Any]:
     """Features of a seeded ``portion`` of ``data_dir`` (shard ``rank`` of ``nshard``) to
     ``out_dir/feats.<rank>.{npy,len,ids}`` and ``out_dir/feats.json``."""
@@ -186,7 +200,8 @@ def dump_feats(
         len(mine),
     )
     fx = FeatureExtractor(
-        upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s
+        upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s,
+        autocast=autocast,
     )
     skipped: list[str] = []
     out = Path(out_dir)
@@ -255,6 +270,7 @@ def fit(
     tol: float | None = None,
     max_frames: int | None = None,
     device: str = "cpu",
+    memory_budget: float | None = None,
 ) -> dict[str, Any]:
     """Fit a quantizer on the frames of ``feats_dir`` (YAML ``config`` overridden by the
     arguments); writes ``out`` (codebook), ``out`` with ``.yaml`` (config and provenance) and
@@ -288,7 +304,7 @@ def fit(
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
-    q.fit(x)
+    q.fit(x, memory_budget=None if memory_budget is None else int(memory_budget * 2**30))
     t_fit = time.time() - t0
     info = shards.info
     q.meta = {
@@ -334,6 +350,7 @@ def encode(
     batch_size: int = 1,
     chunk_s: float = 30.0,
     strict: bool = False,
+    autocast: str | None = None,
 ) -> dict[str, Any]:
     """Units of shard ``rank`` of ``data_dir``, features computed on the fly with the
     codebook's upstream/layer (or the given overrides); writes ``out`` (sorted unit text) and,
@@ -353,7 +370,8 @@ def encode(
         lay = meta.get("layer", -1) if same else -1
     utts = load_data_dir(data_dir)
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
-    fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s)
+    fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s,
+                          autocast=autocast)
     if fx.dim != q.dim:
         raise QuantizerError(
             f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
@@ -484,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
         _opt(p, "nshard", type=int, default=1, help="number of shards")
         _opt(p, "rank", type=int, default=0, help="this shard (0-based)")
         _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
+        _opt(p, "autocast", default=None, choices=["bf16", "fp16"],
+             help="upstream forward in this precision (torch.autocast); default fp32")
 
     p = sub.add_parser(
         "dump_feats",
@@ -512,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "tol", type=float, default=None, help="relative objective change to stop")
     _opt(p, "max_frames", type=_int_or_none, default=None, help="fit on at most this many frames")
     _opt(p, "device", default="cpu", help="torch device")
+    _opt(p, "memory_budget", type=float, default=None,
+         help="GiB of device memory for the training frames; above it K-means/PQ/RPQ stream "
+              "them from host memory in chunks (same result)")
 
     p = sub.add_parser("encode", help="units of a data dir", formatter_class=fmt, parents=[common])
     _opt(p, "data_dir", required=True, help="Kaldi data dir")

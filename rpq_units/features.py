@@ -59,6 +59,8 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+#: precisions for ``FeatureExtractor(autocast=...)``
+AUTOCAST = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_SAMPLES = 800  # s3prl pads shorter batches to 0.05 s (as S3PRLUpstream does)
 HINT = (
     'list valid names with: python -c "import rpq_units.features as f; '
@@ -145,6 +147,9 @@ class FeatureExtractor:
         chunk_s: inputs longer than this many seconds are processed in windows.
         overlap_s: overlap of consecutive windows (half of it is context on each side);
             default ``min(5, chunk_s / 4)`` seconds.
+        autocast: ``"bf16"`` (or ``"fp16"``) runs the upstream forward under
+            ``torch.autocast`` in that precision (matrix products and convolutions in low
+            precision, reductions in fp32); features are returned as float32. ``None``: fp32.
     """
 
     def __init__(
@@ -156,7 +161,11 @@ class FeatureExtractor:
         device: str | torch.device = "cpu",
         chunk_s: float = 30.0,
         overlap_s: float | None = None,
+        autocast: str | None = None,
     ) -> None:
+        if autocast not in AUTOCAST:
+            raise FeatureError(f"autocast must be one of {', '.join(map(str, AUTOCAST))}, got {autocast!r}")
+        self.autocast = autocast
         self.upstream_name = upstream
         self.ckpt = None if ckpt is None else str(Path(ckpt).resolve())
         self.device = torch.device(device)
@@ -234,6 +243,7 @@ class FeatureExtractor:
             "dim": self.dim,
             "frame_rate": self.frame_rate,
             "sample_rate": SAMPLE_RATE,
+            "autocast": self.autocast,
         }
 
     def num_frames(self, num_samples: int) -> int:
@@ -264,13 +274,20 @@ class FeatureExtractor:
         lens = [int(w.numel()) for w in wavs]
         if max(lens) < MIN_SAMPLES:  # as S3PRLUpstream: pad very short batches
             wavs = [F.pad(w, (0, MIN_SAMPLES - max(lens))) for w in wavs]
-        hs = self.model(wavs)["hidden_states"]
+        with self._precision():
+            hs = self.model(wavs)["hidden_states"]
         h = hs if isinstance(hs, torch.Tensor) else hs[self.layer]
         raw = int(h.shape[1])
         want = self.num_frames(max(int(w.numel()) for w in wavs))
         if h.shape[1] < want:  # repeat the last frame, as S3PRLUpstream does
             h = torch.cat([h, h[:, -1:].expand(-1, want - h.shape[1], -1)], dim=1)
         return [h[i, : self.num_frames(n)].float() for i, n in enumerate(lens)], raw
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` in the chosen precision, or nothing (fp32)."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST[self.autocast])
 
     @contextlib.contextmanager
     def _whole_utterance_norm(self) -> Iterator[tuple[bool, Any]]:

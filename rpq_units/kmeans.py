@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rpq_units import lloyd
+from rpq_units import lloyd, search
 from rpq_units.base import Quantizer, QuantizerError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class KMeansQuantizer(Quantizer):
     """
 
     method = "kmeans"
+    streams = True
 
     def __init__(
         self,
@@ -114,14 +115,14 @@ class KMeansQuantizer(Quantizer):
             )
         cent, inertia = lloyd.fit_kmeans(
             x.unsqueeze(0), self.codebook_size, max_iter=self.max_iter, tol=self.tol,
-            seed=self.seed,
+            seed=self.seed, device=self.device, memory_budget=getattr(self, "_memory_budget", None),
         )
         self.codebooks = cent
         self.inertia = inertia
         logger.info("kmeans K=%d D=%d: inertia %.6g", self.codebook_size, self.dim, float(inertia[0]))
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        codes, _ = lloyd.assign(x.unsqueeze(0), self.codebooks)
+        codes, _ = search.assign(x.unsqueeze(0), self.codebooks)
         return codes.transpose(0, 1).contiguous()
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -41,10 +41,20 @@ from collections.abc import Iterator
 
 import torch
 
+from rpq_units.search import (  # noqa: F401  (assign, assign_lowp, LOWP_*: re-exported)
+    BOUND_EPS,
+    LOWP_EPS,
+    LOWP_MIN_K,
+    Top2Search,
+    assign,
+    assign_lowp,
+    block_rows,
+    cluster_sums,
+    fused_available,
+)
+
 logger = logging.getLogger(__name__)
 
-#: rows per block in :func:`assign` (CPU): the (block, K) scores stay cache-sized.
-CPU_BLOCK_ROWS = 4096
 #: default subset sizes, per centroid: seeding and warm start (capped by N).
 INIT_FRAMES_PER_CENTROID = 8
 #: seeding distances are measured in a random projection to this many dims (see kmeans_plusplus)
@@ -53,9 +63,6 @@ WARM_FRAMES_PER_CENTROID = 64
 #: warm-start iterations on the subset (they stop earlier at ``WARM_TOL``).
 WARM_ITERS = 20
 WARM_TOL = 1e-3
-#: relative slack on squared distances from the ``||x||^2 - 2xc + ||c||^2`` expansion, used to
-#: keep Hamerly's bounds valid under fp32 rounding.
-BOUND_EPS = 1e-5
 
 
 @contextlib.contextmanager
@@ -78,219 +85,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _chunk_rows(n: int, d: int, k: int, budget: int = 1 << 26) -> int:
-    """Rows per chunk so a (chunk, K) score block stays under ``budget`` floats."""
-    return max(1, min(n, budget // max(k, 1)))
-
-
-def _block_rows(x: torch.Tensor, k: int) -> int:
-    if x.device.type == "cpu":
-        return max(1, min(CPU_BLOCK_ROWS, (1 << 22) // max(k, 1) * 4))
-    return _chunk_rows(x.shape[-2], x.shape[-1], k * x.shape[0])
-
-
-@torch.no_grad()
-def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid per row.
-
-    x: (G, N, d), centroids: (G, K, d) -> codes (G, N) int64, squared distances (G, N) float32.
-    Works on row blocks (no (N, K) matrix); ties go to the lowest index. On CUDA devices, for
-    K >= :data:`LOWP_MIN_K`, the certified reduced-precision search :func:`assign_lowp` is used
-    (same codes; set ``GPU_LOWP = False`` to force the plain fp32 product). Where the caller
-    allowed TF32 (``torch.backends.cuda.matmul.allow_tf32 = True``) the plain product runs in
-    TF32 instead: about 2x faster on an H100 than the certified search, but not exact (99.97 %
-    of codes equal to fp32 in bench/RESULTS.md).
-    """
-    if (x.is_cuda and GPU_LOWP and centroids.shape[1] >= LOWP_MIN_K
-            and not torch.backends.cuda.matmul.allow_tf32):
-        return assign_lowp(x, centroids)
-    g, n, d = x.shape
-    k = centroids.shape[1]
-    c_sq = (centroids * centroids).sum(-1).unsqueeze(1)  # (G, 1, K)
-    c_t = centroids.transpose(1, 2)  # (G, d, K)
-    codes = torch.empty(g, n, dtype=torch.long, device=x.device)
-    dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
-    step = _block_rows(x, k * g)
-    buf = torch.empty(g, min(step, n), k, dtype=torch.float32, device=x.device)
-    for s in range(0, n, step):
-        xc = x[:, s : s + step]
-        scores = buf[:, : xc.shape[1]]
-        torch.baddbmm(c_sq, xc, c_t, alpha=-2.0, out=scores)
-        best, idx = scores.min(dim=2)
-        codes[:, s : s + step] = idx
-        dist[:, s : s + step] = (best + (xc * xc).sum(-1)).clamp_min_(0.0)
-    return codes, dist
-
-
-#: on CUDA, :func:`assign` uses the certified fp16 search :func:`assign_lowp` ...
-GPU_LOWP = True
-#: ... for codebooks of at least this many centroids. Below it the fixed per-row work of the
-#: certified search (centring, casting, the exact distances) outweighs the cheaper product:
-#: on one H100 with N = 2M, D = 1024 it was slower than the fp32 product at K = 500 and
-#: faster at K = 1000 and K = 2000 (bench/RESULTS.md).
-LOWP_MIN_K = 768
-#: error of one reduced-precision dot product, per unit ``||x|| ||c||``: rounding of both
-#: inputs and of the output (3u) plus fp32 accumulation, times a safety margin of 4/3.
-LOWP_EPS = {torch.float16: 4 * 2.0**-11, torch.bfloat16: 4 * 2.0**-8}
-#: absolute error per feature dimension from inputs that fall in the subnormal range
-#: (fp16 only: bf16 has the fp32 exponent range), for inputs scaled to |x| <= 1, |c| <= 2.
-LOWP_TINY = {torch.float16: 2.0**-23, torch.bfloat16: 0.0}
-
-
-@contextlib.contextmanager
-def _exact_fp16_accumulation() -> Iterator[None]:
-    """cuBLAS may reduce fp16 products in fp16 (split-K) unless told not to; the error bound
-    assumes fp32 accumulation."""
-    old = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = old
-
-
-@torch.no_grad()
-def assign_lowp(
-    x: torch.Tensor,
-    centroids: torch.Tensor,
-    *,
-    dtype: torch.dtype = torch.float16,
-    candidates: int = 2,
-    block_rows: int | None = None,
-    stats: dict | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid with a reduced-precision product, certified exact. Same contract as
-    :func:`assign`: x (G, N, d), centroids (G, K, d) -> codes (G, N), squared distances (G, N).
-
-    Rows and centroids are centred on the centroid mean ``mu`` (distances do not change). Per
-    row block, with ``a`` the largest centred row norm and ``beta`` the largest centred
-    centroid norm, one fp16 (or bf16) product of the augmented matrices ``[x'/a, 1]`` and
-    ``[-2 c'/beta, ||c'||^2 / (a beta)]`` gives every score ``||c'_j||^2 - 2 x' c'_j`` divided
-    by ``a beta``, with error at most ``E = eps (2 ||x'|| / a + beta / a)`` plus a subnormal
-    term (``eps`` = :data:`LOWP_EPS`). Three tiers, each exact:
-
-    1. the best approximate centroid is the nearest when the second-best approximate score
-       is more than ``2 E`` above it (no other centroid can overtake it);
-    2. otherwise the ``candidates`` best are rescored exactly in fp32 (elementwise, never
-       TF32), and the best of them is the nearest when its exact score is below the next
-       approximate score minus ``E``;
-    3. the remaining rows are searched again with the fp32 product.
-
-    The squared distances are computed directly, ``||x - c_code||^2``. ``stats`` (a dict)
-    receives the counts ``rows``, ``rescored`` (tier 2) and ``fallback`` (tier 3).
-    """
-    g, n, d = x.shape
-    k = centroids.shape[1]
-    t = max(1, min(candidates, k - 1))
-    eps, tiny = LOWP_EPS[dtype], LOWP_TINY[dtype] * d
-    step = min(n, block_rows or (1 << 18 if x.is_cuda else 4096))
-    dpad = (d + 8) // 8 * 8  # room for the bias column, rows 16-byte aligned for the GEMM
-    codes = torch.empty(g, n, dtype=torch.long, device=x.device)
-    dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
-    xa = torch.zeros(step, dpad, dtype=dtype, device=x.device)
-    xa[:, d] = 1.0
-    ca = torch.zeros(k, dpad, dtype=torch.float32, device=x.device)
-    rescored = fallback = 0
-    with _exact_fp16_accumulation():
-        for gi in range(g):
-            c = centroids[gi]
-            mu = c.mean(0)
-            cc = c - mu
-            cc_sq = (cc * cc).sum(1)
-            beta = cc_sq.max().sqrt().clamp_min(1e-30)
-            ca[:, :d] = cc * (-2.0 / beta)
-            for s in range(0, n, step):
-                e = min(n, s + step)
-                b = e - s
-                xc = x[gi, s:e] - mu
-                nrm = torch.linalg.vector_norm(xc, dim=1)
-                # a >= beta / 1024 keeps the bias column (<= beta / a) far from fp16 overflow
-                a = torch.maximum(nrm.max(), beta / 1024.0)
-                torch.div(xc, a, out=xa[:b, :d])
-                ca[:, d] = cc_sq / (a * beta)
-                sc = torch.mm(xa[:b], ca.to(dtype).t())  # (b, K): score / (a beta)
-                err = (2.0 * nrm / a + beta / a) * eps + tiny  # (b,), scaled units
-                v1, i1 = sc.min(dim=1)
-                sc.scatter_(1, i1.unsqueeze(1), float("inf"))
-                v2, i2 = sc.min(dim=1)
-                code = i1
-                unsure = (v2.float() - v1.float() <= 2.0 * err).nonzero().squeeze(1)
-                if unsure.numel():
-                    rescored += int(unsure.numel())
-                    # the ``candidates`` best of the unsure rows and the score after them
-                    sub = sc.index_select(0, unsure)
-                    cand = [i1.index_select(0, unsure), i2.index_select(0, unsure)]
-                    nxt = v2.index_select(0, unsure)
-                    for _ in range(t - 1):
-                        sub.scatter_(1, cand[-1].unsqueeze(1), float("inf"))
-                        nxt, i_next = sub.min(dim=1)
-                        cand.append(i_next)
-                    cand_t = torch.stack(cand[:t], dim=1)  # (u, t)
-                    xu = xc.index_select(0, unsure)
-                    exact = cc_sq[cand_t] - 2.0 * (cc[cand_t] * xu.unsqueeze(1)).sum(-1)
-                    best, j = exact.min(dim=1)
-                    code = i1.clone()
-                    code[unsure] = cand_t.gather(1, j.unsqueeze(1)).squeeze(1)
-                    scale = a * beta
-                    nrm_u = nrm.index_select(0, unsure)
-                    slack = BOUND_EPS * (nrm_u * nrm_u + cc_sq.max())
-                    ok = best + slack < (nxt.float() - err.index_select(0, unsure)) * scale
-                    bad = unsure[~ok]
-                    if bad.numel():
-                        fallback += int(bad.numel())
-                        # centred rows: less cancellation in the fp32 expansion
-                        rows = xc.index_select(0, bad)
-                        scores = torch.addmm(cc_sq, rows, cc.t(), alpha=-2.0)
-                        code[bad] = scores.argmin(dim=1)
-                codes[gi, s:e] = code
-                diff = xc.sub_(cc.index_select(0, code))
-                dist[gi, s:e] = torch.linalg.vector_norm(diff, dim=1).square_()
-    if stats is not None:
-        stats["rows"] = stats.get("rows", 0) + g * n
-        stats["rescored"] = stats.get("rescored", 0) + rescored
-        stats["fallback"] = stats.get("fallback", 0) + fallback
-    return codes, dist
-
-
-class _Searcher:
-    """Exact nearest and second-nearest centroid search for one problem, on row blocks.
-
-    ``search(rows)`` -> codes, ``d1`` (squared distance to the nearest centroid) and ``d2``
-    (squared distance to the second nearest), for ``x[rows]`` (all rows when ``rows`` is
-    None), from the scores ``||c||^2 - 2 x c^T`` of one fp32 product per block; the rows are
-    gathered block by block, never copied as a whole.
-    """
-
-    def __init__(self, x: torch.Tensor, x_sq: torch.Tensor, cent: torch.Tensor):
-        self.x, self.x_sq = x, x_sq
-        self.c_sq = (cent * cent).sum(1)
-        self.c_t = cent.t()
-        self.block = _block_rows(x.unsqueeze(0), cent.shape[0])
-
-    def search(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = self.x.shape[0] if rows is None else rows.numel()
-        dev = self.x.device
-        codes = torch.empty(n, dtype=torch.long, device=dev)
-        d1 = torch.empty(n, dtype=torch.float32, device=dev)
-        d2 = torch.empty(n, dtype=torch.float32, device=dev)
-        buf = torch.empty(min(self.block, n), self.c_sq.shape[0], dtype=torch.float32, device=dev)
-        for s in range(0, n, self.block):
-            e = min(n, s + self.block)
-            if rows is None:
-                xb, xb_sq = self.x[s:e], self.x_sq[s:e]
-            else:
-                r = rows[s:e]
-                xb, xb_sq = self.x.index_select(0, r), self.x_sq.index_select(0, r)
-            scores = buf[: e - s]
-            torch.addmm(self.c_sq, xb, self.c_t, alpha=-2.0, out=scores)
-            best, idx = scores.min(dim=1)
-            scores.scatter_(1, idx.unsqueeze(1), float("inf"))
-            codes[s:e] = idx
-            torch.add(best, xb_sq, out=d1[s:e])
-            torch.add(scores.amin(dim=1), xb_sq, out=d2[s:e])
-        return codes, d1, d2
-
-
 def _sqdist_rows(
     x: torch.Tensor, rows: torch.Tensor | None, cent: torch.Tensor, codes: torch.Tensor
 ) -> torch.Tensor:
@@ -304,14 +98,6 @@ def _sqdist_rows(
         diff = xb - cent.index_select(0, codes[s : s + step])
         out[s : s + step] = (diff * diff).sum(1)
     return out
-
-
-def _assign_top2(
-    x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One problem, fp32: x (n, d), x_sq (n,), centroids (K, d) -> codes (n,), nearest and
-    second nearest squared distances (n,), (n,) (from the expansion, not clamped)."""
-    return _Searcher(x, x_sq, centroids).search(None)
 
 
 def _subset(x: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
@@ -399,21 +185,40 @@ def _reseed_empty(
     return ne
 
 
+def _new_sums(g: int, k: int, d: int, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Zeroed cluster sums (G, K, d): float64 where :func:`cluster_sums` sums in float64 (CUDA
+    with triton), else in the dtype of the rows (the same bits as one ``index_add_``)."""
+    dtype = torch.float64 if fused_available(device) else x.dtype
+    return torch.zeros(g, k, d, dtype=dtype, device=device)
+
+
+def _accumulate(sums: torch.Tensor, counts: torch.Tensor, x: torch.Tensor, codes: torch.Tensor) -> None:
+    """Add the rows x (G, b, d) with codes (G, b) to sums (G, K, d) and counts (G, K)."""
+    for gi in range(x.shape[0]):
+        counts[gi] += cluster_sums(x[gi], codes[gi], sums.shape[1], out=sums[gi])[1]
+
+
+def _means(
+    sums: torch.Tensor, counts: torch.Tensor, sq_total: torch.Tensor, n: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the clusters (G, K, d) and the objective of the codes at those means,
+    ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N`` (G,)."""
+    c = counts.clamp_min(1).to(sums.dtype).unsqueeze(-1)
+    cent = (sums / c).to(dtype)
+    obj = (sq_total - (sums.double() ** 2 / c.double()).sum((1, 2))) / n
+    return cent, obj
+
+
 def _update_plain(
     x: torch.Tensor, codes: torch.Tensor, dist: torch.Tensor, k: int, sq_total: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the clusters (G, K, d) given codes (G, N), empty clusters re-seeded, and the
-    objective of the codes at those means, ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N`` (G,)."""
+    objective of the codes at those means (see :func:`_means`)."""
     g, n, d = x.shape
-    sums = torch.zeros(g, k, d, dtype=x.dtype, device=x.device)
-    counts = torch.zeros(g, k, dtype=x.dtype, device=x.device)
-    ones = torch.ones(n, dtype=x.dtype, device=x.device)
-    for gi in range(g):
-        sums[gi].index_add_(0, codes[gi], x[gi])
-        counts[gi].index_add_(0, codes[gi], ones)
-    c = counts.clamp_min(1.0).unsqueeze(-1)
-    cent = sums / c
-    obj = (sq_total - (sums.double() ** 2 / c.double()).sum((1, 2))) / n
+    sums = _new_sums(g, k, d, x, x.device)
+    counts = torch.zeros(g, k, dtype=torch.long, device=x.device)
+    _accumulate(sums, counts, x, codes)
+    cent, obj = _means(sums, counts, sq_total, n, x.dtype)
     for gi in range(g):
         _reseed_empty(cent[gi], counts[gi], x[gi], dist[gi])
     return cent, obj
@@ -430,6 +235,117 @@ def _lloyd_plain(
     for it in range(1, max_iter + 1):  # noqa: B007
         codes, dist = assign(x, cent)
         cent, obj = _update_plain(x, codes, dist, cent.shape[1], sq_total)
+        if history is not None:
+            history.append(obj.tolist())
+        if prev is not None:
+            rel = float(((prev - obj) / prev.clamp_min(1e-30)).abs().max())
+            if rel < tol:
+                break
+        prev = obj
+    return cent, it
+
+
+def stream_rows(x: torch.Tensor, memory_budget: int | None) -> int | None:
+    """Rows per chunk for a fit of x (G, N, d) streamed from host memory under
+    ``memory_budget`` bytes of device memory for the data (two chunks in flight), or None
+    when the data fit the budget (no streaming)."""
+    if memory_budget is None or x.numel() * x.element_size() <= memory_budget:
+        return None
+    per_row = x.shape[0] * x.shape[2] * x.element_size()
+    return max(1, int(memory_budget) // (2 * per_row))
+
+
+def host_chunks(
+    x: torch.Tensor, rows: int, device: torch.device
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Row chunks ``(start, end, x[:, start:end] on device)`` of a host tensor x (G, N, d).
+
+    To a CUDA device the next chunk is copied while the caller computes on the current one:
+    a worker thread copies it into one of two pinned buffers and queues the host-to-device
+    copy on a side stream; the compute stream waits on that copy's event only. A chunk is
+    valid until the next one is requested. On CPU the chunks are views.
+    """
+    g, n, d = x.shape
+    if device.type != "cuda":
+        for s in range(0, n, rows):
+            yield s, min(n, s + rows), x[:, s : s + rows].to(device)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = min(rows, n)
+    pinned = [torch.empty(g, rows, d, dtype=x.dtype, pin_memory=True) for _ in range(2)]
+    on_dev = [torch.empty(g, rows, d, dtype=x.dtype, device=device) for _ in range(2)]
+    copy_stream = torch.cuda.Stream(device)
+    ready = [torch.cuda.Event() for _ in range(2)]
+    used = [torch.cuda.Event() for _ in range(2)]
+    compute = torch.cuda.current_stream(device)
+
+    def stage(i: int) -> tuple[int, int, int]:
+        s, e, j = i * rows, min(n, (i + 1) * rows), i % 2
+        used[j].synchronize()  # the compute on this slot's previous chunk (and its copy) ended
+        pinned[j][:, : e - s].copy_(x[:, s:e])
+        with torch.cuda.stream(copy_stream):
+            on_dev[j][:, : e - s].copy_(pinned[j][:, : e - s], non_blocking=True)
+            ready[j].record(copy_stream)
+        return s, e, j
+
+    count = (n + rows - 1) // rows
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(stage, 0)
+        for i in range(count):
+            s, e, j = fut.result()
+            if i + 1 < count:
+                fut = pool.submit(stage, i + 1)
+            compute.wait_event(ready[j])
+            yield s, e, on_dev[j][:, : e - s]
+            used[j].record(compute)
+
+
+def assign_streamed(
+    x: torch.Tensor, cent: torch.Tensor, rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign` of host rows x (G, N, d) against cent (G, K, d) on cent's device, in
+    chunks of ``rows`` -> codes, squared distances (G, N) on the host."""
+    g, n, _ = x.shape
+    codes = torch.empty(g, n, dtype=torch.long)
+    dist = torch.empty(g, n, dtype=torch.float32)
+    for s, e, xd in host_chunks(x, rows, cent.device):
+        c, dd = assign(xd, cent)
+        codes[:, s:e], dist[:, s:e] = c.cpu(), dd.cpu()
+    return codes, dist
+
+
+def _lloyd_streamed(
+    x: torch.Tensor, cent: torch.Tensor, rows: int, *, max_iter: int, tol: float,
+    history: list | None,
+) -> tuple[torch.Tensor, int]:
+    """:func:`_lloyd_plain` over host rows x (G, N, d) streamed in chunks of ``rows`` to the
+    device of cent (G, K, d): the same passes (assignments, sums, objective, re-seeding) with
+    only two chunks of rows on the device."""
+    g, n, d = x.shape
+    k = cent.shape[1]
+    dev = cent.device
+    sq_rows = torch.empty(g, n, dtype=torch.float32)
+    for s, e, xd in host_chunks(x, rows, dev):
+        sq_rows[:, s:e] = (xd * xd).sum(-1).cpu()
+    sq_total = sq_rows.double().sum(-1).to(dev)
+    prev = None
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007
+        sums = _new_sums(g, k, d, x, dev)
+        counts = torch.zeros(g, k, dtype=torch.long, device=dev)
+        dist = torch.empty(g, n, dtype=torch.float32)
+        for s, e, xd in host_chunks(x, rows, dev):
+            codes, dd = assign(xd, cent)
+            _accumulate(sums, counts, xd, codes)
+            dist[:, s:e] = dd.cpu()
+        cent, obj = _means(sums, counts, sq_total, n, cent.dtype)
+        for gi in range(g):
+            if bool((counts[gi] == 0).any()):
+                ne = int((counts[gi] == 0).sum())
+                far = dist[gi].topk(min(ne, n)).indices
+                _reseed_empty(cent[gi], counts[gi], x[gi].index_select(0, far).to(dev),
+                              dist[gi].index_select(0, far).to(dev))
         if history is not None:
             history.append(obj.tolist())
         if prev is not None:
@@ -480,7 +396,7 @@ def _lloyd_bounded_impl(
     x_sq = (x * x).sum(1)
     sq_total = float(x_sq.double().sum())
     with _threads(gemm_threads):
-        codes, d1, d2 = _Searcher(x, x_sq, cent).search(None)
+        codes, d1, d2 = Top2Search(x, x_sq, cent).search(None)
     c_norm_max = float((cent * cent).sum(1).max().sqrt())
     slack = BOUND_EPS * (x_sq.sqrt() + c_norm_max) ** 2  # rounding slack on squared distances
     upper = (d1 + slack).clamp_min_(0.0).sqrt_()
@@ -494,7 +410,7 @@ def _lloyd_bounded_impl(
     prev = None
     recomputed = 0
     it = 0
-    block = _block_rows(x.unsqueeze(0), k)
+    block = block_rows(x.unsqueeze(0), k)
     for it in range(1, max_iter + 1):  # noqa: B007
         obj = (sq_total - float((sums.pow(2).sum(1) / counts.clamp_min(1.0)).sum())) / n
         if history is not None:
@@ -554,7 +470,7 @@ def _lloyd_bounded_impl(
                 break
             continue
         recomputed += int(need.numel())
-        searcher = _Searcher(x, x_sq, cent)
+        searcher = Top2Search(x, x_sq, cent)
         with _threads(gemm_threads if need.numel() >= 1024 else None):
             new_codes, nd1, nd2 = searcher.search(need)
         sl = slack[need]
@@ -618,6 +534,8 @@ def fit_kmeans(
     warm_frames: int | None = None,
     bounds: bool | None = None,
     history: list | None = None,
+    device: str | torch.device | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on G problems at once.
 
@@ -632,35 +550,56 @@ def fit_kmeans(
     sizes for seeding and warm start; defaults ``8 K`` and ``64 K``, ``warm_frames=0`` turns
     the warm start off), ``bounds`` (Hamerly pruning; default on for CPU tensors),
     ``history`` (a list that receives, for every full-data pass, the objective of the new
-    assignment at its cluster means: a list of G floats; non-increasing).
+    assignment at its cluster means: a list of G floats; non-increasing), ``device`` (where
+    to compute; default x's), ``memory_budget`` (bytes: when x is larger, it stays in host
+    memory and the full-data passes stream it to the device in chunks, see
+    :func:`host_chunks`; seeding and warm start use their subsets in memory. All passes are
+    plain Lloyd, as on GPU in memory, so the result equals an in-memory fit with
+    ``bounds=False``).
     """
     squeeze = x.dim() == 2
     if squeeze:
         x = x.unsqueeze(0)
     g, n, d = x.shape
+    device = x.device if device is None else torch.device(device)
+    rows = stream_rows(x, memory_budget)
+    if rows is None:
+        x = x.to(device)
+    else:
+        x = x.cpu()
+        logger.info("k-means: %.2f GB of frames over the memory budget of %.2f GB: streaming "
+                    "%d rows at a time", x.numel() * x.element_size() / 1e9, memory_budget / 1e9,
+                    rows)
     if k > n:
         raise ValueError(f"k-means: {n} rows is fewer than k={k}")
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     if isinstance(init, torch.Tensor):
-        cent = init.reshape(g, k, d).to(x.device, x.dtype).clone()
+        cent = init.reshape(g, k, d).to(device, x.dtype).clone()
         warm = 0
     elif init == "k-means++":
         n0 = min(n, init_frames or max(INIT_FRAMES_PER_CENTROID * k, 1024))
-        cent = kmeans_plusplus(_subset(x, n0, gen), k, gen, proj_dim=SEED_PROJ_DIM)
+        cent = kmeans_plusplus(_subset(x, n0, gen).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
         warm = WARM_FRAMES_PER_CENTROID * k if warm_frames is None else warm_frames
     else:
         raise ValueError(f"k-means: unknown init {init!r} (use 'k-means++' or a tensor)")
     if bounds is None:
-        bounds = x.device.type == "cpu"
+        bounds = device.type == "cpu" and rows is None
+    elif bounds and rows is not None:
+        raise ValueError("k-means: bounds=True needs the data in memory (no memory_budget)")
     if 0 < warm < n and max_iter > 1:
-        cent, w_it, _ = _lloyd(_subset(x, warm, gen), cent, max_iter=WARM_ITERS,
+        cent, w_it, _ = _lloyd(_subset(x, warm, gen).to(device), cent, max_iter=WARM_ITERS,
                                tol=max(tol, WARM_TOL), history=None, bounds=bounds)
         logger.debug("warm start: %d passes on %d rows", w_it, warm)
-    cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, history=history, bounds=bounds)
+    if rows is None:
+        cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, history=history,
+                                bounds=bounds)
+    else:
+        cent, it = _lloyd_streamed(x, cent, rows, max_iter=max_iter, tol=tol, history=history)
+        dist = None
     logger.debug("full data: %d passes on %d rows", it, n)
     if dist is None:
-        _, dist = assign(x, cent)
+        _, dist = assign(x, cent) if rows is None else assign_streamed(x, cent, rows)
     inertia = dist.double().mean(1).float()
     if squeeze:
         return cent[0], inertia[0]

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from rpq_units.base import Quantizer, QuantizerError, make_quantizer
-from rpq_units.lloyd import assign
+from rpq_units.search import assign
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def ste_output(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _nearest(z: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
     """z: (B, d), book: (K, d) -> codes (B,), no gradient."""
     with torch.no_grad():
-        scores = (book * book).sum(-1) - 2.0 * z @ book.T
-        return scores.argmin(dim=1)
+        return assign(z.detach().unsqueeze(0), book.detach().unsqueeze(0))[0][0]
 
 
 class GradientTrainer:

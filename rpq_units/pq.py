@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from rpq_units import lloyd
+from rpq_units import lloyd, search
 from rpq_units.base import Quantizer, QuantizerError
 from rpq_units.kmeans import subsample
 
@@ -62,6 +62,8 @@ def rpq_subsets(dim: int, m: int, size: int, generator: torch.Generator) -> list
 
 class _SubspaceQuantizer(Quantizer):
     """Shared machinery: M k-means codebooks on the sub-vectors ``x[:, S_m]``."""
+
+    streams = True
 
     def __init__(
         self,
@@ -142,7 +144,8 @@ class _SubspaceQuantizer(Quantizer):
         self._fit_extra(x)
         sub = self.sub_vectors(x)
         self.codebooks, self.inertia = lloyd.fit_kmeans(
-            sub, self.codebook_size, max_iter=self.max_iter, tol=self.tol, seed=self.seed
+            sub, self.codebook_size, max_iter=self.max_iter, tol=self.tol, seed=self.seed,
+            device=self.device, memory_budget=getattr(self, "_memory_budget", None),
         )
         del sub
         self.train_distortion = self._train_distortion(x)
@@ -159,7 +162,7 @@ class _SubspaceQuantizer(Quantizer):
         return self.distortion(x)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        codes, _ = lloyd.assign(self.sub_vectors(x), self.codebooks)
+        codes, _ = search.assign(self.sub_vectors(x), self.codebooks)
         return codes.transpose(0, 1).contiguous()
 
     def _config(self) -> dict[str, Any]:
@@ -246,7 +249,16 @@ class RandomProductQuantizer(_SubspaceQuantizer):
         return rpq_subsets(dim, self.num_codebooks, self.subset_size(dim), self._generator(2))
 
     def _fit_extra(self, x: torch.Tensor) -> None:
-        self.dim_mean = x.mean(0)
+        self.dim_mean = x.mean(0).to(self.device)
+
+    def _train_distortion(self, x: torch.Tensor) -> float:
+        rows = lloyd.stream_rows(x.unsqueeze(0), getattr(self, "_memory_budget", None))
+        if rows is None:
+            return self.distortion(x)
+        total = 0.0  # frames streamed from host memory, as in the fit
+        for _, _, xd in lloyd.host_chunks(x.unsqueeze(0), rows, self.device):
+            total += float((xd[0] - self._decode(self._encode(xd[0]))).pow(2).sum(1).double().sum())
+        return total / x.shape[0]
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         n = codes.shape[0]

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rpq_units.base import Quantizer, QuantizerError, as_tensor
+from rpq_units.search import assign_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,7 @@ class RandomProjectionQuantizer(Quantizer):
         stacked = stack_frames((x - self.mean) / self.std, self.stack_frames)
         codes = torch.empty(x.shape[0], self.num_codebooks, dtype=torch.long, device=x.device)
         for m in range(self.num_codebooks):
-            y = stacked @ self.projection[m].T
-            y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            u = self.codebook[m]
-            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            dist = (y * y).sum(1, keepdim=True) - 2.0 * y @ u.T + (u * u).sum(1)
-            codes[:, m] = dist.argmin(dim=1)
+            codes[:, m] = assign_cosine(stacked @ self.projection[m].T, self.codebook[m])
         return codes
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:

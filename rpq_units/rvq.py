@@ -30,7 +30,8 @@ import torch
 
 from rpq_units.base import Quantizer, QuantizerError
 from rpq_units.kmeans import subsample
-from rpq_units.lloyd import assign, fit_kmeans
+from rpq_units.lloyd import fit_kmeans
+from rpq_units.search import assign, cluster_sums, sum_codewords, topk
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def _lloyd_from(x: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float) 
         codes, dist = assign(x.unsqueeze(0), cent.unsqueeze(0))
         codes = codes[0]
         obj = float(dist.mean())
-        sums = torch.zeros_like(cent).index_add_(0, codes, x)
-        counts = torch.bincount(codes, minlength=k).to(x.dtype).unsqueeze(1)
+        sums, counts = cluster_sums(x, codes, k)
+        counts = counts.to(sums.dtype).unsqueeze(1)
         cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
         if prev is not None and abs(prev - obj) <= tol * max(prev, 1e-12):
             break
@@ -105,7 +106,6 @@ def residual_beam_search(
     """
     n, d = x.shape
     m_stages, k, _ = codebooks.shape
-    cn = (codebooks * codebooks).sum(-1)  # (M, K)
     codes_out, res_out = [], []
     step = _rows_per_chunk(beam_width, k, d)
     for s in range(0, n, step):
@@ -116,11 +116,13 @@ def residual_beam_search(
         paths = torch.zeros(nc, 1, 0, dtype=torch.long, device=x.device)
         for m in range(m_stages):
             b = r.shape[1]
-            # ||r - c||^2 = ||r||^2 - 2 r.c + ||c||^2 for every hypothesis and codeword
-            dist = rn.unsqueeze(-1) - 2.0 * (r @ codebooks[m].T) + cn[m]  # (n, b, K)
+            # the best ``keep`` of all b K extensions are among each hypothesis's ``keep``
+            # nearest codewords (||r - c||^2 with ||r||^2 carried from the previous stage)
             keep = min(beam_width, b * k)
-            best, flat = dist.reshape(nc, b * k).topk(keep, dim=1, largest=False)
-            hyp, cw = flat // k, flat % k
+            per = min(keep, k)
+            dist, cw_all = topk(r.reshape(nc * b, d), codebooks[m], per, x_sq=rn.reshape(-1))
+            best, flat = dist.reshape(nc, b * per).topk(keep, dim=1, largest=False)
+            hyp, cw = flat // per, cw_all.reshape(nc, b * per).gather(1, flat)
             ar = torch.arange(nc, device=x.device).unsqueeze(1)
             r = r[ar, hyp] - codebooks[m][cw]
             rn = best
@@ -277,18 +279,11 @@ class ResidualVectorQuantizer(Quantizer):
         return cent
 
     # ---- coding --------------------------------------------------------------------
-    @staticmethod
-    def _sum_codewords(books: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(codes.shape[0], books.shape[2], device=books.device)
-        for m in range(codes.shape[1]):
-            out += books[m][codes[:, m]]
-        return out
-
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return residual_beam_encode(x, self.codebooks, self.beam_width)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self._sum_codewords(self.codebooks, codes)
+        return sum_codewords(self.codebooks, codes)
 
     # ---- persistence ---------------------------------------------------------------
     def _config(self) -> dict[str, Any]:

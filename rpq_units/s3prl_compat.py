@@ -24,7 +24,10 @@ import sys
 import types
 from typing import Any
 
-import torchaudio
+try:
+    import torchaudio
+except ImportError:  # s3prl's WavLM/HuBERT upstreams do not need it: nothing to patch
+    torchaudio = None
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,11 @@ def _set_audio_backend(backend: str | None) -> None:
 
 
 def install() -> list[str]:
-    """Install the stand-ins that torchaudio lacks; returns the names installed (idempotent)."""
-    added = []
+    """Install the stand-ins that torchaudio lacks; returns the names installed (idempotent).
+    Without torchaudio nothing is installed (upstreams that import it then fail by name)."""
+    added: list[str] = []
+    if torchaudio is None:
+        return added
     if not hasattr(torchaudio, "set_audio_backend"):
         torchaudio.set_audio_backend = _set_audio_backend
         added.append("torchaudio.set_audio_backend")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU the Triton kernels of rpq_units.search_triton run in Triton's interpreter on
+# CPU; it must be chosen before triton is first imported.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from rpq_units.testing import make_data_dir, make_tiny_wavlm_checkpoint
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rpq_units import lloyd
+from rpq_units import lloyd, search
 
 
 def blobs(n: int = 3000, d: int = 16, comps: int = 40, seed: int = 0) -> torch.Tensor:
@@ -36,7 +36,7 @@ def test_assign_matches_brute_force_batched():
 
 
 def test_assign_small_cpu_blocks(monkeypatch):
-    monkeypatch.setattr(lloyd, "CPU_BLOCK_ROWS", 7)
+    monkeypatch.setattr(search, "CPU_BLOCK_ROWS", 7)
     x, c = blobs()[:100].unsqueeze(0), blobs(seed=3)[:9].unsqueeze(0)
     codes, _ = lloyd.assign(x, c)
     assert torch.equal(codes[0], brute(x[0], c[0])[0])

@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""One GPU session of measurements, each part in its own try block; writes a markdown report.
+
+1. **Lloyd pass** over N x D frames, K centroids (default 2M x 1024, K = 2000; data and
+   mid-fit centroids of ``bench_lloyd_gpu.make_data``): plain torch fp32 (chunked ``addmm``,
+   ``argmin``, ``index_add_``), the same with TF32, the certified fp16 search
+   ``search.assign_lowp`` + ``index_add_``, and the fused Triton search
+   ``search.assign_fused`` + the segment-sum update ``search.cluster_sums`` (what
+   ``lloyd.fit_kmeans`` runs on CUDA). Median of ``--reps``; codes equal to fp32 in %, and
+   codes against a float64 search on a row subset. The bf16 variant of the fused kernel is
+   checked for exactness too (Triton's CPU interpreter cannot run it).
+2. **Streamed fit**: ``lloyd.fit_kmeans`` on frames 4x larger than ``memory_budget``, from host
+   memory, against the same fit with the frames on the device (time, equal result).
+3. **Rehearsal** (``bench/rehearsal_gpu.py``): WavLM-Large-shaped random checkpoint, generated
+   audio, recipe stages 2-4; wall time and ratio to the bare upstream forward.
+
+    python bench/gpu_run.py --out "$OUT"            # full size (about 6 minutes on one H100)
+    python bench/gpu_run.py --tiny --out /tmp/gpu   # CPU smoke test of every part
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+# without a GPU the Triton kernels run in Triton's interpreter (to be set before triton loads)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} +{time.time() - T0:6.1f}s] {msg}", flush=True)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timeit(fn, reps: int) -> float:
+    """Median wall seconds of ``fn()`` over ``reps`` runs after one warm-up."""
+    fn()
+    sync()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t)
+    return sorted(ts)[len(ts) // 2]
+
+
+def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
+    from bench_lloyd_gpu import make_data, reference_assign, update
+
+    from rpq_units import search
+
+    n, d, k, reps = args.n, args.d, args.k, args.reps
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x, cent = make_data(n, d, k, 0, dev)
+    x3, c3 = x.unsqueeze(0), cent.unsqueeze(0)
+    sync()
+    log(f"lloyd: data {n} x {d}, K={k} on {dev}")
+
+    def fused_pass():
+        codes, _ = search.assign_fused(x3, c3)
+        sums, counts = search.cluster_sums(x, codes[0], k, out=torch.zeros(k, d, dtype=torch.float64, device=dev))
+        return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+    def lowp_pass():
+        return update(x, search.assign_lowp(x3, c3)[0][0], k)
+
+    ref = reference_assign(x, cent)
+    rows = []
+    t_ref = timeit(lambda: update(x, reference_assign(x, cent), k), reps)
+    t_ref_a = timeit(lambda: reference_assign(x, cent), reps)
+    rows.append(("torch fp32 (addmm, argmin, index_add_)", t_ref, t_ref_a, 100.0))
+    log(f"lloyd: fp32 pass {t_ref:.4f} s")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    tf32 = reference_assign(x, cent)
+    t_tf = timeit(lambda: update(x, reference_assign(x, cent), k), reps)
+    t_tf_a = timeit(lambda: reference_assign(x, cent), reps)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows.append(("torch TF32", t_tf, t_tf_a, 100.0 * float((tf32 == ref).float().mean())))
+    log(f"lloyd: TF32 pass {t_tf:.4f} s")
+    st_low: dict = {}
+    low = search.assign_lowp(x3, c3, stats=st_low)[0][0]
+    t_low = timeit(lowp_pass, reps)
+    t_low_a = timeit(lambda: search.assign_lowp(x3, c3), reps)
+    rows.append(("certified fp16, torch (assign_lowp) + index_add_", t_low, t_low_a,
+                 100.0 * float((low == ref).float().mean())))
+    log(f"lloyd: certified fp16 pass {t_low:.4f} s")
+    st_f: dict = {}
+    t = time.perf_counter()
+    fused = search.assign_fused(x3, c3, stats=st_f)[0][0]  # first call: autotuning, compilation
+    sync()
+    log(f"lloyd: fused first call (compile + autotune) {time.perf_counter() - t:.1f} s")
+    t_f = timeit(fused_pass, reps)
+    t_f_a = timeit(lambda: search.assign_fused(x3, c3), reps)
+    codes_f = fused
+    t_upd = timeit(lambda: search.cluster_sums(x, codes_f, k, out=torch.zeros(k, d, dtype=torch.float64, device=dev)), reps)
+    t_idx = timeit(lambda: update(x, codes_f, k), reps)
+    rows.append(("fused Triton fp16 (assign_fused) + segment sum", t_f, t_f_a,
+                 100.0 * float((fused == ref).float().mean())))
+    log(f"lloyd: fused pass {t_f:.4f} s (assign {t_f_a:.4f}, segment sum {t_upd:.4f}, "
+        f"index_add_ {t_idx:.4f})")
+    # exactness on a subset against float64
+    m = min(n, args.exact_rows)
+    d64 = torch.cdist(x[:m].double(), cent.double())
+    truth = d64.argmin(1)
+    del d64
+    exact = {name: 100.0 * float((c[:m] == truth).float().mean())
+             for name, c in (("fp32", ref), ("TF32", tf32), ("lowp", low), ("fused", fused))}
+    st_b: dict = {"rows": 1, "rescored": 0, "fallback": 0}
+    if os.environ.get("TRITON_INTERPRET") != "1":  # the interpreter's bf16 tl.dot is wrong
+        st_b = {}
+        fused_b = search.assign_fused(x3[:, :m], c3, dtype=torch.bfloat16, stats=st_b)[0][0]
+        exact["fused bf16"] = 100.0 * float((fused_b == truth).float().mean())
+    log(f"lloyd: codes equal to float64 on {m} rows: {exact}")
+    report += [
+        f"## 1. One Lloyd pass, N = {n:,} x D = {d}, K = {k} (median of {reps})", "",
+        "| method | pass s | assign s | codes = fp32 % | vs fp32 |", "|---|---|---|---|---|",
+    ]
+    for name, tp, ta, eq in rows:
+        report.append(f"| {name} | {tp:.4f} | {ta:.4f} | {eq:.4f} | {t_ref / tp:.2f}x |")
+    report += [
+        "",
+        f"Update alone: segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
+        f"Rows rescored / searched again in fp32: certified fp16 "
+        f"{100 * st_low['rescored'] / st_low['rows']:.2f} % / {100 * st_low['fallback'] / st_low['rows']:.3f} %, "
+        f"fused {100 * st_f['rescored'] / st_f['rows']:.2f} % / {100 * st_f['fallback'] / st_f['rows']:.3f} %, "
+        f"fused bf16 {100 * st_b['rescored'] / st_b['rows']:.2f} % / {100 * st_b['fallback'] / st_b['rows']:.3f} %.",
+        "",
+        f"Codes equal to a float64 search on the first {m:,} rows: "
+        + ", ".join(f"{kk} {v:.4f} %" for kk, v in exact.items()) + ".", "",
+    ]
+
+
+def part_stream(args, dev: torch.device, report: list[str]) -> None:
+    from bench_lloyd_gpu import make_data
+
+    from rpq_units import lloyd, search
+
+    n, d, k = args.stream_n, args.d, args.stream_k
+    x, _ = make_data(n, d, k, 1, dev)
+    x = x.cpu()
+    budget = x.numel() * 4 // 4
+    log(f"stream: {n} x {d} ({x.numel() * 4 / 1e9:.2f} GB) on the host, budget {budget / 1e9:.2f} GB")
+    kw = {"seed": 0, "max_iter": args.stream_iters, "tol": 0.0, "bounds": False, "device": dev}
+    t = time.perf_counter()
+    c_mem, i_mem = lloyd.fit_kmeans(x, k, **kw)
+    sync()
+    t_mem = time.perf_counter() - t
+    log(f"stream: in-memory fit {t_mem:.2f} s")
+    t = time.perf_counter()
+    c_str, i_str = lloyd.fit_kmeans(x, k, memory_budget=budget, **kw)
+    sync()
+    t_str = time.perf_counter() - t
+    log(f"stream: streamed fit {t_str:.2f} s")
+    diff = float((c_mem - c_str).abs().max())
+    scale = float(c_mem.abs().max())
+    sub = x[: min(n, 200_000)].to(dev)
+    a = search.assign(sub.unsqueeze(0), c_mem.unsqueeze(0))[0]
+    b = search.assign(sub.unsqueeze(0), c_str.unsqueeze(0))[0]
+    same = 100.0 * float((a == b).float().mean())
+    report += [
+        f"## 2. k-means fit streamed from host memory ({n:,} x {d} = {x.numel() * 4 / 1e9:.2f} GB, "
+        f"budget {budget / 1e9:.2f} GB, K = {k}, {args.stream_iters} passes, tol 0)", "",
+        "| fit | wall s | inertia |", "|---|---|---|",
+        f"| frames on the device | {t_mem:.2f} | {float(i_mem):.6f} |",
+        f"| streamed (memory_budget) | {t_str:.2f} | {float(i_str):.6f} |", "",
+        f"Largest centroid difference {diff:.3g} (centroid scale {scale:.3g}); codes of "
+        f"{sub.shape[0]:,} frames under the two codebooks equal for {same:.4f} %.", "",
+    ]
+
+
+def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
+    import rehearsal_gpu
+
+    out = Path(args.work) / "rehearsal"
+    res = rehearsal_gpu.run(out_dir=out, hours=args.hours, device=str(dev), autocast="bf16",
+                            batch_size=args.batch_size, portion=0.3, tiny=args.tiny,
+                            codebook_size=args.k if not args.tiny else 20,
+                            layer=-1 if args.tiny else 21)
+    ag = res.get("agreement", {})
+    report += [
+        f"## 3. Rehearsal: recipe stages 2-4, {res['audio_hours']:.2f} h of generated audio "
+        f"({res['utterances']} utterances), {'tiny model' if args.tiny else 'WavLM-Large-shaped random model'}, "
+        f"bf16 autocast, batch {res['batch_size']}", "",
+        "| step | wall s |", "|---|---|",
+        f"| stage 2: features of 30 % of the audio | {res['stage2_features']:.1f} |",
+        f"| stage 3: k-means fit ({res['fit_frames']:,} frames; fit itself {res['fit_seconds_inside']:.1f} s) | {res['stage3_fit']:.1f} |",
+        f"| stage 4: encode all (features on the fly) | {res['stage4_encode']:.1f} |",
+        f"| **stages 2-4** | **{res['total_seconds']:.1f}** |",
+        f"| bare upstream forward over all the audio | {res['bare_forward_seconds']:.1f} |", "",
+        f"Ratio bare forward / stages 2-4: **{res['ratio']:.3f}** (at most {res['ratio_bound']:.3f}: "
+        f"stages 2 and 4 both run the forward). Bare forward: {res['audio_per_second_bare']:.0f} s "
+        f"of audio per second. Loading the upstream (checkpoint, s3prl) took "
+        f"{res['upstream_load_seconds']:.1f} s and happens in stages 2 and 4; without those two "
+        f"loads the ratio is {res['ratio_without_loads']:.3f}.", "",
+        f"bf16 vs fp32 on {ag.get('utterances', 0)} utterances: feature relative error "
+        f"{ag.get('feature_rel_error', math.nan):.4g}, mean cosine {ag.get('feature_cosine', math.nan):.6f}, "
+        f"units equal {ag.get('units_equal_pct', math.nan):.3f} %.", "",
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT", "gpu_run_out"))
+    ap.add_argument("--work", default=None, help="scratch dir (default: /tmp/gpu_run)")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
+    ap.add_argument("--parts", default="lloyd,stream,rehearsal")
+    ap.add_argument("--n", type=int, default=2_000_000)
+    ap.add_argument("--d", type=int, default=1024)
+    ap.add_argument("--k", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--exact_rows", type=int, default=50_000)
+    ap.add_argument("--stream_n", type=int, default=1_000_000)
+    ap.add_argument("--stream_k", type=int, default=1000)
+    ap.add_argument("--stream_iters", type=int, default=8)
+    ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--batch_size", type=int, default=16)
+    args = ap.parse_args()
+    if args.tiny:
+        args.n, args.d, args.k, args.reps, args.exact_rows = 3000, 48, 40, 2, 3000
+        args.stream_n, args.stream_k, args.stream_iters = 4000, 30, 3
+        args.hours, args.batch_size = 0.01, 4
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    args.work = args.work or "/tmp/gpu_run"
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = "absent"
+    report = [f"# GPU run ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+              f"Device: {name}; torch {torch.__version__}; triton {tv}; python "
+              f"{sys.version.split()[0]}; TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}."
+              f" Command: `{' '.join(sys.argv)}`", ""]
+    status = {}
+    parts = {"lloyd": part_lloyd, "stream": part_stream, "rehearsal": part_rehearsal}
+    for p in args.parts.split(","):
+        log(f"=== part {p}")
+        t = time.perf_counter()
+        try:
+            parts[p](args, dev, report)
+            status[p] = f"ok ({time.perf_counter() - t:.0f} s)"
+        except Exception as e:  # one failing part must not lose the others
+            tb = traceback.format_exc()
+            print(tb, flush=True)
+            status[p] = f"FAILED: {type(e).__name__}: {e}"
+            report += [f"## {p}: FAILED", "", "```", tb[-3000:], "```", ""]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        (out / "gpu_run.md").write_text("\n".join(report) + "\n")
+        log(f"=== part {p}: {status[p]}")
+    report += ["## Parts", ""] + [f"- {p}: {s}" for p, s in status.items()] + [
+        "", f"Total {time.time() - T0:.0f} s."]
+    (out / "gpu_run.md").write_text("\n".join(report) + "\n")
+    (out / "gpu_run.json").write_text(json.dumps(status, indent=2) + "\n")
+    print("\n".join(report))
+    return 0 if all(s.startswith("ok") for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
