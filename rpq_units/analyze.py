@@ -34,6 +34,7 @@ For frames ``x: (N, D)`` (a feature dump) and a fitted quantizer with M codebook
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 
 from rpq_units.base import Quantizer, QuantizerError, load_quantizer
-from rpq_units.shards import FeatureShards, write_text_atomic
+from rpq_units.shards import FeatureShards, write_bytes_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +170,10 @@ def plot_heatmap(corr: np.ndarray, path: str | os.PathLike, title: str) -> None:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Pearson correlation")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def analyze(

@@ -14,6 +14,7 @@ reads them), never pickled library objects, so they survive library upgrades.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rpq_units.shards import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +158,12 @@ class Quantizer:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self._state().items()}
         blob = {"format": FORMAT, "config": self.config(), "meta": dict(self.meta), "state": state}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        # serialized in memory, then written by plain file I/O: a full disk gives an OSError
+        # naming the file (torch.save to a path raises a RuntimeError), and the bytes do not
+        # depend on the file's name
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        write_bytes_atomic(path, buf.getvalue())
 
     # ---- helpers for subclasses ----------------------------------------------------
     def _check_fitted(self) -> None:

@@ -100,7 +100,11 @@ class FeatureShardWriter:
 
     def __enter__(self) -> FeatureShardWriter:
         self._fh = open(self._tmp, "wb")  # closed in __exit__
-        self._fh.write(b"\0" * _NPY_HEADER_BYTES)
+        try:
+            self._fh.write(b"\0" * _NPY_HEADER_BYTES)
+        except OSError as e:
+            _discard(self._fh, self._tmp)
+            raise named_os_error(e, self.path) from e
         return self
 
     def add(self, uttid: str, feats: np.ndarray) -> None:
@@ -115,15 +119,17 @@ class FeatureShardWriter:
             raise ShardError(f"{uttid}: feature dimension {feats.shape[1]} != {self.dim}")
         if any(c.isspace() for c in uttid) or not uttid:
             raise ShardError(f"utterance id {uttid!r} is empty or contains whitespace")
-        self._fh.write(np.ascontiguousarray(feats, dtype="<f4").tobytes())
+        try:
+            self._fh.write(np.ascontiguousarray(feats, dtype="<f4").tobytes())
+        except OSError as e:  # e.g. a full disk: name the shard (a failing write names none)
+            raise named_os_error(e, self.path) from e
         self.ids.append(uttid)
         self.lens.append(int(feats.shape[0]))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         fh, self._fh = self._fh, None
         if exc_type is not None:
-            fh.close()
-            self._tmp.unlink(missing_ok=True)
+            _discard(fh, self._tmp)
             return
         try:
             fh.seek(0)
@@ -136,23 +142,61 @@ class FeatureShardWriter:
                 shard_file(self.out_dir, self.rank, "ids"), "".join(f"{u}\n" for u in self.ids)
             )
             os.replace(self._tmp, self.path)
+        except OSError as e:
+            _discard(fh, self._tmp)
+            raise named_os_error(e, self.path) from e
         except BaseException:
-            fh.close()
-            self._tmp.unlink(missing_ok=True)
+            _discard(fh, self._tmp)
             raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via ``path.tmp`` and a rename."""
+def named_os_error(e: OSError, path: str | os.PathLike) -> OSError:
+    """``e`` naming ``path`` when it names no file (a failing ``write`` on a full disk does
+    not), so the one-line error says which output could not be written."""
+    if e.filename is not None or e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
+
+
+def _discard(fh: Any, tmp: Path) -> None:
+    """Close ``fh`` and remove the temporary file ``tmp``, ignoring errors (a close on a full
+    disk fails again while flushing)."""
+    try:
+        fh.close()
+    except OSError:
+        pass
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via ``path.tmp`` and a rename; on failure (full disk,
+    read-only dir) the temporary file is removed, an earlier ``path`` is left as it was and the
+    error names ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    fh = None
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        fh = open(tmp, "wb")
+        fh.write(data)
+        fh.close()
         os.replace(tmp, path)
+    except OSError as e:
+        if fh is not None:
+            _discard(fh, tmp)
+        raise named_os_error(e, path) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if fh is not None:
+            _discard(fh, tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via ``path.tmp`` and a rename (see
+    :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_feats_json(out_dir: str | os.PathLike, info: dict[str, Any]) -> None:
@@ -265,6 +309,8 @@ __all__ = [
     "select_portion",
     "shard_file",
     "shard_range",
+    "named_os_error",
+    "write_bytes_atomic",
     "write_feats_json",
     "write_text_atomic",
 ]

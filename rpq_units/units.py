@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from rpq_units.shards import named_os_error, write_bytes_atomic
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_HEAD = ("<blank>", "<unk>")
@@ -94,16 +96,7 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> None:
     """Write ``lines`` (each without newline) to ``path`` via ``path.tmp`` and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
 def read_units(path: str | os.PathLike) -> dict[str, str]:
@@ -180,6 +173,8 @@ class UnitArkWriter:
             write_lines_atomic(scp_tmp, lines)
             os.replace(ark_tmp, self.ark)
             os.replace(scp_tmp, self.scp)
+        except OSError as e:
+            raise named_os_error(e, self.ark) from e
         finally:
             ark_tmp.unlink(missing_ok=True)
             scp_tmp.unlink(missing_ok=True)
