@@ -42,6 +42,7 @@ For frames ``x: (N, D)`` (a feature dump) and a fitted quantizer with M codebook
 
   All are ``null`` for one codebook; ``energy``, ``shared`` and ``ensemble`` also for
   quantizers without per-sub-quantizer reconstructions (``subspace_indices`` / ``sub_decode``).
+* **sub_mse**: each sub-quantizer's own error on its sub-vector, ``E ||e^m_t||^2 / |S_m|``.
 * **dimension correlation**: the ``D x D`` Pearson correlation of the feature dimensions,
   drawn as a heatmap (the paper's Fig. 6) to ``dim_correlation.png``.
 """
@@ -235,7 +236,7 @@ def error_correlation(
     none: dict[str, Any] = {
         "rho": None, "rho_shared": None, "rho_ensemble": None, "rho_codes": None,
         "rho_definitions": dict.fromkeys(RHO_DEFINITIONS), "rho_pairs": None,
-        "shared_dims": None, "ensemble_bound": None,
+        "shared_dims": None, "sub_mse": None, "ensemble_bound": None,
     }
     m = q.num_codebooks
     if m < 2:
@@ -265,6 +266,7 @@ def error_correlation(
         "rho_frames": int(x.shape[0]),
         "rho_pairs": np.where(np.isfinite(pair), pair, 0.0).round(6).tolist(),
         "shared_dims": n_shared,
+        "sub_mse": [float((e * e).mean()) for e in errs],
         "ensemble_bound": {
             "eps": eps,
             "eps_sub": eps_sub,
