@@ -58,11 +58,14 @@ logger = logging.getLogger("paper_claims")
 ROOT = Path(__file__).resolve().parents[2]
 RHOS = tuple(RHO_DEFINITIONS)
 
-# Demo recipes at small size: recipe options for stages 1-2.
+# Demo recipes at small size: the feature dump each one's stage 2 writes (its upstream config),
+# and the recipe options for stages 1-2.
 DEMOS = {
-    "mini_librispeech": ["--feats_portion", "1.0", "--data_opts",
-                         "--num_train 400 --num_dev 20 --num_test 20 --num_heldout 20"],
-    "mini_ml_superb": ["--feats_portion", "0.5", "--data_opts", "--lid false"],
+    "mini_librispeech": ("feats_mel_40ms_llast_train_clean", [
+        "--feats_portion", "1.0", "--data_opts",
+        "--num_train 400 --num_dev 20 --num_test 20 --num_heldout 20"]),
+    "mini_ml_superb": ("feats_mel_20ms_llast_train_1h", [
+        "--feats_portion", "0.5", "--data_opts", "--lid false"]),
 }
 
 
@@ -73,9 +76,10 @@ def demo_feats(name: str, work_dir: Path) -> Path:
     """The feature dump of demo ``name`` under ``work_dir/name``, made by the recipe's stages
     1-2 (``run.sh --stage 1 --stop_stage 2``) unless it is there already."""
     base = (work_dir / name).resolve()
-    found = sorted(base.glob("dump/feats_*/.done"))
-    if not found:
-        opts = list(DEMOS[name])
+    dump_name, opts = DEMOS[name]
+    feats = base / "dump" / dump_name
+    if not (feats / ".done").is_file():
+        opts = list(opts)
         i = opts.index("--data_opts") + 1
         opts[i] += f" --corpus_dir {base}/corpus --datadir {base}/data"
         cmd = ["./run.sh", "--stage", "1", "--stop_stage", "2", "--datadir", f"{base}/data",
@@ -85,8 +89,9 @@ def demo_feats(name: str, work_dir: Path) -> Path:
         with open(base / "stages_1_2.log", "w") as log:
             subprocess.run(cmd, cwd=ROOT / "egs" / name, check=True, stdout=log,
                            stderr=subprocess.STDOUT)
-        found = sorted(base.glob("dump/feats_*/.done"))
-    return found[0].parent
+        if not (feats / ".done").is_file():
+            raise SystemExit(f"{name}: stages 1-2 did not write {feats} (log: {base}/stages_1_2.log)")
+    return feats
 
 
 def split_frames(feats_dir: Path, n_fit: int, n_eval: int, seed: int,
