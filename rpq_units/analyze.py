@@ -271,6 +271,7 @@ def error_correlation(
             "eps": eps,
             "eps_sub": eps_sub,
             "eps_pred": eps_pred if rens is not None else None,
+            "eps_uncovered": float(per_dim[~covered].sum()),  # dims no sub-quantizer sees
             "holds": bound_holds(eps, rens, eps_sub),
         },
         "rho_note": "; ".join(f"{k}: {v}" for k, v in RHO_DEFINITIONS.items()),

@@ -180,13 +180,14 @@ def measure(method: str, m: int, k: int, p: float | None, xf: np.ndarray, xe: np
 def add_bounds(rows: list[dict]) -> None:
     """For each PQ/RPQ row and each rho definition: ``eps >= rho * eps_kms`` with eps_kms the
     ensemble's ``eps_sub``, a K-means of the same K (``kms_K``), and one at the same bits."""
-    km = {r["K"]: r["mse"] for r in rows if r["method"] == "kmeans"}
+    km = {(r["dataset"], r["K"]): r["mse"] for r in rows if r["method"] == "kmeans"}
     for r in rows:
         if r["method"] == "kmeans":
             continue
         refs = {"eps_sub": (r["ensemble_bound"] or {}).get("eps_sub"),
-                "kms_K": km.get(r["K"]),
-                "kms_bits": km.get(round(2 ** r["bits"])) if float(r["bits"]).is_integer() else None}
+                "kms_K": km.get((r["dataset"], r["K"])),
+                "kms_bits": km.get((r["dataset"], round(2 ** r["bits"])))
+                if float(r["bits"]).is_integer() else None}
         r["eps_kms"] = refs
         r["bound"] = {name: {ref: (bound_holds(r["mse"], rho, v) if v is not None else None)
                              for ref, v in refs.items()}
@@ -204,7 +205,9 @@ def _p(r: dict) -> str:
     if r["p"] is None:
         return "-"
     frac = r["p"] * r["M"]
-    return f"{frac:g}/M" if abs(frac - round(frac)) < 1e-9 and r["p"] != 0.5 else f"{r['p']:g}"
+    if abs(frac - round(frac)) < 1e-9 and round(frac) in (1, 2):
+        return f"{r['p']:g} ({round(frac)}/M)"
+    return f"{r['p']:g}"
 
 
 def _yn(v) -> str:
@@ -241,8 +244,11 @@ def claims_summary(rows: list[dict], ds: str) -> list[str]:
                  and r["bound"][name][ref] is not None]
             cells.append(f"{sum(v)}/{len(v)}" if v else "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
+    unc = rpq["ensemble_bound"]["eps_uncovered"]
     out += ["", f"MSE at 28 bits/frame (held-out frames): PQ {pq['mse']:.4g}, RPQ p=1/4 "
-            f"{rpq['mse']:.4g} (RPQ / PQ = {rpq['mse'] / pq['mse']:.2f}); K-means of 500 "
+            f"{rpq['mse']:.4g} (RPQ / PQ = {rpq['mse'] / pq['mse']:.2f}), of which {unc:.4g} on "
+            f"the {rpq['uncovered_dims']} of {rpq['dim']} dims no RPQ subset covers (decoded as "
+            f"their mean; {rpq['mse'] - unc:.4g} on the covered dims); K-means of 500 "
             f"(the demo's, 9 bits) "
             + _f(next((r["mse"] for r in sub if r["method"] == "kmeans" and r["K"] == 500),
                       None), ".4g") + "."]
@@ -265,17 +271,18 @@ def report(rows: list[dict], args: argparse.Namespace, command: str, elapsed: fl
         out += [f"## {ds} (D = {sub[0]['dim']}; {src['frames_fit']} fitting, "
                 f"{src['frames_eval']} held-out frames; `{src['feats_dir']}`)", ""]
         out += claims_summary(rows, ds) + [""]
-        out += ["| bits | method | M x K | p | uncovered dims | MSE | rel | sub MSE (mean) | usage | entropy | "
+        out += ["| bits | method | M x K | p | uncovered dims | MSE | MSE of uncovered dims | rel | sub MSE (mean) | usage | entropy | "
                 + " | ".join(f"rho {n}" for n in RHOS) + " | bound ens. (eps_sub) | "
                 "bound energy (kms_K / kms_bits) |",
-                "|---:|:--|:--|:--|---:|---:|---:|---:|---:|---:|" + "---:|" * len(RHOS) + ":--|:--|"]
+                "|---:|:--|:--|:--|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(RHOS) + ":--|:--|"]
         for r in sorted(sub, key=lambda r: (r["bits"], r["method"], r["M"], r["p"] or 0)):
             b = r.get("bound", {})
             ens = _yn(b["ensemble"]["eps_sub"]) if b else "-"
             en = f"{_yn(b['energy']['kms_K'])} / {_yn(b['energy']['kms_bits'])}" if b else "-"
             sm = "-" if not r["sub_mse"] else f"{np.mean(r['sub_mse']):.4g}"
+            unc = _f((r["ensemble_bound"] or {}).get("eps_uncovered"), ".4g")
             out.append(
-                f"| {r['bits']:g} | {r['method']} | {r['M']}x{r['K']} | {_p(r)} | {r['uncovered_dims']} | {r['mse']:.4g} "
+                f"| {r['bits']:g} | {r['method']} | {r['M']}x{r['K']} | {_p(r)} | {r['uncovered_dims']} | {r['mse']:.4g} | {unc} "
                 f"| {r['rel_mse']:.4f} | {sm} | {r['usage']:.2f} | {r['entropy_bits']:.1f} | "
                 + " | ".join(_f(r["rho"][n]) for n in RHOS) + f" | {ens} | {en} |")
         out.append("")
@@ -364,7 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--machine", default="2-core x86_64 CPU shared with other jobs (under load)")
+    p.add_argument("--render_only", action="store_true",
+                   help="rewrite results.md and the plots from out_dir/results.json (no fitting)")
     args = p.parse_args(argv)
+    if args.render_only:
+        res = json.loads((Path(args.out_dir) / "results.json").read_text())
+        add_bounds(res["rows"])
+        run_args = argparse.Namespace(**res["args"])
+        write_text_atomic(Path(args.out_dir) / "results.json", json.dumps(res, indent=1) + "\n")
+        write_text_atomic(Path(args.out_dir) / "results.md", report(
+            res["rows"], run_args, res["command"], res["elapsed_s"], res["sources"]))
+        plots(res["rows"], Path(args.out_dir))
+        return 0
     args.n_fit = args.n_fit or (60000 if args.full else 16500)
     args.n_eval = args.n_eval or (20000 if args.full else 5000)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(asctime)s %(message)s")
