@@ -11,23 +11,38 @@ For frames ``x: (N, D)`` (a feature dump) and a fitted quantizer with M codebook
   ``1/N sum_t ||x_t - mean(x)||^2``.
 * **bitrate**: ``M log2 K`` bits per frame and that times the frame rate in bits/s (the
   nominal rate of the unit streams); ``entropy_bits_per_second`` uses ``sum_m H_m / ln 2``.
-* **rho** (error correlation between sub-quantizers; the RPQ paper, arXiv 2504.04721, bounds
-  the RPQ error below by ``rho * eps_kmeans``). Sub-quantizer m sees dims ``S_m`` and
-  reconstructs them as ``x_hat^m``; its error on frame t is ``e^m_t = x_t[S_m] - x_hat^m_t``.
-  We report two precise versions:
+* **rho**, the correlation between sub-quantizers of the RPQ paper (arXiv 2504.04721: "RPQ
+  reduces the correlation rho (0 <= rho <= 1) between sub-quantizers, and its quantization error
+  is lower-bounded by rho eps_kms"). The paper's definition is not public, so every reading its
+  wording admits is computed, each by name (:data:`RHO_DEFINITIONS`). Sub-quantizer m sees
+  dims ``S_m`` and reconstructs them as ``x_hat^m``; its error on frame t is
+  ``e^m_t = x_t[S_m] - x_hat^m_t``.
 
-  - ``rho`` (error-energy correlation, defined for any M >= 2, PQ and RPQ alike): with the
-    per-frame mean squared error of each sub-quantizer ``E^m_t = ||e^m_t||^2 / |S_m|``,
+  - ``energy`` (key ``rho``; any M >= 2, PQ and RPQ alike): with the per-frame MSE of each
+    sub-quantizer ``E^m_t = ||e^m_t||^2 / |S_m|``,
     ``rho = 2 / (M (M-1)) sum_{m < m'} corr_t(E^m, E^{m'})``, ``corr_t`` the Pearson
-    correlation over the N frames. It is high when the sub-quantizers fail on the same frames.
-  - ``rho_shared`` (RPQ, where subsets overlap): the mean, over every pair ``m < m'`` and every
-    shared dimension ``d in S_m ∩ S_m'``, of ``corr_t(e^m_{t,d}, e^{m'}_{t,d})``. This is the
-    correlation that enters the error of RPQ's decoder, which averages the sub-codewords that
-    cover a dimension (``Var(mean) = rho sigma^2 + (1 - rho) sigma^2 / c`` for c covering
-    sub-quantizers): it is ``null`` when no dimension is shared (PQ, K-means).
+    correlation over the N frames. High when the sub-quantizers fail on the same frames.
+  - ``shared`` (key ``rho_shared``; RPQ, where subsets overlap): the mean, over every pair
+    ``m < m'`` and every shared dimension ``d in S_m ∩ S_m'``, of ``corr_t(e^m_{t,d}, e^{m'}_{t,d})``.
+  - ``ensemble`` (key ``rho_ensemble``; RPQ): the reading behind a bound of the form
+    ``rho * eps``. RPQ's decoder averages the ``c_d`` sub-codewords covering dimension d, an
+    ensemble of ``c_d`` quantizers as in bagging / random subspaces. With the errors' second
+    moments ``s2_d = 1/c_d sum_{m in C_d} E[(e^m_d)^2]`` and
+    ``rho_d = sum_{m != m' in C_d} E[e^m_d e^{m'}_d] / ((c_d - 1) c_d s2_d)``, the error of the
+    average is exactly ``E[e_d^2] = s2_d (rho_d + (1 - rho_d) / c_d) >= rho_d s2_d``
+    (``rho_d <= 1`` by Cauchy-Schwarz). Summing over dims,
+    ``eps_rpq >= rho_ens * eps_sub`` with ``rho_ens = sum_d s2_d rho_d / sum_d s2_d`` (dims
+    with ``c_d >= 2``) and ``eps_sub = sum_d s2_d`` (a dim covered once contributes its one
+    error, an uncovered one its decode error): the bound, with ``eps_sub``, the error of one
+    K-means sub-quantizer, in the place of ``eps_kms``. It is tight (equality) when the
+    covering sub-quantizers are identical (rho = 1); ``ensemble_bound`` reports both sides.
+  - ``codes`` (key ``rho_codes``; any M >= 2, also quantizers without sub-reconstructions): the
+    dependence of the unit streams themselves, ``I(c_m; c_m') / sqrt(H_m H_m')`` averaged over
+    pairs, with Miller-Madow entropy estimates (independent streams give about 0, identical 1).
 
-  Both are ``null`` for one codebook, or for quantizers without per-sub-quantizer
-  reconstructions (``subspace_indices`` / ``sub_decode``).
+  All are ``null`` for one codebook; ``energy``, ``shared`` and ``ensemble`` also for
+  quantizers without per-sub-quantizer reconstructions (``subspace_indices`` / ``sub_decode``).
+* **sub_mse**: each sub-quantizer's own error on its sub-vector, ``E ||e^m_t||^2 / |S_m|``.
 * **dimension correlation**: the ``D x D`` Pearson correlation of the feature dimensions,
   drawn as a heatmap (the paper's Fig. 6) to ``dim_correlation.png``.
 """
@@ -100,48 +115,167 @@ def _pearson_cols(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum(0) / den, np.nan)
 
 
+RHO_DEFINITIONS = {
+    "energy": "Pearson correlation over frames of two sub-quantizers' per-frame MSE, mean over pairs",
+    "shared": "Pearson correlation of two sub-quantizers' errors on a dimension both cover, mean "
+    "over pairs and shared dimensions",
+    "ensemble": "error-energy-weighted cross moment of the errors of the sub-quantizers covering "
+    "a dimension, the rho of eps = rho s^2 + (1 - rho) s^2 / c",
+    "codes": "normalised mutual information of two code streams (Miller-Madow entropies), mean "
+    "over pairs",
+}
+
+
+def sub_errors(
+    q: Quantizer, x: np.ndarray, codes: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Dims ``S_m`` (M int64 arrays) and each sub-quantizer's error on its own sub-vector,
+    ``e^m = x[:, S_m] - x_hat^m``: M float64 arrays ``(N, |S_m|)``."""
+    subsets = [s.cpu().numpy() for s in q.subspace_indices()]
+    errs = [
+        x[:, s].astype(np.float64) - rec.cpu().numpy()
+        for s, rec in zip(subsets, q.sub_decode(torch.from_numpy(codes)), strict=True)
+    ]
+    return subsets, errs
+
+
+def rho_energy(errs: list[np.ndarray]) -> tuple[float | None, np.ndarray]:
+    """``energy`` rho and the ``(M, M)`` matrix of pairwise correlations of the per-frame MSE
+    ``E^m_t = ||e^m_t||^2 / |S_m|`` (a constant series gives nan in the matrix)."""
+    m = len(errs)
+    energy = np.stack([(e * e).mean(1) for e in errs], axis=1)  # (N, M)
+    if m < 2 or energy.shape[0] < 2:
+        return None, np.full((m, m), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pair = np.corrcoef(energy, rowvar=False)
+    vals = pair[np.triu_indices(m, 1)]
+    return (float(np.nanmean(vals)) if np.isfinite(vals).any() else None), pair
+
+
+def rho_shared(errs: list[np.ndarray], subsets: list[np.ndarray]) -> tuple[float | None, int]:
+    """``shared`` rho and the number of (pair, shared dimension) terms it averages (0: None)."""
+    corr: list[np.ndarray] = []
+    for i in range(len(errs)):
+        for j in range(i + 1, len(errs)):
+            _, ai, bj = np.intersect1d(subsets[i], subsets[j], return_indices=True)
+            if ai.size:
+                corr.append(_pearson_cols(errs[i][:, ai], errs[j][:, bj]))
+    if not corr:
+        return None, 0
+    c = np.concatenate(corr)
+    return (float(np.nanmean(c)) if np.isfinite(c).any() else None), int(c.size)
+
+
+def ensemble_terms(errs: list[np.ndarray], subsets: list[np.ndarray], dim: int) -> dict[str, np.ndarray]:
+    """Per dimension d of ``range(dim)``: ``cover`` c_d (sub-quantizers covering d), ``s2``
+    sigma_d^2 (their mean error second moment), ``rho`` rho_d (nan where c_d < 2) and ``pred``
+    the error of the mean of the covering reconstructions, ``s2 (rho + (1 - rho) / c)``
+    (``s2`` where c_d = 1, nan where c_d = 0). All ``(dim,)`` float64."""
+    n = errs[0].shape[0] if errs else 0
+    total = np.zeros((n, dim))
+    sq = np.zeros(dim)
+    cover = np.zeros(dim)
+    for s, e in zip(subsets, errs, strict=True):  # dims are distinct inside one subset
+        total[:, s] += e
+        sq[s] += (e * e).mean(0)
+        cover[s] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s2 = np.where(cover > 0, sq / cover, np.nan)
+        cross = (total * total).mean(0) - sq  # sum over ordered pairs m != m' of E[e^m e^m']
+        rho = np.where(cover > 1, cross / ((cover - 1) * sq), np.nan)
+        pred = np.where(cover > 1, s2 * (rho + (1 - rho) / cover), s2)
+    return {"cover": cover, "s2": s2, "rho": rho, "pred": pred}
+
+
+def rho_ensemble(terms: dict[str, np.ndarray]) -> float | None:
+    """``ensemble`` rho: ``sum_d s2_d rho_d / sum_d s2_d`` over the dims covered at least twice."""
+    ok = (terms["cover"] > 1) & np.isfinite(terms["rho"]) & (terms["s2"] > 0)
+    if not ok.any():
+        return None
+    return float((terms["s2"][ok] * terms["rho"][ok]).sum() / terms["s2"][ok].sum())
+
+
+def _mm_entropy(counts: np.ndarray, n: int) -> float:
+    """Miller-Madow entropy (nats) of a histogram of ``n`` samples."""
+    p = counts[counts > 0] / n
+    return float(-(p * np.log(p)).sum() + (p.size - 1) / (2.0 * n))
+
+
+def rho_codes(codes: np.ndarray, codebook_size: int) -> float | None:
+    """``codes`` rho: mean over pairs of streams of ``I(c_m; c_m') / sqrt(H_m H_m')``, entropies
+    with the Miller-Madow correction (so identical streams give 1, independent ones about 0),
+    clipped to [0, 1]. ``codes: (N, M)`` int."""
+    n, m = codes.shape
+    if m < 2 or n < 2:
+        return None
+    h = [_mm_entropy(np.bincount(codes[:, i], minlength=codebook_size), n) for i in range(m)]
+    vals = []
+    for i in range(m):
+        for j in range(i + 1, m):
+            if h[i] <= 0 or h[j] <= 0:
+                continue
+            joint = np.bincount(codes[:, i].astype(np.int64) * codebook_size + codes[:, j])
+            mi = h[i] + h[j] - _mm_entropy(joint, n)
+            vals.append(min(1.0, max(0.0, mi / math.sqrt(h[i] * h[j]))))
+    return float(np.mean(vals)) if vals else None
+
+
+def bound_holds(eps: float, rho: float | None, eps_ref: float) -> bool | None:
+    """Whether ``eps >= rho * eps_ref`` (the paper's bound; None when rho is undefined)."""
+    return None if rho is None else bool(eps >= rho * eps_ref)
+
+
 def error_correlation(
     q: Quantizer, x: np.ndarray, codes: np.ndarray, max_frames: int = 100_000
 ) -> dict[str, Any]:
-    """``rho`` and ``rho_shared`` (module docstring) plus the M x M matrix of pairwise
-    error-energy correlations, on at most ``max_frames`` evenly strided frames."""
+    """rho under every definition of :data:`RHO_DEFINITIONS` (module docstring), the M x M
+    matrix of pairwise ``energy`` correlations and the ensemble bound, on at most
+    ``max_frames`` evenly strided frames of ``x: (N, D)`` with their ``codes: (N, M)``."""
     if x.shape[0] > max_frames:
         step = math.ceil(x.shape[0] / max_frames)
         x, codes = x[::step], codes[::step]
-    none = {"rho": None, "rho_shared": None, "rho_pairs": None, "shared_dims": None}
+    none: dict[str, Any] = {
+        "rho": None, "rho_shared": None, "rho_ensemble": None, "rho_codes": None,
+        "rho_definitions": dict.fromkeys(RHO_DEFINITIONS), "rho_pairs": None,
+        "shared_dims": None, "sub_mse": None, "ensemble_bound": None,
+    }
     m = q.num_codebooks
     if m < 2:
         return {**none, "rho_note": "one codebook: no pair of sub-quantizers"}
     if not (hasattr(q, "subspace_indices") and hasattr(q, "sub_decode")):
-        return {**none, "rho_note": f"{q.method} exposes no per-sub-quantizer reconstruction"}
-    subsets = [s.cpu().numpy() for s in q.subspace_indices()]
-    errs: list[np.ndarray] = []
-    for s_idx, rec in zip(subsets, q.sub_decode(torch.from_numpy(codes)), strict=True):
-        errs.append(x[:, s_idx] - rec.cpu().numpy())
-    energy = np.stack([(e.astype(np.float64) ** 2).mean(1) for e in errs], axis=1)  # (N, M)
-    pair = np.corrcoef(energy, rowvar=False) if energy.shape[0] > 1 else np.full((m, m), np.nan)
-    iu = np.triu_indices(m, 1)
-    rho = float(np.nanmean(pair[iu])) if np.isfinite(pair[iu]).any() else None
-    shared_corr: list[np.ndarray] = []
-    shared_n = 0
-    for i in range(m):
-        for j in range(i + 1, m):
-            common, ai, bj = np.intersect1d(subsets[i], subsets[j], return_indices=True)
-            if common.size:
-                shared_n += int(common.size)
-                shared_corr.append(_pearson_cols(errs[i][:, ai], errs[j][:, bj]))
-    rho_shared = None
-    if shared_corr:
-        c = np.concatenate(shared_corr)
-        rho_shared = float(np.nanmean(c)) if np.isfinite(c).any() else None
+        rc = rho_codes(codes, q.codebook_size)
+        return {**none, "rho_codes": rc, "rho_definitions": {**none["rho_definitions"], "codes": rc},
+                "rho_note": f"{q.method} exposes no per-sub-quantizer reconstruction"}
+    subsets, errs = sub_errors(q, x, codes)
+    rho, pair = rho_energy(errs)
+    rs, n_shared = rho_shared(errs, subsets)
+    terms = ensemble_terms(errs, subsets, q.dim)
+    rens = rho_ensemble(terms)
+    rc = rho_codes(codes, q.codebook_size)
+    xh = np.asarray(q.decode(torch.from_numpy(codes)).cpu().numpy(), np.float64)
+    per_dim = ((x.astype(np.float64) - xh) ** 2).mean(0)  # (D,)
+    covered = terms["cover"] > 0
+    eps = float(per_dim.sum())
+    eps_sub = float(np.where(covered, terms["s2"], per_dim).sum())
+    eps_pred = float(np.where(covered, terms["pred"], per_dim).sum())
     return {
         "rho": rho,
-        "rho_shared": rho_shared,
+        "rho_shared": rs,
+        "rho_ensemble": rens,
+        "rho_codes": rc,
+        "rho_definitions": {"energy": rho, "shared": rs, "ensemble": rens, "codes": rc},
         "rho_frames": int(x.shape[0]),
         "rho_pairs": np.where(np.isfinite(pair), pair, 0.0).round(6).tolist(),
-        "shared_dims": shared_n,
-        "rho_note": "rho: mean pairwise Pearson correlation of per-frame sub-quantizer MSE; "
-        "rho_shared: mean correlation of sub-quantizer errors on shared dimensions",
+        "shared_dims": n_shared,
+        "sub_mse": [float((e * e).mean()) for e in errs],
+        "ensemble_bound": {
+            "eps": eps,
+            "eps_sub": eps_sub,
+            "eps_pred": eps_pred if rens is not None else None,
+            "eps_uncovered": float(per_dim[~covered].sum()),  # dims no sub-quantizer sees
+            "holds": bound_holds(eps, rens, eps_sub),
+        },
+        "rho_note": "; ".join(f"{k}: {v}" for k, v in RHO_DEFINITIONS.items()),
     }
 
 
@@ -252,6 +386,13 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _bound_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b or b.get("holds") is None:
+        return []
+    return [f"bound           eps {_fmt(b['eps'])} >= rho_ensemble * eps_sub "
+            f"({_fmt(b['eps_sub'])}): {'holds' if b['holds'] else 'violated'}"]
+
+
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable table of an :func:`analyze` report."""
     lines = [
@@ -262,7 +403,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"relative {_fmt(r['relative_mse'])})",
         f"bitrate         {r['bits_per_frame']:.2f} bits/frame, {_fmt(r['bits_per_second'], '.1f')} bits/s "
         f"(entropy {_fmt(r['entropy_bits_per_second'], '.1f')} bits/s)",
-        f"rho             {_fmt(r['rho'])}  (shared dims: {_fmt(r['rho_shared'])})",
+        *(f"rho {name:<11} {_fmt(v)}" for name, v in (r.get("rho_definitions") or {}).items()),
+        *_bound_lines(r.get("ensemble_bound")),
         f"dim corr |mean| {_fmt(r['dim_correlation_mean_abs'])}",
         "",
         f"{'codebook':>8}  {'usage':>7}  {'used':>6}  {'perplexity':>10}  {'entropy(bits)':>13}",

@@ -10,11 +10,18 @@ import pytest
 
 from rpq_units import QuantizerError, load_quantizer, make_quantizer
 from rpq_units.analyze import (
+    RHO_DEFINITIONS,
     analyze,
+    bound_holds,
     code_stats,
     dim_correlation,
+    ensemble_terms,
     error_correlation,
     reconstruction_mse,
+    rho_codes,
+    rho_energy,
+    rho_ensemble,
+    rho_shared,
 )
 from rpq_units.shards import FeatureShardWriter, write_feats_json
 
@@ -127,6 +134,80 @@ def test_rho_of_identical_sub_quantizers_is_one():
     r = error_correlation(q, x, codes)
     assert r["rho"] == pytest.approx(1.0) and r["rho_shared"] == pytest.approx(1.0)
     assert r["shared_dims"] == 6
+    assert set(r["rho_definitions"]) == set(RHO_DEFINITIONS)
+    for name, v in r["rho_definitions"].items():
+        assert v == pytest.approx(1.0), name
+    # the ensemble bound eps_rpq >= rho * eps_sub is tight: equality at rho = 1
+    b = r["ensemble_bound"]
+    assert b["holds"] and b["eps"] == pytest.approx(b["eps_sub"], rel=1e-9)
+    assert b["eps_pred"] == pytest.approx(b["eps"], rel=1e-9)
+
+
+def test_rho_of_independent_sub_vectors_is_zero():
+    """PQ on frames whose blocks are independent: the sub-quantizers' errors and codes are
+    independent, so rho (energy, codes) is 0 up to sampling noise (about 1/sqrt(N))."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20000, 8)).astype(np.float32)
+    q = make_quantizer("pq", num_codebooks=4, codebook_size=K, seed=0, max_iter=20).fit(x)
+    r = error_correlation(q, x, q.encode(x))
+    assert abs(r["rho_definitions"]["energy"]) < 0.04
+    assert abs(r["rho_definitions"]["codes"]) < 0.01
+    assert r["rho_definitions"]["shared"] is None and r["rho_definitions"]["ensemble"] is None
+
+
+@pytest.mark.parametrize("r", [0.0, 0.6, 1.0])
+def test_rho_definitions_on_constructed_errors(r):
+    """Two sub-quantizers covering the same 3 dims with errors e2 = r e1 + sqrt(1 - r^2) z
+    (Gaussian, zero mean, unit variance): shared and ensemble rho are r, energy rho is the
+    correlation of two chi-square(3) energies, r^2."""
+    rng = np.random.default_rng(0)
+    e1 = rng.normal(size=(200_000, 3))
+    e2 = r * e1 + math.sqrt(1 - r * r) * rng.normal(size=e1.shape)
+    subsets = [np.arange(3), np.arange(3)]
+    assert rho_shared([e1, e2], subsets) == (pytest.approx(r, abs=0.01), 3)
+    terms = ensemble_terms([e1, e2], subsets, 3)
+    assert rho_ensemble(terms) == pytest.approx(r, abs=0.01)
+    assert rho_energy([e1, e2])[0] == pytest.approx(r * r, abs=0.01)
+    # the identity behind the bound: the mean of the two errors has s2 (rho + (1 - rho) / 2)
+    mean_err = ((e1 + e2) / 2) ** 2
+    np.testing.assert_allclose(terms["pred"], mean_err.mean(0), rtol=1e-9)
+
+
+def test_ensemble_terms_cover_and_uncovered_dims():
+    rng = np.random.default_rng(1)
+    e = [rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2))]
+    t = ensemble_terms(e, [np.array([0, 1]), np.array([1, 2])], 4)
+    np.testing.assert_array_equal(t["cover"], [1, 2, 1, 0])
+    assert np.isnan(t["rho"][[0, 2, 3]]).all() and np.isfinite(t["rho"][1])
+    assert t["pred"][0] == pytest.approx((e[0][:, 0] ** 2).mean()) and np.isnan(t["pred"][3])
+
+
+def test_rho_codes_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 16, 50_000)
+    perm = rng.permutation(16)
+    assert rho_codes(np.stack([a, perm[a]], 1), 16) == pytest.approx(1.0)  # relabelled copy
+    b = rng.integers(0, 16, 50_000)
+    assert rho_codes(np.stack([a, b], 1), 16) == pytest.approx(0.0, abs=0.005)
+    assert rho_codes(a[:, None], 16) is None
+
+
+def test_rpq_error_equals_ensemble_decomposition(fitted, x):
+    """RPQ's decoder averages the covering sub-codewords, so its MSE is exactly
+    sum_d s2_d (rho_d + (1 - rho_d) / c_d) (uncovered dims: their own error), and the bound
+    eps_rpq >= rho_ensemble * eps_sub holds."""
+    q = fitted["rpq"]
+    r = error_correlation(q, x, q.encode(x))
+    b = r["ensemble_bound"]
+    assert b["eps"] == pytest.approx(reconstruction_mse(q, x), rel=1e-5)
+    assert b["eps_pred"] == pytest.approx(b["eps"], rel=1e-9)
+    assert b["holds"] and r["rho_ensemble"] < 1
+    assert b["eps"] >= r["rho_ensemble"] * b["eps_sub"]
+
+
+def test_bound_holds():
+    assert bound_holds(1.0, 0.5, 2.0) is True and bound_holds(0.9, 0.5, 2.0) is False
+    assert bound_holds(1.0, None, 2.0) is None
 
 
 def test_dim_correlation():

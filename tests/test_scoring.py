@@ -100,6 +100,8 @@ def test_cli_and_results_table(tmp_path, capsys):
     assert "| fbank_llast_pq | pq 4x128 | - | - | 0.0 | 0.0 |" in text
     assert "| fbank_llast_kmeans | - | - | - | 66.7 | 66.7 |" in text   # 1 sub + 1 del of 3
     assert "./run.sh --x 1" in text
+    # the paper's form: relative improvement over K-means, 100 (66.7 - 0.0) / 66.7
+    assert "| fbank_llast_pq | fbank_llast_kmeans | +100.0 | +100.0 |" in text
     assert "| 8 train | 105 |" in text
 
     # --rows: only the decodes listed (the engine lists those of the current settings)
@@ -112,3 +114,16 @@ def test_cli_and_results_table(tmp_path, capsys):
     assert "| fbank_llast_pq | pq 4x128 | `conf/asr/a.yaml` `conf/units/pq.yaml` | - | 0.0 | - |" in text
     assert "kmeans" not in text
     assert scoring.main(["score", "--ref", str(tmp_path / "none"), "--hyp", str(out)]) == 1
+
+
+def test_relative_lines_against_kmeans_and_continuous():
+    rates = {("f_kmeans", ""): [40.0, 50.0], ("f_rpq", ""): [30.0, None],
+             ("f_continuous", ""): [20.0, 25.0], ("f_rpq", " + LM"): [28.0, 40.0],
+             ("f_kmeans", " + LM"): [35.0, 40.0]}
+    units = {"f_kmeans": "kmeans 1x500", "f_rpq": "rpq 4x128", "f_continuous": "continuous"}
+    lines = scoring.relative_lines(rates, units, ["a", "b"])
+    assert "| f_rpq | f_kmeans | +25.0 | - |" in lines
+    assert "| f_rpq | f_continuous | -50.0 | - |" in lines
+    assert "| f_rpq + LM | f_kmeans + LM | +20.0 | +0.0 |" in lines
+    assert not any(line.startswith("| f_kmeans |") for line in lines)
+    assert scoring.relative_lines({("f_pq", ""): [1.0]}, {"f_pq": "pq 4x128"}, ["a"]) == []

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Offline multilingual demo: synthetic speech in 9 languages (espeak-ng) in the ML-SUPERB layout
-# -> fbank -> K-means / PQ / RPQ units -> small ESPnet discrete ASR on CPU -> CER per
-# discretizer, per language and for the few-shot language. Any engine option can be added on
-# the command line, e.g. ./run.sh --stage 9 --stop_stage 12
+# -> 80-dim log-mel frames every 20 ms (s3prl's baseline upstream, conf/upstream/mel_20ms.yaml)
+# -> K-means / PQ / RPQ units -> small ESPnet discrete ASR on CPU, trained as the LibriSpeech
+# demo's (SpecAugment, 30 epochs, the three models at once, one core each; character targets,
+# 25 Hz encoder) -> CER per discretizer, per language and for the few-shot language. Any engine
+# option can be added on the command line, e.g. ./run.sh --stage 9 --stop_stage 12
 set -euo pipefail
 
 lid=false   # true: [lang] prefix on transcripts, LID accuracy in the results
@@ -18,7 +20,8 @@ nlsyms=""
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
     --data_opts "--lid ${lid}" \
-    --upstream fbank \
+    --upstream baseline_local \
+    --upstream_ckpt conf/upstream/mel_20ms.yaml \
     --feats_portion 0.3 \
     --discretizers "kmeans pq rpq" \
     --units_conf_dir conf/units \
@@ -26,10 +29,9 @@ nlsyms=""
     --nlsyms_txt "${nlsyms}" \
     --score_unit char \
     --local_score_opts "--test_sets ${test_sets}" \
+    --train_jobs 3 \
     --asr_config conf/asr/train_discrete_asr.yaml \
-    --asr_args "--max_epoch 6 --batch_size 16 --specaug none" \
     --inference_config conf/asr/decode.yaml \
-    --inference_args "--maxlenratio 0.5" \
     --lm_config conf/asr/train_lm.yaml \
     --continuous_config conf/asr/train_continuous.yaml \
     "$@"
