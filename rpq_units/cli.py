@@ -8,6 +8,9 @@ Subcommands (each is the typed function of the same name below; ``main`` only pa
     analyze     usage, perplexity, mse, bitrate, rho, heatmap -> analysis.{json,txt}, PNG
     token_list  the ESPnet source token list for a codebook
     merge       merge per-shard unit files into one sorted file
+    train_vocoder  HiFi-GAN from the continuous features of a data dir -> vocoder.pt
+    resynth     units -> decode -> features -> waveform per discretizer, scored -> wav/, metrics.json
+    demo_page   static HTML page (audio players, heatmaps, tables) from a resynth dir
 
 Long options take underscores or dashes (``--data_dir`` = ``--data-dir``). ``--rank`` is
 0-based (shell ``JOB`` indices are 1-based: pass ``JOB-1``).
@@ -437,6 +440,66 @@ def merge(*, inputs: Sequence[str], out: str) -> int:
     return n
 
 
+def train_vocoder(
+    *,
+    data_dir: str,
+    config: str,
+    out: str,
+    upstream: str,
+    upstream_ckpt: str | None = None,
+    layer: int = -1,
+    max_utts: int = 0,
+    steps: int | None = None,
+    device: str = "cpu",
+    chunk_s: float = 30.0,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Train a HiFi-GAN (:mod:`rpq_units.vocoder`) on the continuous features of the first
+    ``max_utts`` utterances of ``data_dir`` (all with 0); resumes from ``<out>.train``; writes
+    ``out`` and ``<out>.json`` (the summary)."""
+    from rpq_units.features import FeatureExtractor
+    from rpq_units.vocoder import Vocoder
+    from rpq_units.vocoder import train_vocoder as train
+
+    with open(config) as f:
+        cfg = yaml.safe_load(f) or {}
+    utts = load_data_dir(data_dir)
+    if max_utts > 0:
+        utts = utts[:max_utts]
+    fx = FeatureExtractor(upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device,
+                          chunk_s=chunk_s)
+    feats, wavs, skipped = [], [], []
+    load = AudioLoader()
+    for utt, f in _features(utts, fx, strict=strict, skipped=skipped, desc="vocoder feats"):
+        feats.append(f)
+        wavs.append(load(utt))
+    _finish("train_vocoder", len(feats), len(utts), skipped)
+    voc = Vocoder(in_dim=fx.dim, hop=fx.stride, config=cfg, device=device)
+    summary = train(voc, feats, wavs, out=out, steps=steps)
+    summary.update({"utterances": len(feats), "upstream": upstream, "layer": fx.layer,
+                    "hop": fx.stride, "dim": fx.dim, "device": device})
+    write_text_atomic(Path(out).with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+    logger.info("train_vocoder: %s after %d steps", out, summary["steps"])
+    return summary
+
+
+def resynth(**kwargs: Any) -> dict[str, Any]:
+    """See :func:`rpq_units.resynth.resynth`; prints the table."""
+    from rpq_units.resynth import format_table
+    from rpq_units.resynth import resynth as run
+
+    report = run(**kwargs)
+    sys.stdout.write(format_table(report) + "\n")
+    return report
+
+
+def demo_page(**kwargs: Any) -> list[str]:
+    """See :func:`rpq_units.demo_page.write_page`."""
+    from rpq_units.demo_page import write_page
+
+    return write_page(**kwargs)
+
+
 def analyze(**kwargs: Any) -> dict[str, Any]:
     """See :func:`rpq_units.analyze.analyze`."""
     from rpq_units.analyze import analyze as run
@@ -569,6 +632,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge unit files", formatter_class=fmt, parents=[common])
     _opt(p, "out", required=True, help="merged unit file")
     p.add_argument("inputs", nargs="+", help="unit files")
+
+    p = sub.add_parser(
+        "train_vocoder", help="HiFi-GAN on continuous features", formatter_class=fmt,
+        parents=[common],
+    )
+    _opt(p, "data_dir", required=True, help="Kaldi data dir (training set)")
+    _opt(p, "config", required=True, help="vocoder YAML (conf/vocoder/*.yaml)")
+    _opt(p, "out", required=True, help="vocoder checkpoint (.pt)")
+    _opt(p, "upstream", required=True, help="s3prl upstream (as for the codebooks)")
+    _opt(p, "upstream_ckpt", default=None, help="checkpoint/config for *_local upstreams")
+    _opt(p, "layer", type=int, default=-1, help="hidden-state index (-1 = last)")
+    _opt(p, "max_utts", type=int, default=0, help="train on the first N utterances (0: all)")
+    _opt(p, "steps", type=int, default=None, help="training steps (default: the config's)")
+    _opt(p, "device", default="cpu", help="torch device")
+    _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
+    _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
+
+    p = sub.add_parser(
+        "resynth", help="resynthesize a data dir from units, scored", formatter_class=fmt,
+        parents=[common],
+    )
+    _opt(p, "data_dir", required=True, help="Kaldi data dir (a test set)")
+    _opt(p, "names", nargs="+", required=True, help="discretizer names (kmeans pq rpq ...)")
+    _opt(p, "codebooks", nargs="+", required=True, help="codebook per name")
+    _opt(p, "units", nargs="+", required=True, help="unit file of data_dir per name")
+    _opt(p, "out_dir", required=True, help="output dir (wav/, metrics.json, resynth.md)")
+    _opt(p, "vocoder", default="auto",
+         help="griffinlim (s3prl log-mel upstreams), a vocoder checkpoint, or auto (griffinlim)")
+    _opt(p, "stats_data_dir", default=None,
+         help="training set: log-mel level/scale to undo CMVN (Griffin-Lim)")
+    _opt(p, "stats_utts", type=int, default=50, help="utterances of stats_data_dir to use")
+    _opt(p, "max_utts", type=int, default=0, help="first N utterances of data_dir (0: all)")
+    _opt(p, "n_iter", type=int, default=64, help="Griffin-Lim iterations")
+    _opt(p, "asr_dir", default=None, help="ESPnet ASR model dir trained on original audio")
+    _opt(p, "asr_decode_config", default=None, help="beam search YAML for that model")
+    _opt(p, "score_unit", default="word", choices=["word", "char"], help="WER or CER")
+    _opt(p, "device", default="cpu", help="torch device")
+    _opt(p, "seed", type=int, default=0, help="Griffin-Lim initial phase seed")
+
+    p = sub.add_parser(
+        "demo_page", help="static HTML demo page", formatter_class=fmt, parents=[common]
+    )
+    _opt(p, "resynth_dir", required=True, help="output dir of resynth")
+    _opt(p, "page_dir", required=True, help="page dir (index.html, audio/, figs/)")
+    _opt(p, "num_utts", type=int, default=5, help="utterances with audio players")
+    _opt(p, "results_md", default=None, help="RESULTS.md with the WER table")
+    _opt(p, "heatmaps", nargs="*", default=[], help="PNG heatmaps (dim_correlation.png)")
     return parser
 
 
@@ -579,6 +689,9 @@ _COMMANDS = {
     "analyze": analyze,
     "token_list": token_list,
     "merge": merge,
+    "train_vocoder": train_vocoder,
+    "resynth": resynth,
+    "demo_page": demo_page,
 }
 
 
@@ -622,10 +735,13 @@ __all__ = [
     "UnitsError",
     "analyze",
     "build_parser",
+    "demo_page",
     "dump_feats",
     "encode",
     "fit",
     "main",
     "merge",
+    "resynth",
     "token_list",
+    "train_vocoder",
 ]
