@@ -116,6 +116,28 @@ def _takes_mask(embed: torch.nn.Module) -> bool:
                               Conv2dSubsampling6, Conv2dSubsampling8))
 
 
+# the ESPnet SSL task's choices that an encoder file may name, imported one by one: importing
+# espnet2.tasks.ssl itself costs tens of seconds (text front ends) that feature extraction
+# does not need
+ESPNET_CLASSES = {
+    "frontend": {"default": ("espnet2.asr.frontend.default", "DefaultFrontend")},
+    "normalize": {"utterance_mvn": ("espnet2.layers.utterance_mvn", "UtteranceMVN"),
+                  "global_mvn": ("espnet2.layers.global_mvn", "GlobalMVN")},
+    "encoder": {"conformer": ("espnet2.asr.encoder.conformer_encoder", "ConformerEncoder"),
+                "transformer": ("espnet2.asr.encoder.transformer_encoder", "TransformerEncoder")},
+}
+
+
+def _espnet_class(part: str, name: str, path: str) -> type:
+    import importlib
+
+    if name not in ESPNET_CLASSES[part]:
+        raise SSLCheckpointError(f"{path}: {part} {name!r} is not supported "
+                                 f"(one of {sorted(ESPNET_CLASSES[part])})")
+    module, cls = ESPNET_CLASSES[part][name]
+    return getattr(importlib.import_module(module), cls)
+
+
 class SSLEncoder(torch.nn.Module):
     """Waveform -> hidden states of a pre-trained BEST-RQ/BiRQ encoder (see module docstring).
 
@@ -125,19 +147,14 @@ class SSLEncoder(torch.nn.Module):
 
     def __init__(self, payload: dict[str, Any], path: str = "<memory>") -> None:
         super().__init__()
-        from espnet2.tasks.ssl import encoder_choices, frontend_choices, normalize_choices
-
         self.path = str(path)
         fe = payload["frontend"]
-        self.frontend = frontend_choices.get_class(fe["name"])(**fe["conf"])
+        self.frontend = _espnet_class("frontend", fe["name"], self.path)(**fe["conf"])
         norm = payload.get("normalize") or {}
-        self.normalize = (normalize_choices.get_class(norm["name"])(**norm.get("conf", {}))
-                          if norm.get("name") else None)
+        self.normalize = (_espnet_class("normalize", norm["name"], self.path)(
+            **norm.get("conf", {})) if norm.get("name") else None)
         enc = payload["encoder"]
-        if enc["name"] not in ("conformer", "transformer"):
-            raise SSLCheckpointError(f"{self.path}: encoder {enc['name']!r} is not supported "
-                                     "(conformer or transformer)")
-        self.encoder = encoder_choices.get_class(enc["name"])(**enc["conf"])
+        self.encoder = _espnet_class("encoder", enc["name"], self.path)(**enc["conf"])
         self.method = str(payload.get("method", ""))
         self.num_layers = int(payload["num_layers"])
         self.output_dim = int(payload["output_dim"])
