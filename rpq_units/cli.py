@@ -184,10 +184,17 @@ def dump_feats(
     chunk_s: float = 30.0,
     strict: bool = False,
     autocast: str | None = None,
+    format: str = "npy",
 ) -> dict[str, Any]:
     """Features of a seeded ``portion`` of ``data_dir`` (shard ``rank`` of ``nshard``) to
-    ``out_dir/feats.<rank>.{npy,len,ids}`` and ``out_dir/feats.json``."""
-    from rpq_units.features import FeatureExtractor
+    ``out_dir/feats.<rank>.{npy,len,ids}`` (``format="npy"``: the shards ``fit`` reads) or
+    ``out_dir/feats.<rank>.{ark,scp}`` (``format="ark"``: Kaldi matrices, as ESPnet's
+    ``kaldi_ark`` input), and ``out_dir/feats.json``."""
+    from rpq_units.features import FeatureArkWriter, FeatureExtractor
+
+    writers = {"npy": FeatureShardWriter, "ark": FeatureArkWriter}
+    if format not in writers:
+        raise ValueError(f"unknown feature format {format!r} (npy or ark)")
 
     utts = load_data_dir(data_dir)
     chosen = select_portion(len(utts), portion, seed)
@@ -208,7 +215,7 @@ def dump_feats(
     )
     skipped: list[str] = []
     out = Path(out_dir)
-    with FeatureShardWriter(out, rank) as writer:
+    with writers[format](out, rank) as writer:
         for utt, feats in _features(
             mine,
             fx,
@@ -226,6 +233,7 @@ def dump_feats(
         "nshard": nshard,
         "portion": portion,
         "seed": seed,
+        "format": format,
     }
     write_feats_json(out, info)
     summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped)}
@@ -313,6 +321,8 @@ def fit(
     q.meta = {
         "upstream": info.get("upstream"),
         "upstream_ckpt": info.get("upstream_ckpt"),
+        "upstream_sha256": info.get("upstream_sha256"),
+        "upstream_kind": info.get("upstream_kind"),
         "layer": info.get("layer"),
         "sample_rate": info.get("sample_rate", 16000),
         "frame_rate": info.get("frame_rate"),
@@ -375,6 +385,12 @@ def encode(
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
     fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s,
                           autocast=autocast)
+    sha = meta.get("upstream_sha256")
+    if same and sha and fx.ckpt_sha256 != sha:
+        raise QuantizerError(
+            f"codebook {codebook} was fit on features of a checkpoint with sha256 {sha[:12]}..., "
+            f"but {fx.ckpt} has sha256 {(fx.ckpt_sha256 or '')[:12]}... (another or changed file)"
+        )
     if fx.dim != q.dim:
         raise QuantizerError(
             f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
@@ -549,9 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
             "upstream",
             required=required,
             default=None,
-            help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...)",
+            help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...) or "
+            "rpq_ssl (an encoder file from python -m rpq_units.ssl.export)",
         )
-        _opt(p, "upstream_ckpt", default=None, help="checkpoint path for *_local upstreams")
+        _opt(p, "upstream_ckpt", default=None, help="checkpoint for *_local upstreams and rpq_ssl")
         _opt(
             p,
             "layer",
@@ -579,6 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     feature_opts(p, required=True)
     _opt(p, "portion", type=float, default=1.0, help="fraction of utterances (seeded)")
     _opt(p, "seed", type=int, default=0, help="seed of the portion")
+    _opt(
+        p,
+        "format",
+        default="npy",
+        choices=["npy", "ark"],
+        help="npy shards (for fit) or a Kaldi ark + scp (ESPnet kaldi_ark input)",
+    )
 
     p = sub.add_parser(
         "fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common]

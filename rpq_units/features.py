@@ -6,13 +6,22 @@
     feats = fx.extract(wav)            # wav: (L,) float32 at 16 kHz -> (T, D) float32
     many = fx.extract_batch([w1, w2])  # padded batch, lengths respected
 
-``upstream`` is any s3prl hub entry: pretrained models by name (``wavlm_large``,
+``upstream`` is any s3prl hub entry, or ``rpq_ssl`` (below): pretrained models by name (``wavlm_large``,
 ``hubert_large_ll60k``, ... downloaded by s3prl on first use), local checkpoints
 (``wavlm_local`` / ``hubert_local`` with ``ckpt=PATH``), and the signal-processing baselines
 (``fbank`` 240 dims, ``mfcc`` 39, ``mel`` 80, ``spectrogram`` 257, ``linear`` 201: 100 frames/s).
 The entry is imported from its own ``s3prl/upstream/<name>/hubconf.py`` (what ``s3prl.hub``
 re-exports), so loading one upstream does not import all of them (``import s3prl.hub`` takes
 most of a minute on a small CPU). :mod:`rpq_units.s3prl_compat` is imported first.
+
+``upstream="rpq_ssl"`` with ``ckpt=`` an encoder file written by :mod:`rpq_units.ssl.export`
+(BEST-RQ, Chiu et al. ICML 2022; BiRQ, arXiv 2509.15430) runs the project's own pre-trained
+encoder through the same batching and chunking: hidden state 0 is the encoder input after
+subsampling, ``i`` the output of layer ``i`` (only layers up to the chosen one are computed),
+stride ``hop_samples`` (640 samples, 25 frames/s, for 10 ms log-mel and 4x subsampling). Its
+log-mel normalization is per forward pass, so a chunked utterance (longer than ``chunk_s``) is
+normalized per window. Any checkpoint file's sha256 is part of :meth:`FeatureExtractor.describe`
+(the provenance stored in codebooks); for ``rpq_ssl`` also the pre-training method.
 
 Layers follow s3prl's ``hidden_states`` (as ``s3prl.nn.S3PRLUpstream`` and ESPnet's s3prl
 frontend): index 0 is the input of the first transformer layer, the last is the encoder
@@ -43,10 +52,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -99,8 +110,9 @@ def _entry_modules() -> dict[str, str]:
 
 
 def available_upstreams() -> list[str]:
-    """Names of all s3prl hub entries (``*_local`` ones need a checkpoint path)."""
-    return sorted(_entry_modules())
+    """Names of all s3prl hub entries and ``rpq_ssl`` (``*_local`` ones and ``rpq_ssl`` need a
+    checkpoint path)."""
+    return sorted([*_entry_modules(), RPQ_SSL])
 
 
 def _hub_entry(name: str):
@@ -113,6 +125,63 @@ def _hub_entry(name: str):
 
     install()  # before any s3prl import
     return getattr(importlib.import_module(table[name]), name)
+
+
+RPQ_SSL = "rpq_ssl"  # the upstream name of rpq_units' own pre-trained encoders
+
+
+class _SSLUpstream(torch.nn.Module):
+    """An :class:`rpq_units.ssl.encoder.SSLEncoder` seen through the part of s3prl's upstream
+    interface that :class:`FeatureExtractor` uses: ``model(wavs: list of (L_i,)) ->
+    {"hidden_states": list of (B, T, D)}`` and ``get_downsample_rates``. ``max_layer`` (set by
+    the extractor once the layer is known) stops the forward pass after that layer."""
+
+    def __init__(self, ckpt: str) -> None:
+        super().__init__()
+        from rpq_units.ssl.encoder import load_encoder
+
+        self.encoder = load_encoder(ckpt, "cpu")
+        self.max_layer: int | None = None
+
+    def get_downsample_rates(self, key: str) -> int:
+        return int(self.encoder.hop_samples)
+
+    def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        lens = torch.tensor([int(w.numel()) for w in wavs], device=wavs[0].device)
+        padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        hidden, _ = self.encoder(padded, lens, max_layer=self.max_layer)
+        return {"hidden_states": hidden}
+
+
+def _load_ssl_upstream(ckpt: str | None) -> _SSLUpstream:
+    if ckpt is None:
+        raise FeatureError(f"upstream {RPQ_SSL} needs an encoder file (--upstream_ckpt)")
+    from rpq_units.ssl.encoder import SSLCheckpointError
+
+    try:
+        return _SSLUpstream(ckpt)
+    except SSLCheckpointError as e:
+        raise FeatureError(f"upstream {RPQ_SSL}: {e}") from e
+
+
+def _ssl_kind_hint(ckpt: str) -> str:
+    """`` (... use --upstream rpq_ssl)`` when ``ckpt`` is an rpq_units SSL encoder file."""
+    try:
+        from rpq_units.ssl.encoder import read_payload
+
+        read_payload(ckpt)
+    except Exception:  # noqa: BLE001  (not ours, or unreadable: no hint)
+        return ""
+    return f"; {ckpt} is an rpq_units SSL encoder file: use --upstream {RPQ_SSL}"
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _normalize_flag(expert: Any) -> tuple[Any, str] | None:
@@ -169,34 +238,13 @@ class FeatureExtractor:
         self.upstream_name = upstream
         self.ckpt = None if ckpt is None else str(Path(ckpt).resolve())
         self.device = torch.device(device)
-        entry = _hub_entry(upstream)
-        kwargs: dict[str, Any] = {}
-        args: list[Any] = []
-        if self.ckpt is not None:
-            if not Path(self.ckpt).is_file():
-                raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
-            params = inspect.signature(entry).parameters
-            if "ckpt" in params or not upstream.endswith(("_local", "_custom")):
-                kwargs["ckpt"] = self.ckpt
-            else:
-                args.append(self.ckpt)
-        elif upstream.endswith("_local"):
-            raise FeatureError(f"upstream {upstream} needs a checkpoint path (--upstream_ckpt)")
-        try:
-            self.model = entry(*args, **kwargs)
-        except FeatureError:
-            raise
-        except Exception as e:
-            where = f" from {self.ckpt}" if self.ckpt else ""
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            if "Weights only load failed" in str(e):
-                reason = (
-                    "torch.load(weights_only=True) refuses objects in this checkpoint; if you "
-                    "trust the file, rerun with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
-                )
-            raise FeatureError(
-                f"cannot load s3prl upstream {upstream}{where}: {type(e).__name__}: {reason}"
-            ) from e
+        if self.ckpt is not None and not Path(self.ckpt).is_file():
+            raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
+        self.model = (
+            _load_ssl_upstream(self.ckpt) if upstream == RPQ_SSL else self._load_s3prl(upstream)
+        )
+        self.kind = self.model.encoder.method if upstream == RPQ_SSL else "s3prl"
+        self.ckpt_sha256 = file_sha256(self.ckpt) if self.ckpt is not None else None
         self.model.to(self.device).eval()
         rates = self.model.get_downsample_rates("hidden_states")
         with torch.no_grad():
@@ -212,6 +260,8 @@ class FeatureExtractor:
                 f"states (layers 0..{self.num_layers - 1}, or -1 for the last)"
             )
         self.layer = layer % self.num_layers
+        if hasattr(self.model, "max_layer"):  # rpq_ssl: compute no layer above the chosen one
+            self.model.max_layer = self.layer
         self.dim = int(hs[self.layer].shape[-1])
         self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
         self.frame_rate = SAMPLE_RATE / self.stride
@@ -233,11 +283,42 @@ class FeatureExtractor:
             self.frame_rate,
         )
 
+    def _load_s3prl(self, upstream: str) -> Any:
+        entry = _hub_entry(upstream)
+        kwargs: dict[str, Any] = {}
+        args: list[Any] = []
+        if self.ckpt is not None:
+            params = inspect.signature(entry).parameters
+            if "ckpt" in params or not upstream.endswith(("_local", "_custom")):
+                kwargs["ckpt"] = self.ckpt
+            else:
+                args.append(self.ckpt)
+        elif upstream.endswith("_local"):
+            raise FeatureError(f"upstream {upstream} needs a checkpoint path (--upstream_ckpt)")
+        try:
+            return entry(*args, **kwargs)
+        except FeatureError:
+            raise
+        except Exception as e:
+            where = f" from {self.ckpt}" if self.ckpt else ""
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if "Weights only load failed" in str(e):
+                reason = (
+                    "torch.load(weights_only=True) refuses objects in this checkpoint; if you "
+                    "trust the file, rerun with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+                )
+            hint = _ssl_kind_hint(self.ckpt) if self.ckpt else ""
+            raise FeatureError(
+                f"cannot load s3prl upstream {upstream}{where}: {type(e).__name__}: {reason}{hint}"
+            ) from e
+
     def describe(self) -> dict[str, Any]:
         """Provenance for codebooks and feature dirs."""
         return {
             "upstream": self.upstream_name,
             "upstream_ckpt": self.ckpt,
+            "upstream_sha256": self.ckpt_sha256,
+            "upstream_kind": self.kind,
             "layer": self.layer,
             "num_layers": self.num_layers,
             "dim": self.dim,
@@ -373,3 +454,67 @@ class FeatureExtractor:
             if out[i] is None:
                 out[i] = self._extract_long(t).cpu().numpy()
         return out  # type: ignore[return-value]
+
+
+# ---- Kaldi ark output ----------------------------------------------------------------------
+
+
+class FeatureArkWriter:
+    """Stream ``(T, D)`` float32 features into ``<out_dir>/feats.<rank>.ark`` + ``.scp``.
+
+    The format ESPnet reads as ``kaldi_ark`` (``kaldiio.load_scp``): what the continuous
+    reference trains on. A context manager with the surface of
+    :class:`rpq_units.shards.FeatureShardWriter` (``add``, ``ids``, ``lens``, ``dim``,
+    ``path``); the ark is written under a temporary name and both files appear under their
+    final names only when the block ends without an exception. The scp is sorted by key.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, rank: int) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / f"feats.{int(rank)}.ark"
+        self.scp = self.path.with_suffix(".scp")
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._fh: Any = None
+        self._offsets: dict[str, int] = {}
+        self.dim: int | None = None
+        self.ids: list[str] = []
+        self.lens: list[int] = []
+
+    def __enter__(self) -> FeatureArkWriter:
+        self._fh = open(self._tmp, "wb")  # closed in __exit__
+        return self
+
+    def add(self, uttid: str, feats: np.ndarray) -> None:
+        """Append ``feats: (T, D)`` of utterance ``uttid``."""
+        import kaldiio
+
+        if feats.ndim != 2 or feats.shape[0] == 0:
+            raise FeatureError(f"utterance {uttid}: expected (T, D) features, got {feats.shape}")
+        if self.dim is not None and feats.shape[1] != self.dim:
+            raise FeatureError(f"utterance {uttid}: {feats.shape[1]} dims, earlier ones {self.dim}")
+        if uttid in self._offsets or " " in uttid:
+            raise FeatureError(f"utterance id {uttid!r} is repeated or contains a space")
+        self.dim = int(feats.shape[1])
+        # the scp offset points just after "<key> ", at the binary matrix header
+        self._offsets[uttid] = self._fh.tell() + len(uttid.encode()) + 1
+        kaldiio.save_ark(self._fh, {uttid: np.ascontiguousarray(feats, dtype=np.float32)})
+        self.ids.append(uttid)
+        self.lens.append(int(feats.shape[0]))
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self._fh.close()
+        if exc_type is not None:
+            self._tmp.unlink(missing_ok=True)
+            return
+        scp_tmp = self.scp.with_name(self.scp.name + ".tmp")
+        final = self.path.resolve()
+        try:
+            with open(scp_tmp, "w", encoding="utf-8") as f:
+                for key in sorted(self._offsets):
+                    f.write(f"{key} {final}:{self._offsets[key]}\n")
+            os.replace(self._tmp, self.path)
+            os.replace(scp_tmp, self.scp)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+            scp_tmp.unlink(missing_ok=True)

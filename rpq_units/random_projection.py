@@ -93,10 +93,20 @@ class RandomProjectionQuantizer(Quantizer):
         self._fit(t)
         return self
 
-    def _fit(self, x: torch.Tensor) -> None:
-        d, s, p, k = x.shape[1], self.stack_frames, self.proj_dim, self.codebook_size
-        self.mean = x.mean(0)
-        self.std = x.std(0).clamp_min(1e-5)
+    def draw(self, dim: int) -> RandomProjectionQuantizer:
+        """Draw the frozen projections and codebooks for ``dim``-dim frames without data, with
+        identity normalisation (mean 0, std 1, scale 1): for callers that normalise frames
+        themselves (BEST-RQ pre-training normalises each utterance). Same seed, same draws as
+        ``fit``."""
+        self.dim = int(dim)
+        self._draw(self.dim)
+        self.mean = torch.zeros(self.dim, device=self.device)
+        self.std = torch.ones(self.dim, device=self.device)
+        self.scale = torch.ones(self.num_codebooks, device=self.device)
+        return self
+
+    def _draw(self, d: int) -> None:
+        s, p, k = self.stack_frames, self.proj_dim, self.codebook_size
         proj, books = [], []
         for m in range(self.num_codebooks):
             g = self._generator(m)
@@ -106,6 +116,12 @@ class RandomProjectionQuantizer(Quantizer):
             books.append(c / c.norm(dim=1, keepdim=True).clamp_min(1e-12))
         self.projection = torch.stack(proj).to(self.device)
         self.codebook = torch.stack(books).to(self.device)
+
+    def _fit(self, x: torch.Tensor) -> None:
+        self.mean = x.mean(0)
+        self.std = x.std(0).clamp_min(1e-5)
+        self._draw(x.shape[1])
+        s = self.stack_frames
         stacked = stack_frames((x - self.mean) / self.std, s)
         self.scale = torch.einsum("mpe,ne->mnp", self.projection, stacked).norm(dim=2).mean(1)
 

@@ -223,34 +223,40 @@ def test_missing_table(tmp_path):
     assert r.returncode == 1 and f"missing {d}/utt2spk" in r.stderr
 
 
-def test_continuous_config_loads_baseline_local_through_espnet(tmp_path):
-    """make_asr_config.py --upstream baseline_local: ESPnet's s3prl frontend builds the demo's
-    20 ms log-mel upstream from the written config (s3prl takes it as ``model_config``)."""
+@pytest.mark.parametrize("base", [
+    ROOT / "egs" / "mini_librispeech" / "conf" / "asr" / "train_continuous.yaml",
+    ROOT / "conf" / "asr" / "train_continuous_ebranchformer.yaml",
+])
+def test_continuous_config_builds_an_espnet_model_on_dumped_features(tmp_path, base):
+    """make_asr_config.py --feats_json: no frontend (features come from the data loader, as
+    kaldi_ark), input_size from the dump, a linear preencoder fitted to it; ESPnet's ASR task
+    builds the model from the written config and runs it on (B, T, D) features."""
+    import argparse
+    import json
     import sys
 
     import torch
     import yaml
+    from espnet2.tasks.asr import ASRTask
 
+    (tmp_path / "feats.json").write_text(json.dumps({"dim": 48, "frame_rate": 25.0}))
     out = tmp_path / "config.yaml"
-    mel = ROOT / "egs" / "mini_librispeech" / "conf" / "upstream" / "mel_20ms.yaml"
-    r = run([sys.executable, str(UTILS / "make_asr_config.py"), "--config",
-             str(ROOT / "egs" / "mini_librispeech" / "conf" / "asr" / "train_continuous.yaml"),
-             "--upstream", "baseline_local", "--upstream_ckpt", str(mel), "--out", str(out)])
+    r = run([sys.executable, str(UTILS / "make_asr_config.py"), "--config", str(base),
+             "--feats_json", str(tmp_path / "feats.json"), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load(out.read_text())
-    inner = cfg["frontend_conf"]["frontend_conf"]
-    assert inner["extra_conf"] == {"model_config": str(mel)} and "path_or_url" not in inner
+    assert cfg["input_size"] == 48 and "frontend" not in cfg
+    assert not any(p.startswith("frontend") for p in cfg.get("freeze_param") or [])
 
-    # the compatibility module must come first: s3prl 0.4.18 beside torchaudio >= 2.9
-    import rpq_units.s3prl_compat  # noqa: F401, I001
-    from espnet2.asr.frontend.s3prl import S3prlFrontend
-
-    conf = dict(cfg["frontend_conf"])
-    conf["download_dir"] = str(tmp_path / "hub")
-    front = S3prlFrontend(fs=16000, **conf)
-    feats, lens = front(torch.randn(1, 32000), torch.tensor([32000]))
-    assert feats.shape[-1] == 80 and front.output_size() == 80
-    assert abs(int(lens[0]) - 100) <= 2  # 2 s at 50 frames per second
+    (tmp_path / "tokens.txt").write_text("<blank>\n<unk>\nA\nB\n<sos/eos>\n")
+    parser = ASRTask.get_parser()
+    args = parser.parse_args(["--config", str(out), "--token_list", str(tmp_path / "tokens.txt"),
+                              "--token_type", "char"])
+    model = ASRTask.build_model(argparse.Namespace(**vars(args)))
+    assert model.frontend is None
+    loss, stats, _ = model(speech=torch.randn(2, 60, 48), speech_lengths=torch.tensor([60, 50]),
+                           text=torch.tensor([[2, 3, 2], [3, 2, -1]]), text_lengths=torch.tensor([3, 2]))
+    assert torch.isfinite(loss)
 
 
 def test_spm_train_wrapper(tmp_path):

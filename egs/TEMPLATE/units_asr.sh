@@ -21,7 +21,8 @@
 #  10  scoring of the current models' decodes: WER/CER with rpq_units.scoring (result.txt with its
 #      measure and Sub/Del/Ins), then the recipe's local/score.sh <expdir> where it has one (e.g.
 #      CER per language); the continuous reference is scored the same way
-#  11  continuous reference (--run_continuous true): asr_train with the frozen s3prl upstream
+#  11  continuous reference (--run_continuous true): the frozen upstream's features of every set
+#      (rpq-units dump_feats --format ark), then ESPnet asr_train / asr_inference on them
 #  12  RESULTS.md: one row per model of the current settings, one column per test set (plus what
 #      the recipe's local/results.sh <expdir> prints, where it has one)
 set -euo pipefail
@@ -83,7 +84,7 @@ use_lm=false            # train an LM on the training text and decode with and w
 lm_config=conf/asr/train_lm.yaml              # lm_train config
 lm_args=""              # more lm_train arguments
 lm_weight=0.5           # shallow-fusion weight of the LM
-run_continuous=false    # also train the continuous reference (asr_train, s3prl frontend)
+run_continuous=false    # also train the continuous reference (asr_train on the frozen features)
 continuous_config=conf/asr/train_continuous.yaml  # asr_train config for the reference
 results=RESULTS.md      # results table to (re)write in stage 12
 
@@ -626,24 +627,49 @@ fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; then
     adir=${expdir}/asr_${feat_tag}_continuous
-    stage_begin 11 "continuous reference: asr_train with frozen ${upstream} layer ${layer} -> ${adir}"
-    # s3prl 0.4.18 needs rpq_units.s3prl_compat imported first under torchaudio >= 2.9
-    asr_train=(python -c 'import sys, runpy, rpq_units.s3prl_compat; sys.argv[0] = "asr_train"; runpy.run_module("espnet2.bin.asr_train", run_name="__main__")')
-    asr_infer=(python -c 'import sys, runpy, rpq_units.s3prl_compat; sys.argv[0] = "asr_inference"; runpy.run_module("espnet2.bin.asr_inference", run_name="__main__")')
+    cdump=${dumpdir}/continuous_${feat_tag}
+    stage_begin 11 "continuous reference: ${upstream} layer ${layer} features -> ${cdump}, asr_train -> ${adir}"
+    # The frozen upstream's features of every set, dumped once through the extractor that made
+    # the units (any upstream kind, rpq_ssl encoders included), read by ESPnet as kaldi_ark.
+    ckpt_opt=""
+    [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
+    for s in $(all_sets); do
+        fdir=${cdump}/${s}
+        done_or "${fdir}/.done" && continue
+        _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
+        rm -rf "${fdir}"
+        log "dumping ${s} features -> ${fdir}/feats.scp"
+        ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${fdir}/log/dump_feats.JOB.log" \
+            bash -c "rpq-units dump_feats --data_dir ${datadir}/${s} --out_dir ${fdir} --format ark \
+                --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion 1 \
+                --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+        parts=()
+        for ((j = 0; j < _nj; j++)); do parts+=("${fdir}/feats.${j}.scp"); done
+        utils/merge_sorted.sh "${fdir}/feats.scp" "${parts[@]}"
+        rm -f "${parts[@]}"
+        # the target text, restricted to the utterances with features, in the same order
+        join -j1 <(cut -d' ' -f1 "${fdir}/feats.scp") "${datadir}/${s}/text" > "${fdir}/text.tmp"
+        mv "${fdir}/text.tmp" "${fdir}/text"
+        mark_done "${fdir}/.done"
+    done
     mkdir -p "${adir}"
-    python utils/make_asr_config.py --config "${continuous_config}" --upstream "${upstream}" \
-        --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" --out "${adir}/train_config.yaml"
-    data_args=(--train_data_path_and_name_and_type "${datadir}/${train_set}/wav.scp,speech,sound"
-               --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text"
-               --valid_data_path_and_name_and_type "${datadir}/${valid_set}/wav.scp,speech,sound"
-               --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text")
+    python utils/make_asr_config.py --config "${continuous_config}" \
+        --feats_json "${cdump}/${train_set}/feats.json" --out "${adir}/train_config.yaml"
+    # fold (halve the batch) only past 50 s of speech, as for the discrete models' text
+    speech_fold=$(python -c 'import json, sys; print(round(50 * json.load(open(sys.argv[1]))["frame_rate"]))' \
+        "${cdump}/${train_set}/feats.json")
+    tr=${cdump}/${train_set}; va=${cdump}/${valid_set}
+    data_args=(--train_data_path_and_name_and_type "${tr}/feats.scp,speech,kaldi_ark"
+               --train_data_path_and_name_and_type "${tr}/text,text,text"
+               --valid_data_path_and_name_and_type "${va}/feats.scp,speech,kaldi_ark"
+               --valid_data_path_and_name_and_type "${va}/text,text,text")
     stats=${adir}/stats
     if ! done_or "${stats}/.done"; then
         rm -rf "${stats}"; mkdir -p "${stats}"
-        cut -d' ' -f1 "${datadir}/${train_set}/wav.scp" > "${stats}/train.keys"
-        cut -d' ' -f1 "${datadir}/${valid_set}/wav.scp" > "${stats}/valid.keys"
+        cut -d' ' -f1 "${tr}/feats.scp" > "${stats}/train.keys"
+        cut -d' ' -f1 "${va}/feats.scp" > "${stats}/valid.keys"
         # shellcheck disable=SC2046  # bpe_args is a word list
-        ${train_cmd} "${stats}/collect_stats.log" "${asr_train[@]}" --collect_stats true \
+        ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.asr_train --collect_stats true \
             --use_preprocessor true $(bpe_args) "${data_args[@]}" \
             --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
             --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
@@ -655,37 +681,41 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         mark_done "${stats}/.done"
     fi
     if ! done_or "${adir}/.done_train"; then
+        log "training ${adir} (log: ${adir}/train.log)"
         # shellcheck disable=SC2046,SC2086  # word lists
-        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" "${asr_train[@]}" --use_preprocessor true \
-            $(bpe_args) "${data_args[@]}" \
+        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.asr_train \
+            --use_preprocessor true $(bpe_args) "${data_args[@]}" \
             --train_shape_file "${stats}/train/speech_shape" \
             --train_shape_file "${stats}/train/text_shape.${token_type}" \
             --valid_shape_file "${stats}/valid/speech_shape" \
             --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
-            --fold_length 800000 --fold_length "${text_fold_length}" \
+            --fold_length "${speech_fold}" --fold_length "${text_fold_length}" \
             --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
             --config "${adir}/train_config.yaml" ${asr_args}
         mark_done "${adir}/.done_train"
     fi
     for s in ${test_sets}; do
         ddir=${adir}/decode_${s}_nolm
+        src=${cdump}/${s}
         if ! done_or "${ddir}/.done"; then
-            _nj=$(min "${inference_nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
+            _nj=$(min "${inference_nj}" "$(wc -l < "${src}/feats.scp")")
             rm -rf "${ddir}"; mkdir -p "${ddir}/log"
             keys=()
             for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
-            utils/split_scp.sh "${datadir}/${s}/wav.scp" "${keys[@]}"
+            utils/split_scp.sh "${src}/feats.scp" "${keys[@]}"
             _ngpu=0; "${gpu_inference}" && _ngpu=1
+            log "decoding ${s} with ${adir} -> ${ddir}"
             # shellcheck disable=SC2086  # word list
             ${decode_cmd} --gpu "${_ngpu}" --num_threads 1 JOB=1:"${_nj}" "${ddir}/log/decode.JOB.log" \
-                "${asr_infer[@]}" --batch_size 1 --ngpu "${_ngpu}" \
-                --data_path_and_name_and_type "${datadir}/${s}/wav.scp,speech,sound" \
+                python -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${_ngpu}" \
+                --data_path_and_name_and_type "${src}/feats.scp,speech,kaldi_ark" \
                 --key_file "${ddir}/log/keys.JOB.scp" \
                 --asr_train_config "${adir}/config.yaml" --asr_model_file "${adir}/${inference_model}" \
                 --output_dir "${ddir}/log/output.JOB" --config "${inference_config}" ${inference_args}
             parts=()
             for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
             utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
+            # the reference is the whole test set (an utterance with no features counts as deleted)
             cp "${datadir}/${s}/text" "${ddir}/ref"
             mark_done "${ddir}/.done"
         fi

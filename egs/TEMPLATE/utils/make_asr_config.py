@@ -7,14 +7,19 @@ codebook. M > 1 (PQ, RPQ, ...): ``frontend: patch`` with ``token_per_frame: M`` 
 M = 1 (K-means): ``frontend: embed``, the usual ESPnet asr2 path. The embedding size comes from
 the base config's ``frontend_conf.embed_dim``.
 
-Continuous reference (``--upstream``): ``frontend: s3prl`` with the named upstream (checkpoint
-and layer as given) and the upstream frozen.
+Continuous reference (``--feats_json``): the frozen upstream's features are dumped once by
+``rpq-units dump_feats --format ark`` (any upstream kind: s3prl names, ``baseline_local``,
+``rpq_ssl`` encoders) and read by ESPnet as ``kaldi_ark`` input. The config gets
+``input_size: D`` from the dump's ``feats.json`` and no frontend (ESPnet builds none when
+``input_size`` is set); an ``s3prl`` frontend section of the base config and its
+``freeze_param`` entry are dropped, and a ``linear`` preencoder's input size is set to D.
 
     make_asr_config.py --config base.yaml --codebook exp/units_x/codebook.pt --out config.yaml
-    make_asr_config.py --config base.yaml --upstream wavlm_large --layer 21 --out config.yaml
+    make_asr_config.py --config base.yaml --feats_json dump/continuous_x/train/feats.json --out config.yaml
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -41,23 +46,20 @@ def discrete(cfg: dict, codebook: str) -> dict:
     return cfg
 
 
-def continuous(cfg: dict, upstream: str, ckpt: str, layer: int) -> dict:
-    fconf = dict(cfg.get("frontend_conf") or {})
-    inner = dict(fconf.get("frontend_conf") or {})
-    inner["upstream"] = upstream
-    inner.pop("path_or_url", None)
-    inner.pop("extra_conf", None)
-    if ckpt and upstream == "baseline_local":
-        # s3prl's baseline_local takes its feature config as ``model_config``, not ``ckpt``
-        inner["extra_conf"] = {"model_config": os.path.abspath(ckpt)}
-    elif ckpt:
-        inner["path_or_url"] = os.path.abspath(ckpt)
-    fconf["frontend_conf"] = inner
-    fconf["layer"] = layer
-    fconf.setdefault("multilayer_feature", False)
-    cfg["frontend"] = "s3prl"
-    cfg["frontend_conf"] = fconf
-    cfg["freeze_param"] = sorted(set(cfg.get("freeze_param") or []) | {"frontend.upstream"})
+def continuous(cfg: dict, feats_json: str) -> dict:
+    with open(feats_json, encoding="utf-8") as f:
+        info = json.load(f)
+    dim = int(info["dim"])
+    cfg.pop("frontend", None)
+    cfg.pop("frontend_conf", None)
+    freeze = [p for p in cfg.get("freeze_param") or [] if not p.startswith("frontend")]
+    if freeze:
+        cfg["freeze_param"] = freeze
+    else:
+        cfg.pop("freeze_param", None)
+    if cfg.get("preencoder") == "linear":
+        cfg["preencoder_conf"] = {**(cfg.get("preencoder_conf") or {}), "input_size": dim}
+    cfg["input_size"] = dim
     return cfg
 
 
@@ -66,18 +68,16 @@ def main() -> int:
     p.add_argument("--config", required=True, help="base ESPnet config (yaml)")
     p.add_argument("--out", required=True)
     p.add_argument("--codebook", help="rpq_units codebook: discrete ASR config")
-    p.add_argument("--upstream", help="s3prl upstream: continuous reference config")
-    p.add_argument("--upstream_ckpt", default="")
-    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--feats_json", help="feats.json of dumped features: continuous reference config")
     args = p.parse_args()
     with open(args.config, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
     if args.codebook:
         cfg = discrete(cfg, args.codebook)
-    elif args.upstream:
-        cfg = continuous(cfg, args.upstream, args.upstream_ckpt, args.layer)
+    elif args.feats_json:
+        cfg = continuous(cfg, args.feats_json)
     else:
-        p.error("one of --codebook or --upstream is required")
+        p.error("one of --codebook or --feats_json is required")
     tmp = args.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,0 +1,105 @@
+"""The BEST-RQ / BiRQ SSL model for ESPnet's SSL task (``model: bestrq``).
+
+BEST-RQ: Chiu et al., ICML 2022; BiRQ: arXiv 2509.15430. ESPnet's :class:`ESPnetSSLModel` masks
+after the pre-encoder with a learned embedding (HuBERT style) and hands its losses only the
+encoder output; BEST-RQ needs the unmasked normalised input frames (for the labels) and noise on
+masked input frames, and BiRQ a second, unmasked pass through the first k layers. This subclass
+keeps ESPnet's ``forward`` (losses, stats, weights, step counter) and replaces ``encode``:
+
+    speech (B, S) -> frontend -> log-mel (B, T_in, F) -> normalize -> x
+    x -> span_mask util (noise on masked frames) -> encoder, all layers -> encoder_output
+    x -> encoder layers 1..k (only when a loss asks for ``unmasked_hidden``)
+
+and gives the losses ``feats`` (= x, unmasked), ``mask_info`` and ``unmasked_hidden``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet2.ssl.espnet_model import ESPnetSSLModel
+
+from rpq_units.ssl.encoder import encoder_hidden_states, subsampling_factor
+
+
+class BestRQModel(ESPnetSSLModel):
+    """ESPnet SSL model for the ``bestrq`` / ``birq`` losses.
+
+    Takes ESPnet's model arguments (built by ``SSLTask.build_model``) plus ``input_size``
+    (model_conf; only needed when features come from the data loader, no frontend). The losses'
+    labellers are drawn here, where the input dimension is known.
+    """
+
+    def __init__(self, *, frontend, specaug, normalize, preencoder, encoder, losses,
+                 util_attributes, required_inputs, util_modules, token_list=None,
+                 input_size: int | None = None, **kwargs: Any) -> None:
+        if specaug is not None:
+            raise ValueError("model bestrq masks its input itself: set specaug to null")
+        if preencoder is not None:
+            raise ValueError("model bestrq labels the frontend's frames: set preencoder to null")
+        super().__init__(frontend=frontend, specaug=None, normalize=normalize, preencoder=None,
+                         encoder=encoder, losses=losses, util_attributes=set(util_attributes),
+                         required_inputs=set(required_inputs), util_modules=util_modules,
+                         token_list=list(token_list or ["<unused>"]), **kwargs)
+        if frontend is not None:
+            input_size = frontend.output_size()
+        if input_size is None:
+            raise ValueError("model bestrq: without a frontend, set model_conf input_size")
+        sub = _encoder_subsampling(encoder)
+        num_layers = len(encoder.encoders)
+        self.enhanced_layer = None
+        for loss in self.losses:
+            if not hasattr(loss, "setup"):
+                raise ValueError(f"model bestrq: loss {type(loss).__name__} is not a BEST-RQ "
+                                 "loss (use bestrq or birq)")
+            if loss.stack_frames != sub:
+                raise ValueError(f"model bestrq: stack_frames {loss.stack_frames} must equal the "
+                                 f"encoder's subsampling {sub} (labels align with its frames)")
+            loss.setup(int(input_size), num_layers)
+            if "unmasked_hidden" in loss.required_inputs:
+                self.enhanced_layer = loss.enhanced_layer
+        if "span_mask" not in self.util_modules:
+            raise ValueError("model bestrq needs the span_mask util")
+
+    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+               text: torch.Tensor | None = None, text_lengths: torch.Tensor | None = None,
+               use_final_output: bool = True) -> dict:
+        """speech: (B, S), speech_lengths: (B,) -> dict with ``encoder_output`` (list of
+        (B, T', D), last = final output), ``encoder_output_lengths`` (B,), ``feats``
+        (B, T_in, F) unmasked normalised input, ``feats_lengths``, ``mask_info`` {"mask":
+        (B, T_in) bool} and, for BiRQ, ``unmasked_hidden`` (B, T', D) layer k."""
+        feats, lens = self._extract_feats(speech, speech_lengths)
+        if self.normalize is not None:
+            feats, lens = self.normalize(feats, lens)
+        pad_masks = make_pad_mask(lens, maxlen=feats.shape[1]).to(feats.device)
+        masked, mask_info = self.util_modules["span_mask"](feats, pad_masks)
+        out, out_lens, _ = self.encoder(masked, lens, masks=pad_masks, return_all_hs=True)
+        if isinstance(out, tuple):  # ESPnet: (final, [layer outputs]) with return_all_hs
+            hidden = out[1][:-1] + [out[0]] if use_final_output else out[1]
+        else:
+            hidden = [out]
+        data = {"encoder_output": hidden, "encoder_output_lengths": out_lens,
+                "feats": feats, "feats_lengths": lens, "mask_info": mask_info}
+        if self.enhanced_layer is not None:
+            states, _ = encoder_hidden_states(self.encoder, feats, lens, self.enhanced_layer)
+            data["unmasked_hidden"] = states[self.enhanced_layer]
+        return data
+
+
+def _encoder_subsampling(encoder: torch.nn.Module) -> int:
+    """Time subsampling of an ESPnet encoder from its input layer class."""
+    from espnet.nets.pytorch_backend.transformer.subsampling import (
+        Conv2dSubsampling,
+        Conv2dSubsampling1,
+        Conv2dSubsampling2,
+        Conv2dSubsampling6,
+        Conv2dSubsampling8,
+    )
+
+    table = {Conv2dSubsampling: "conv2d", Conv2dSubsampling1: "conv2d1",
+             Conv2dSubsampling2: "conv2d2", Conv2dSubsampling6: "conv2d6",
+             Conv2dSubsampling8: "conv2d8"}
+    name = table.get(type(encoder.embed), "linear")
+    return subsampling_factor({"input_layer": name})

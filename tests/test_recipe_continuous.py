@@ -1,0 +1,67 @@
+"""Stage 11, the continuous reference, through the real engine at tiny size: the frozen
+upstream's features of every set are dumped as Kaldi ark/scp, ESPnet asr_train trains on them
+(one epoch), asr_inference decodes the test set and the result carries a WER line; a rerun
+resumes without redoing finished work."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from recipe_helpers import ROOT, have, run
+
+pytestmark = [
+    pytest.mark.skipif(not have("espeak-ng", "sox"), reason="needs espeak-ng and sox (tools/install.sh)"),
+    pytest.mark.espnet,
+    pytest.mark.slow,
+]
+
+TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
+        "--num_train_speakers 2 --num_heldout_speakers 1")
+OPTS = ["--test_sets", "test_clean", "--discretizers", "", "--token_type", "char",
+        "--nj", "1", "--inference_nj", "1", "--run_continuous", "true", "--asr_args", "--max_epoch 1"]
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    shutil.copytree(ROOT / "egs" / "TEMPLATE", tmp_path / "egs" / "TEMPLATE")
+    shutil.copytree(ROOT / "egs" / "mini_librispeech", tmp_path / "egs" / "mini_librispeech", symlinks=True,
+                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
+    shutil.copytree(ROOT / "local", tmp_path / "local")
+    return tmp_path / "egs" / "mini_librispeech"
+
+
+def test_stage11_trains_decodes_and_scores(recipe):
+    import kaldiio
+    import yaml
+
+    for stage in ("1", "5"):
+        r = run(["./run.sh", "--stage", stage, "--stop_stage", stage, "--data_opts", TINY, *OPTS], cwd=recipe)
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = run(["./run.sh", "--stage", "11", "--stop_stage", "11", *OPTS], cwd=recipe, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    tag = "mel_40ms_llast"
+    cdump = recipe / "dump" / f"continuous_{tag}"
+    for s, n in (("train_clean", 8), ("dev_clean", 2), ("test_clean", 2)):
+        feats = dict(kaldiio.load_scp(str(cdump / s / "feats.scp")))
+        assert len(feats) == n
+        wav_ids = [line.split()[0] for line in (recipe / "data" / s / "wav.scp").read_text().splitlines()]
+        assert sorted(feats) == wav_ids
+        for mat in feats.values():  # 80 log-mel bins every 40 ms: a few dozen frames each
+            assert mat.shape[1] == 80 and mat.shape[0] > 10
+    adir = recipe / "exp" / f"asr_{tag}_continuous"
+    cfg = yaml.safe_load((adir / "config.yaml").read_text())
+    assert cfg["input_size"] == 80 and cfg["frontend"] is None
+    assert "1epoch results" in (adir / "train.log").read_text()
+    result = (adir / "decode_test_clean_nolm" / "result.txt").read_text()
+    assert re.search(r"^WER [0-9.]+ % \| N=\d+", result, re.M), result
+    hyp = (adir / "decode_test_clean_nolm" / "hyp").read_text().splitlines()
+    assert [line.split()[0] for line in hyp] == sorted(feats)
+
+    # a rerun skips the dump, the training and the decoding, and scores again
+    r = run(["./run.sh", "--stage", "11", "--stop_stage", "11", *OPTS], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "dumping" not in r.stderr and "training exp" not in r.stderr and "decoding" not in r.stderr
+    assert "Stage 11 done" in r.stderr
