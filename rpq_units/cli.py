@@ -282,13 +282,17 @@ def fit(
         raise QuantizerError(f"method {method}: bad option ({e})") from e
     shards = FeatureShards(feats_dir)
     t0 = time.time()
-    x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    lengths = None
+    if q.context_frames > 1:  # codes of windows of frames: whole utterances, never pooled frames
+        x, lengths = shards.utterance_frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    else:
+        x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
     t_load = time.time() - t0
     logger.info("fit: %s on %d x %d frames from %s", method, x.shape[0], x.shape[1], feats_dir)
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
-    q.fit(x)
+    q.fit(x, lengths)
     t_fit = time.time() - t0
     info = shards.info
     q.meta = {
@@ -301,7 +305,7 @@ def fit(
     }
     out_path = Path(out)
     q.save(out_path)
-    distortion = reconstruction_mse(q, x)
+    distortion = reconstruction_mse(q, x, lengths)
     metrics = {
         "method": method,
         "frames": int(x.shape[0]),

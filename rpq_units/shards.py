@@ -248,6 +248,43 @@ class FeatureShards:
         return out
 
 
+    def utterance_frames(
+        self, max_frames: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, list[int]]:
+        """Frames ``(N, D)`` float32 of whole utterances and their lengths (frames per
+        utterance, summing to N), for quantizers whose codes look at neighbouring frames.
+
+        All utterances, or a seeded random choice of utterances until ``max_frames`` are
+        reached (the last one cut to fit), kept in storage order; every utterance stays a
+        contiguous run of frames, so windows can be kept inside it."""
+        total = self.num_frames
+        spans = []  # (array index, start, length) of each utterance
+        k = 0
+        for a, arr in enumerate(self.arrays):
+            off = 0
+            while off < arr.shape[0]:
+                spans.append((a, off, self.lens[k]))
+                off += self.lens[k]
+                k += 1
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if max_frames is not None and max_frames < total:
+            order = np.random.default_rng(seed).permutation(len(spans))
+            chosen, room = [], max_frames
+            for i in order:
+                if room <= 0:
+                    break
+                a, off, n = spans[i]
+                chosen.append((int(i), min(n, room)))
+                room -= n
+            spans = [(spans[i][0], spans[i][1], n) for i, n in sorted(chosen)]
+        if not spans:
+            return np.zeros((0, self.dim), np.float32), []
+        x = np.concatenate([np.asarray(self.arrays[a][off : off + n], dtype=np.float32)
+                            for a, off, n in spans], axis=0)  # fmt: skip
+        return x, [n for _, _, n in spans]
+
+
 def _load_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r")
