@@ -21,7 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-from rpq_units.lang_scoring import FEW_SHOT_LANGS, score_files
+if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
+    # called from a plain shell: run again under the repository's virtual environment, the one
+    # the recipes' path.sh activates (its packages are not in the system Python)
+    _venv = Path(__file__).resolve().parents[1] / ".venv"
+    if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
+
+from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
+from rpq_units.lang_scoring import FEW_SHOT_LANGS, score_files  # noqa: E402
 
 logger = logging.getLogger("score_ml_superb")
 
@@ -106,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             return score(Path(args.exp_dir), Path(args.data_dir), args.test_sets.split(),
                          args.few_shot_langs.split())  # fmt: skip
         sys.stdout.write(table(Path(args.exp_dir), args.test_sets.split()))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # not about the user's files: a bug, with its traceback
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "rpq_units.quantizer/v1"
@@ -44,7 +46,7 @@ METHODS: dict[str, str] = {
 }
 
 
-class QuantizerError(ValueError):
+class QuantizerError(UserError):
     """Bad input to a quantizer (shape, dimension, NaN/Inf, too few frames)."""
 
 

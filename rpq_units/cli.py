@@ -16,8 +16,9 @@ Bad utterances (unreadable or empty audio, a failing ``cmd |``, a segment past t
 audio too short for one frame, non-finite features) are skipped with a warning naming the
 utterance, and counted in the summary at the end; ``--strict`` stops at the first one instead
 (exit status 1, no output written). A run where every utterance fails is an error.
-Errors in the user's input print ``error: <one line>`` on stderr and exit 1; usage errors
-exit 2.
+Errors in the user's input (the project's error classes, ``rpq_units.errors.UserError``; a
+missing or unreadable named file; a full or read-only disk) print ``error: <one line>`` on
+stderr and exit 1; usage errors exit 2. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import yaml
 
 from rpq_units.base import METHODS, QuantizerError, load_quantizer, make_quantizer
 from rpq_units.data import AudioError, AudioLoader, DataDirError, Utterance, load_data_dir
+from rpq_units.errors import UserError, is_user_error, one_line
 from rpq_units.shards import (
     FeatureShards,
     FeatureShardWriter,
@@ -61,7 +63,7 @@ logger = logging.getLogger("rpq_units")
 _FIT_KEYS = {"method", "max_frames"}
 
 
-class BadUtterance(ValueError):
+class BadUtterance(UserError):
     """One utterance could not be turned into features or units."""
 
 
@@ -581,13 +583,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("s3prl").setLevel(logging.WARNING)
     try:
         _COMMANDS[command](**args)
-    except (
-        ValueError,
-        OSError,
-    ) as e:  # user errors (QuantizerError, AudioError, ... are ValueErrors)
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # an OSError that is not about the user's files: a bug
+            raise
+        # the project's errors for bad input/options, a missing named file, a full disk
         logger.debug("%s failed", command, exc_info=True)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

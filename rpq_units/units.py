@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_HEAD = ("<blank>", "<unk>")
 SPECIAL_TAIL = ("<sos/eos>",)
 
 
-class UnitsError(ValueError):
+class UnitsError(UserError):
     """A malformed unit line or unit file."""
 
 
