@@ -294,9 +294,13 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             mkdir -p "${odir}"
             stamp_write "${odir}/.stamp" "${stamp}"
             log "encoding ${s} with ${d} -> ${odir}/units"
-            ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
+            if ! ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
                 bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
-                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"
+                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"; then
+                log "error: encoding ${s} with ${d} failed: $(grep -h '^error: ' "${odir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
+                    "(logs: ${odir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
+                exit 1
+            fi
             parts=()
             for ((j = 1; j <= _nj; j++)); do parts+=("${odir}/units.${j}"); done
             utils/merge_sorted.sh "${odir}/units" "${parts[@]}"
