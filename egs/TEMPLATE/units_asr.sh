@@ -142,8 +142,10 @@ asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
 # shellcheck source=utils/stamp.sh
 . utils/stamp.sh
 declare -A data_sig=()
-load_data_sigs() {  # content hash of each set's utterance ids, transcripts and segments
-    local s d
+ckpt_sig=none
+load_data_sigs() {  # content hash of each set's utterance ids, transcripts and segments, and of
+    local s d       # the upstream checkpoint (hashed once per run: it may be gigabytes)
+    ckpt_sig=$(file_sig "${upstream_ckpt}")
     for s in $(all_sets); do
         d=${datadir}/${s}
         if [ -f "${d}/wav.scp" ] && [ -f "${d}/text" ]; then
@@ -157,7 +159,7 @@ load_data_sigs() {  # content hash of each set's utterance ids, transcripts and 
 # Each st_* prints the "key=value" settings of one result, those of its inputs included.
 st_feats() {
     echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
-    echo "upstream=${upstream}"; echo "upstream_ckpt=$(file_sig "${upstream_ckpt}")"
+    echo "upstream=${upstream}"; echo "upstream_ckpt=${ckpt_sig}"
     echo "layer=${layer}"; echo "feats_portion=${feats_portion}"
 }
 st_units() {  # <discretizer>
