@@ -213,11 +213,19 @@ keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a mode
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_begin 1 "data preparation: ${data_sh} ${data_opts}"
+    # data.sh skips the sets it finished before: data prepared with other options is not redone
+    # behind the user's back (what data.sh generated or downloaded may have to go as well)
+    stamp=$(printf 'data_sh=%s\ndata_opts=%s\n' "${data_sh}" "${data_opts}")
+    if [ -f "${datadir}/.done_data" ] && ! stamp_ok "${datadir}/.done_data" "${stamp}"; then
+        log "error: ${datadir} was prepared with other settings ($(stamp_diff "${datadir}/.done_data" "${stamp}")); to keep it, use a new --datadir (and the data options' output dirs), or remove ${datadir} (and what ${data_sh} generated) to prepare it again"
+        exit 1
+    fi
     # shellcheck disable=SC2086  # data_opts is a word list
     ${data_sh} ${data_opts}
     for s in $(all_sets); do
         utils/validate_data_dir.sh "${datadir}/${s}"
     done
+    stamp_write "${datadir}/.done_data" "${stamp}"
     stage_end "data preparation"
 fi
 
