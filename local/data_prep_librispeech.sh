@@ -8,11 +8,15 @@
 # missing, a FLAC without a transcript line, a duplicate utterance id, or audio that does not
 # decode. The data dir is written under a temp name and moved into place when valid.
 set -euo pipefail
-export LC_ALL=C
 
 check_audio=header   # header: read each file's header; full: decode every sample; none
 help_message="Usage: $0 [options] <LibriSpeech/set dir> <data dir>"
 utils=$(cd "$(dirname "$0")/../egs/TEMPLATE/utils" && pwd)
+# the recipes' environment (the repository's virtual environment for the audio check), so the
+# script also runs from a plain shell
+# shellcheck source=../egs/TEMPLATE/path.sh
+. "${utils}/../path.sh"
+export LC_ALL=C
 # shellcheck source=../egs/TEMPLATE/utils/parse_options.sh
 . "${utils}/parse_options.sh"
 
@@ -25,7 +29,7 @@ dst=$2
 fail() { echo "$0: $*" >&2; exit 1; }
 
 [ -d "${src}" ] || fail "corpus set dir not found: ${src}"
-src=$(cd "${src}" && pwd)
+src=$(cd "${src}" && pwd -P)  # a set that is a symbolic link (e.g. to shared storage) is read where it is
 case "${check_audio}" in header|full|none) ;; *) fail "--check_audio must be header, full or none" ;; esac
 
 tmp=${dst}.tmp
@@ -33,7 +37,7 @@ rm -rf "${tmp}"
 mkdir -p "${tmp}"
 
 # uttid <tab> transcript file <tab> text, for every transcript line
-find "${src}" -mindepth 3 -maxdepth 3 -name '*.trans.txt' | sort > "${tmp}/trans_files"
+find -L "${src}" -mindepth 3 -maxdepth 3 -name '*.trans.txt' | sort > "${tmp}/trans_files"
 [ -s "${tmp}/trans_files" ] || fail "no <spk>/<chapter>/*.trans.txt files under ${src}"
 # shellcheck disable=SC2016  # an awk program
 xargs -d '\n' awk '
@@ -57,7 +61,7 @@ if [ -n "${dup}" ]; then
 fi
 
 # flac paths from disk vs expected paths from transcripts
-find "${src}" -mindepth 3 -maxdepth 3 -name '*.flac' | sort > "${tmp}/flacs"
+find -L "${src}" -mindepth 3 -maxdepth 3 -name '*.flac' | sort > "${tmp}/flacs"
 awk -F'\t' -v src="${src}" '{ split($1, p, "-"); print src "/" p[1] "/" p[2] "/" $1 ".flac" }' \
     "${tmp}/trans" | sort > "${tmp}/expected"
 no_audio=$(comm -13 "${tmp}/flacs" "${tmp}/expected" | head -n 1)

@@ -39,9 +39,17 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import soundfile as sf
+if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
+    # called from a plain shell: run again under the repository's virtual environment, the one
+    # the recipes' path.sh activates (its packages are not in the system Python)
+    _venv = Path(__file__).resolve().parents[1] / ".venv"
+    if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
 
-from rpq_units.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text
+import soundfile as sf  # noqa: E402
+
+from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
+from rpq_units.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text  # noqa: E402
 
 logger = logging.getLogger("data_prep_ml_superb")
 
@@ -50,7 +58,7 @@ TRANSCRIPTS = ("transcript_10min_train.txt", "transcript_1h_train.txt",
                "transcript_10min_dev.txt", "transcript_10min_test.txt")  # fmt: skip
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A problem in the corpus tree, named with its file."""
 
 
@@ -283,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         return prepare(args)
-    except (CorpusError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # not about the corpus or the disk: a bug, with its traceback
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
 
 

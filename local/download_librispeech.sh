@@ -2,9 +2,12 @@
 # Download and unpack LibriSpeech sets from openslr 12, checking each archive's SHA-256:
 #     local/download_librispeech.sh [--mirror URL] <download dir> <set> [<set> ...]
 # Sets: dev-clean dev-other test-clean test-other train-clean-100 train-clean-360 train-other-500.
-# Result: <download dir>/LibriSpeech/<set>/. A set already unpacked (marker
-# <download dir>/LibriSpeech/<set>/.complete) is skipped; a partial download resumes (wget -c)
-# and is checked again before unpacking.
+# Result: <download dir>/LibriSpeech/<set>/. Nothing is downloaded for a set that is already
+# there: one this script unpacked (marker <set>/.complete), or a copy or symbolic link made any
+# other way, recognised by its contents (every transcript line has its FLAC and every FLAC its
+# line; a count that differs from the official set's is reported). A partial download resumes
+# (wget -c) and is checked again before unpacking; an archive of this script's own, present
+# without the marker, is unpacked again (an interrupted unpack).
 set -euo pipefail
 
 mirror=https://www.openslr.org/resources/12   # base URL of the archives
@@ -17,6 +20,32 @@ if [ $# -lt 2 ]; then
     exit 2
 fi
 dir=$1; shift
+
+official_utts() {  # utterances in the official set
+    case "$1" in
+        dev-clean) echo 2703 ;; dev-other) echo 2864 ;; test-clean) echo 2620 ;; test-other) echo 2939 ;;
+        train-clean-100) echo 28539 ;; train-clean-360) echo 104014 ;; train-other-500) echo 148688 ;;
+    esac
+}
+
+existing_copy() {  # existing_copy <set dir> <set>: true if a complete unpacked set is there
+    local d=$1/ n_lines n_flacs want  # the trailing slash follows a linked set dir
+    [ -d "${d}" ] || return 1
+    # -L: speaker or chapter dirs may be links too
+    n_flacs=$(find -L "${d}" -mindepth 3 -maxdepth 3 -name '*.flac' | wc -l)
+    n_lines=$(find -L "${d}" -mindepth 3 -maxdepth 3 -name '*.trans.txt' -exec cat {} + | grep -c . || true)
+    [ "${n_flacs}" -gt 0 ] || [ "${n_lines}" -gt 0 ] || return 1
+    if [ "${n_flacs}" -ne "${n_lines}" ]; then
+        echo "$0: ${1} holds ${n_flacs} FLAC files but ${n_lines} transcript lines: an incomplete copy" \
+            "(complete it, or remove it to download the set)" >&2
+        exit 1
+    fi
+    want=$(official_utts "$2")
+    if [ -n "${want}" ] && [ "${want}" -ne "${n_flacs}" ]; then
+        echo "$0: warning: ${1} holds ${n_flacs} utterances, the official $2 has ${want}" >&2
+    fi
+    echo "$0: ${1} is already there (${n_flacs} utterances), using it" >&2
+}
 
 sha256_of() {
     case "$1" in
@@ -39,6 +68,9 @@ for part in "$@"; do
         continue
     fi
     archive=${dir}/${part}.tar.gz
+    if [ ! -f "${archive}" ] && existing_copy "${dir}/LibriSpeech/${part}" "${part}"; then
+        continue
+    fi
     if [ ! -f "${archive}" ] || ! echo "${sum}  ${archive}" | sha256sum -c --status; then
         echo "$0: downloading ${mirror}/${part}.tar.gz" >&2
         if command -v wget >/dev/null; then

@@ -29,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
+    # called from a plain shell: run again under the repository's virtual environment, the one
+    # the recipes' path.sh activates (its packages are not in the system Python)
+    _venv = Path(__file__).resolve().parents[1] / ".venv"
+    if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
+
+from tqdm import tqdm  # noqa: E402
 
 logger = logging.getLogger("generate_librispeech_like")
 

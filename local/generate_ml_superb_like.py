@@ -32,8 +32,15 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import soundfile as sf
-from tqdm import tqdm
+if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
+    # called from a plain shell: run again under the repository's virtual environment, the one
+    # the recipes' path.sh activates (its packages are not in the system Python)
+    _venv = Path(__file__).resolve().parents[1] / ".venv"
+    if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
+
+import soundfile as sf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 logger = logging.getLogger("generate_ml_superb_like")
 

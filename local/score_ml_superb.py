@@ -21,7 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-from rpq_units.lang_scoring import FEW_SHOT_LANGS, score_files
+if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
+    # called from a plain shell: run again under the repository's virtual environment, the one
+    # the recipes' path.sh activates (its packages are not in the system Python)
+    _venv = Path(__file__).resolve().parents[1] / ".venv"
+    if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
+        os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
+
+from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
+from rpq_units.lang_scoring import FEW_SHOT_LANGS, score_files  # noqa: E402
 
 logger = logging.getLogger("score_ml_superb")
 
@@ -52,11 +60,22 @@ def score(exp_dir: Path, data_dir: Path, test_sets: list[str], few_shot: list[st
     return 0
 
 
-def table(exp_dir: Path, test_sets: list[str]) -> str:
+def table(exp_dir: Path, test_sets: list[str], current: Path | None = None) -> str:
+    """The per-language tables; with ``current`` (the engine's ``results_rows.tsv``: model dir,
+    variant, set, ... per line) only the decodes it lists, those of the current settings."""
+    keep = None
+    if current is not None:
+        keep = set()
+        for line in current.read_text(encoding="utf-8").splitlines():
+            f = line.split("\t")
+            if len(f) >= 3:
+                keep.add(Path(f[0]).resolve() / f"decode_{f[2]}_{f[1]}")
     out = []
     for s in test_sets:
         rows = []
         for model, variant, d in decode_dirs(exp_dir, s):
+            if keep is not None and d.resolve() not in keep:
+                continue
             f = d / "cer.json"
             if f.is_file():
                 label = model + (" + LM" if variant == "lm" else "")
@@ -95,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         a = sub.add_parser(name)
         a.add_argument("--exp_dir", "--exp-dir", default="exp")
         a.add_argument("--test_sets", "--test-sets", required=True, help="space-separated sets")
+        if name == "table":
+            a.add_argument("--rows", default=None,
+                           help="only the decodes listed here (the engine's results_rows.tsv)")
         if name == "score":
             a.add_argument("--data_dir", "--data-dir", default="data", help="holds <set>/utt2lang")
             a.add_argument("--few_shot_langs", "--few-shot-langs", default=" ".join(FEW_SHOT_LANGS))
@@ -105,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "score":
             return score(Path(args.exp_dir), Path(args.data_dir), args.test_sets.split(),
                          args.few_shot_langs.split())  # fmt: skip
-        sys.stdout.write(table(Path(args.exp_dir), args.test_sets.split()))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        rows = Path(args.rows) if args.rows else None
+        sys.stdout.write(table(Path(args.exp_dir), args.test_sets.split(), rows))
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # not about the user's files: a bug, with its traceback
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -69,22 +69,41 @@ logger = logging.getLogger(__name__)
 _BLOCK = 1 << 16  # frames per encode/decode block
 
 
-def reconstruct(q: Quantizer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``(N, M)`` int64 and per-frame squared errors ``||x_t - x_hat_t||^2`` ``(N,)``."""
+def _blocks(n: int, lengths: list[int] | None) -> list[tuple[int, int, list[int] | None]]:
+    """``(start, end, lengths)`` blocks of about ``_BLOCK`` frames; with ``lengths`` each block
+    holds whole utterances (so no window of frames is cut at a block edge)."""
+    if lengths is None:
+        return [(s, min(s + _BLOCK, n), None) for s in range(0, n, _BLOCK)]
+    out, start, cur = [], 0, []
+    for ln in lengths:
+        if cur and sum(cur) + ln > _BLOCK:
+            out.append((start, start + sum(cur), cur))
+            start, cur = start + sum(cur), []
+        cur.append(ln)
+    if cur:
+        out.append((start, start + sum(cur), cur))
+    return out
+
+
+def reconstruct(
+    q: Quantizer, x: np.ndarray, lengths: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(N, M)`` int64 and per-frame squared errors ``||x_t - x_hat_t||^2`` ``(N,)`` of
+    frames ``x: (N, D)``, the utterances of ``lengths`` frames each (default: frame-wise)."""
     codes = np.empty((x.shape[0], q.num_codebooks), np.int64)
     sq = np.empty(x.shape[0], np.float64)
-    for s in range(0, x.shape[0], _BLOCK):
-        xb = torch.from_numpy(np.ascontiguousarray(x[s : s + _BLOCK], dtype=np.float32))
-        c = q.encode(xb)
-        xh = torch.as_tensor(q.decode(c)).to(xb.device)
-        codes[s : s + _BLOCK] = c.cpu().numpy()
-        sq[s : s + _BLOCK] = ((xb.to(xh.device) - xh) ** 2).sum(1).double().cpu().numpy()
+    for s, e, lens in _blocks(x.shape[0], lengths):
+        xb = torch.from_numpy(np.ascontiguousarray(x[s:e], dtype=np.float32))
+        c = q.encode(xb, lens)
+        xh = torch.as_tensor(q.decode(c, lens)).to(xb.device)
+        codes[s:e] = c.cpu().numpy()
+        sq[s:e] = ((xb.to(xh.device) - xh) ** 2).sum(1).double().cpu().numpy()
     return codes, sq
 
 
-def reconstruction_mse(q: Quantizer, x: np.ndarray) -> float:
-    """``1/N sum_t ||x_t - decode(encode(x))_t||^2``."""
-    return float(reconstruct(q, x)[1].mean()) if x.shape[0] else float("nan")
+def reconstruction_mse(q: Quantizer, x: np.ndarray, lengths: list[int] | None = None) -> float:
+    """``1/N sum_t ||x_t - decode(encode(x))_t||^2`` (utterances of ``lengths`` frames)."""
+    return float(reconstruct(q, x, lengths)[1].mean()) if x.shape[0] else float("nan")
 
 
 def code_stats(codes: np.ndarray, codebook_size: int) -> list[dict[str, float]]:
@@ -331,12 +350,16 @@ def analyze(
             f"codebook {codebook} was trained on {q.dim}-dim features but {feats_dir} holds "
             f"{shards.dim}-dim features"
         )
-    x = shards.frames(max_frames, seed)
+    lengths = None
+    if q.context_frames > 1:  # codes of windows of frames: whole utterances, never pooled frames
+        x, lengths = shards.utterance_frames(max_frames, seed)
+    else:
+        x = shards.frames(max_frames, seed)
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to analyze")
     if not np.isfinite(x).all():
         raise QuantizerError(f"{feats_dir}: features contain NaN or Inf")
-    codes, sq = reconstruct(q, x)
+    codes, sq = reconstruct(q, x, lengths)
     mse = float(sq.mean())
     total_var = float(((x.astype(np.float64) - x.mean(0, dtype=np.float64)) ** 2).sum(1).mean())
     m, k = q.num_codebooks, q.codebook_size

@@ -7,6 +7,11 @@ per frame; M = 1 for K-means) and back to a reconstruction ``(N, D)``::
     q.fit(x); codes = q.encode(x); x_hat = q.decode(codes)
     q.save("exp/units/codebook.pt"); q2 = load_quantizer("exp/units/codebook.pt")
 
+Frames of several utterances may be passed as one array with ``lengths`` (frames per utterance,
+summing to N). Quantizers whose code for frame t looks at neighbouring frames (``context_frames``
+> 1, e.g. BEST-RQ's stacked windows) never let a window cross from one utterance into the next;
+frame-wise quantizers (``context_frames == 1``) give the same codes with or without ``lengths``.
+
 Saved models are plain tensors plus a JSON-able config (``torch.load(..., weights_only=True)``
 reads them), never pickled library objects, so they survive library upgrades.
 """
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rpq_units.errors import UserError
 from rpq_units.shards import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -42,7 +48,7 @@ METHODS: dict[str, str] = {
 }
 
 
-class QuantizerError(ValueError):
+class QuantizerError(UserError):
     """Bad input to a quantizer (shape, dimension, NaN/Inf, too few frames)."""
 
 
@@ -60,6 +66,19 @@ def as_tensor(x: Any, device: torch.device | str, what: str = "features") -> tor
     return t
 
 
+def check_lengths(lengths: Any, n: int, what: str = "lengths") -> list[int] | None:
+    """``lengths`` (frames per utterance) as a list of ints summing to ``n``; ``None`` passes."""
+    if lengths is None:
+        return None
+    lens = [int(v) for v in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
+    if any(v < 0 for v in lens) or sum(lens) != n:
+        raise QuantizerError(
+            f"{what}: {len(lens)} utterance lengths summing to {sum(lens)} (all >= 0) expected "
+            f"to cover the {n} frames"
+        )
+    return lens
+
+
 def like_input(y: torch.Tensor, x: Any) -> Any:
     """Return ``y`` as numpy when the caller passed numpy, else as a tensor."""
     return y.cpu().numpy() if isinstance(x, np.ndarray) else y
@@ -72,6 +91,7 @@ class Quantizer:
     method: str = ""
     #: whether ``fit(x, memory_budget=...)`` can stream x from host memory (Lloyd-based fits)
     streams: bool = False
+    context_frames: int = 1  # frames one code depends on (1: frame-wise; > 1: windows of frames)
 
     def __init__(
         self,
@@ -93,8 +113,9 @@ class Quantizer:
         self.meta: dict[str, Any] = {}  # free-form provenance (upstream, layer, ...)
 
     # ---- public surface ------------------------------------------------------------
-    def fit(self, x: Any, *, memory_budget: int | None = None) -> Quantizer:
-        """Learn codebooks from ``x: (N, D)``; returns ``self``.
+    def fit(self, x: Any, lengths: Any = None, *, memory_budget: int | None = None) -> Quantizer:
+        """Learn codebooks from ``x: (N, D)``, the frames of utterances of ``lengths`` frames
+        each (default: one sequence); returns ``self``.
 
         ``memory_budget`` (bytes): when the training frames are larger, methods that can
         (``streams``: K-means, PQ, RPQ) keep them in host memory and stream them to the
@@ -110,25 +131,28 @@ class Quantizer:
                 logger.warning("%s cannot stream its training frames: fitting %.2f GB in memory "
                                "despite memory_budget=%d", self.method, nbytes / 1e9, memory_budget)
         t = as_tensor(x, where, "training features")
+        lens = check_lengths(lengths, t.shape[0])
         if t.shape[0] < self.codebook_size:
             raise QuantizerError(
                 f"training features: {t.shape[0]} frames is fewer than codebook_size="
                 f"{self.codebook_size}; use more data or a smaller codebook"
             )
         self.dim = int(t.shape[1])
-        self._fit(t)
+        self._fit_seq(t, lens)
         return self
 
     @torch.no_grad()
-    def encode(self, x: Any) -> Any:
-        """``x: (N, D)`` -> codes ``(N, M)`` int64 in ``[0, codebook_size)``."""
+    def encode(self, x: Any, lengths: Any = None) -> Any:
+        """``x: (N, D)`` (utterances of ``lengths`` frames, default one) -> codes ``(N, M)``
+        int64 in ``[0, codebook_size)``."""
         t = as_tensor(x, self.device)
         self._check_dim(t.shape[1])
-        return like_input(self._encode(t), x)
+        return like_input(self._encode_seq(t, check_lengths(lengths, t.shape[0])), x)
 
     @torch.no_grad()
-    def decode(self, codes: Any) -> Any:
-        """codes ``(N, M)`` -> reconstruction ``(N, D)`` float32."""
+    def decode(self, codes: Any, lengths: Any = None) -> Any:
+        """codes ``(N, M)`` (utterances of ``lengths`` frames, default one) -> reconstruction
+        ``(N, D)`` float32."""
         self._check_fitted()
         c = torch.from_numpy(np.asarray(codes)) if isinstance(codes, np.ndarray) else codes
         c = c.to(self.device, torch.long)
@@ -138,7 +162,7 @@ class Quantizer:
             )
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
             raise QuantizerError(f"codes: values outside [0, {self.codebook_size})")
-        return like_input(self._decode(c), codes)
+        return like_input(self._decode_seq(c, check_lengths(lengths, c.shape[0])), codes)
 
     def config(self) -> dict[str, Any]:
         """JSON-able description: enough, with the state, to rebuild the quantizer."""
@@ -183,6 +207,16 @@ class Quantizer:
         g = torch.Generator(device="cpu")
         g.manual_seed(self.seed + offset)
         return g
+
+    # ---- utterance-aware hooks: frame-wise quantizers ignore the lengths ----------------
+    def _fit_seq(self, x: torch.Tensor, lengths: list[int] | None) -> None:
+        self._fit(x)
+
+    def _encode_seq(self, x: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
+        return self._encode(x)
+
+    def _decode_seq(self, codes: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
+        return self._decode(codes)
 
     # ---- to implement ---------------------------------------------------------------
     def _fit(self, x: torch.Tensor) -> None:

@@ -19,8 +19,9 @@ Bad utterances (unreadable or empty audio, a failing ``cmd |``, a segment past t
 audio too short for one frame, non-finite features) are skipped with a warning naming the
 utterance, and counted in the summary at the end; ``--strict`` stops at the first one instead
 (exit status 1, no output written). A run where every utterance fails is an error.
-Errors in the user's input print ``error: <one line>`` on stderr and exit 1; usage errors
-exit 2.
+Errors in the user's input (the project's error classes, ``rpq_units.errors.UserError``; a
+missing or unreadable named file; a full or read-only disk) print ``error: <one line>`` on
+stderr and exit 1; usage errors exit 2. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import yaml
 
 from rpq_units.base import METHODS, QuantizerError, load_quantizer, make_quantizer
 from rpq_units.data import AudioError, AudioLoader, DataDirError, Utterance, load_data_dir
+from rpq_units.errors import UserError, is_user_error, one_line
 from rpq_units.shards import (
     FeatureShards,
     FeatureShardWriter,
@@ -68,7 +70,7 @@ _FIT_KEYS = {"method", "max_frames"}
 LENGTH_SORT_BATCHES = 16
 
 
-class BadUtterance(ValueError):
+class BadUtterance(UserError):
     """One utterance could not be turned into features or units."""
 
 
@@ -309,13 +311,17 @@ def fit(
         raise QuantizerError(f"method {method}: bad option ({e})") from e
     shards = FeatureShards(feats_dir)
     t0 = time.time()
-    x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    lengths = None
+    if q.context_frames > 1:  # codes of windows of frames: whole utterances, never pooled frames
+        x, lengths = shards.utterance_frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    else:
+        x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
     t_load = time.time() - t0
     logger.info("fit: %s on %d x %d frames from %s", method, x.shape[0], x.shape[1], feats_dir)
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
-    q.fit(x, memory_budget=None if memory_budget is None else int(memory_budget * 2**30))
+    q.fit(x, lengths, memory_budget=None if memory_budget is None else int(memory_budget * 2**30))
     t_fit = time.time() - t0
     info = shards.info
     q.meta = {
@@ -330,7 +336,7 @@ def fit(
     }
     out_path = Path(out)
     q.save(out_path)
-    distortion = reconstruction_mse(q, x)
+    distortion = reconstruction_mse(q, x, lengths)
     metrics = {
         "method": method,
         "frames": int(x.shape[0]),
@@ -737,13 +743,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("s3prl").setLevel(logging.WARNING)
     try:
         _COMMANDS[command](**args)
-    except (
-        ValueError,
-        OSError,
-    ) as e:  # user errors (QuantizerError, AudioError, ... are ValueErrors)
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # an OSError that is not about the user's files: a bug
+            raise
+        # the project's errors for bad input/options, a missing named file, a full disk
         logger.debug("%s failed", command, exc_info=True)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

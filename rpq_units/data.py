@@ -31,16 +31,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
 
-class DataDirError(ValueError):
+class DataDirError(UserError):
     """A missing or malformed data-dir table."""
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Audio of one utterance could not be loaded; the message names the utterance."""
 
 

@@ -67,6 +67,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -79,7 +81,7 @@ HINT = (
 )
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError):
     """Bad upstream name/checkpoint/layer, or input the upstream cannot process."""
 
 

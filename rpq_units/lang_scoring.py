@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpq_units.scoring import Counts, align, read_text, tokens, write_result
+from rpq_units.scoring import Counts, ScoringError, align, read_text, tokens, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def char_counts(refs: list[str], hyps: list[str], ids: list[str] | None = None) 
     ``rpq_units.scoring`` (code points, a space between words is one token); per-utterance
     rows are kept when ``ids`` are given."""
     if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+        raise ScoringError(f"{len(refs)} references but {len(hyps)} hypotheses")
     c = Counts()
     for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True)):
         corr, sub, dele, ins = align(tokens(ref, "char"), tokens(hyp, "char"))
@@ -173,7 +173,7 @@ def score_multilingual(
     """
     extra = sorted(set(hyp) - set(ref))
     if extra:
-        raise ValueError(
+        raise ScoringError(
             f"{len(extra)} hypotheses have no reference (first: {extra[0]!r}); "
             "wrong reference file?"
         )
@@ -191,7 +191,7 @@ def score_multilingual(
             lid_correct += int(hyp_lang == ref_lang)
         lang = (utt2lang or {}).get(utt) or ref_lang
         if lang is None:
-            raise ValueError(f"utterance {utt!r}: no language (not in utt2lang, no [lang] prefix)")
+            raise ScoringError(f"utterance {utt!r}: no language (not in utt2lang, no [lang] prefix)")
         refs, hyps, ids = groups[lang]
         refs.append(ref_text)
         hyps.append(hyp_text)
@@ -253,7 +253,7 @@ def score_files(
     of ``rpq_units.scoring``, so results tables read it), ``cer_per_lang.txt`` and ``cer.json``."""
     ref = read_text(ref_file)
     if not ref:
-        raise ValueError(f"{ref_file}: no reference utterances")
+        raise ScoringError(f"{ref_file}: no reference utterances")
     utt2lang = read_text(utt2lang_file) if utt2lang_file else None
     report = score_multilingual(ref, read_text(hyp_file), utt2lang, few_shot_langs=few_shot_langs)
     out = Path(out_dir)

@@ -9,9 +9,12 @@ log-mel) and codebook m of M:
     y_t = P_m s_t / ||P_m s_t||                                 frozen Xavier-uniform P_m (p x S*D)
     code_t = argmin_k || y_t - u_{m,k} ||,   u_{m,k} = c_{m,k} / ||c_{m,k}||,   c ~ N(0, I_p)
 
-(BEST-RQ: S = 4, p = 16, K = 8192.) ``encode`` treats its input as one contiguous sequence and
-gives one code per frame: the window of frame t starts at t, and frames past the end repeat the
-last frame. Every ``S``-th code (``codes[::S]``) is BEST-RQ's non-overlapping 40 ms label.
+(BEST-RQ: S = 4, p = 16, K = 8192.) ``encode`` gives one code per frame: the window of frame t
+starts at t, and frames past the end of the utterance repeat its last frame. Frames of several
+utterances are passed with ``lengths`` (frames per utterance; without it the input is one
+utterance): ``fit``, ``encode`` and ``decode`` stack windows inside each utterance only, never
+across the boundary between two. Every ``S``-th code of an utterance (``codes[::S]``) is
+BEST-RQ's non-overlapping 40 ms label.
 
 ``decode`` cannot invert the projection (it drops the norm and maps S*D dims to p per codebook).
 It returns a least-squares pre-image: for each codebook, the chosen unit codeword scaled by the
@@ -32,18 +35,29 @@ from typing import Any
 
 import torch
 
-from rpq_units.base import Quantizer, QuantizerError, as_tensor
+from rpq_units.base import Quantizer, QuantizerError, as_tensor, check_lengths
 from rpq_units.search import assign_cosine
 
 logger = logging.getLogger(__name__)
 
 
-def stack_frames(z: torch.Tensor, stack: int) -> torch.Tensor:
-    """z: (N, D) -> (N, stack*D): row t is z_t .. z_{t+stack-1}, past-the-end rows repeat z_{N-1}."""
+def window_index(n: int, stack: int, lengths: list[int] | None = None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, stack) frame indices of each frame's window: row t is t .. t+stack-1, clamped to the
+    last frame of t's utterance (``lengths`` frames each, summing to n; default one utterance)."""
+    last = torch.full((n,), n - 1, dtype=torch.long, device=device)
+    if lengths is not None:
+        lens = torch.as_tensor(lengths, dtype=torch.long, device=device)
+        last = torch.repeat_interleave(torch.cumsum(lens, 0) - 1, lens)
+    idx = torch.arange(n, device=device).unsqueeze(1) + torch.arange(stack, device=device)
+    return torch.minimum(idx, last.unsqueeze(1))
+
+
+def stack_frames(z: torch.Tensor, stack: int, lengths: list[int] | None = None) -> torch.Tensor:
+    """z: (N, D) -> (N, stack*D): row t is z_t .. z_{t+stack-1} within t's utterance
+    (``lengths``; default one), past-the-end rows repeating the utterance's last frame."""
     n = z.shape[0]
-    idx = (torch.arange(n, device=z.device).unsqueeze(1)
-           + torch.arange(stack, device=z.device)).clamp_max(n - 1)
-    return z[idx].reshape(n, -1)
+    return z[window_index(n, stack, lengths, z.device)].reshape(n, -1)
 
 
 class RandomProjectionQuantizer(Quantizer):
@@ -83,14 +97,21 @@ class RandomProjectionQuantizer(Quantizer):
         self.stack_frames = int(stack_frames)
         self.mean = self.std = self.projection = self.codebook = self.scale = None
 
-    def fit(self, x: Any) -> RandomProjectionQuantizer:
-        """Gather the per-dim mean and std of ``x: (N, D)`` and draw the frozen projection and
-        codebook; nothing else is fitted, so any N >= 2 will do."""
+    @property
+    def context_frames(self) -> int:  # type: ignore[override]
+        return self.stack_frames
+
+    def fit(self, x: Any, lengths: Any = None, *,
+            memory_budget: int | None = None) -> RandomProjectionQuantizer:
+        """Gather the per-dim mean and std of ``x: (N, D)`` (utterances of ``lengths`` frames,
+        default one) and draw the frozen projection and codebook; nothing else is fitted, so
+        any N >= 2 will do (``memory_budget`` has nothing to stream here and is ignored)."""
         t = as_tensor(x, self.device, "training features")
         if t.shape[0] < 2:
             raise QuantizerError("training features: need at least 2 frames for mean/std")
+        lens = check_lengths(lengths, t.shape[0])
         self.dim = int(t.shape[1])
-        self._fit(t)
+        self._fit_seq(t, lens)
         return self
 
     def draw(self, dim: int) -> RandomProjectionQuantizer:
@@ -105,6 +126,16 @@ class RandomProjectionQuantizer(Quantizer):
         self.scale = torch.ones(self.num_codebooks, device=self.device)
         return self
 
+    def _fit(self, x: torch.Tensor) -> None:
+        self._fit_seq(x, None)
+
+    def _fit_seq(self, x: torch.Tensor, lengths: list[int] | None) -> None:
+        self.mean = x.mean(0)
+        self.std = x.std(0).clamp_min(1e-5)
+        self._draw(x.shape[1])
+        stacked = stack_frames((x - self.mean) / self.std, self.stack_frames, lengths)
+        self.scale = torch.einsum("mpe,ne->mnp", self.projection, stacked).norm(dim=2).mean(1)
+
     def _draw(self, d: int) -> None:
         s, p, k = self.stack_frames, self.proj_dim, self.codebook_size
         proj, books = [], []
@@ -117,22 +148,20 @@ class RandomProjectionQuantizer(Quantizer):
         self.projection = torch.stack(proj).to(self.device)
         self.codebook = torch.stack(books).to(self.device)
 
-    def _fit(self, x: torch.Tensor) -> None:
-        self.mean = x.mean(0)
-        self.std = x.std(0).clamp_min(1e-5)
-        self._draw(x.shape[1])
-        s = self.stack_frames
-        stacked = stack_frames((x - self.mean) / self.std, s)
-        self.scale = torch.einsum("mpe,ne->mnp", self.projection, stacked).norm(dim=2).mean(1)
-
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        stacked = stack_frames((x - self.mean) / self.std, self.stack_frames)
+        return self._encode_seq(x, None)
+
+    def _encode_seq(self, x: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
+        stacked = stack_frames((x - self.mean) / self.std, self.stack_frames, lengths)
         codes = torch.empty(x.shape[0], self.num_codebooks, dtype=torch.long, device=x.device)
         for m in range(self.num_codebooks):
             codes[:, m] = assign_cosine(stacked @ self.projection[m].T, self.codebook[m])
         return codes
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self._decode_seq(codes, None)
+
+    def _decode_seq(self, codes: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
         n, d, s = codes.shape[0], self.dim, self.stack_frames
         if n == 0:
             return torch.zeros(0, d, device=self.device)
@@ -141,8 +170,7 @@ class RandomProjectionQuantizer(Quantizer):
             pinv = torch.linalg.pinv(self.projection[m].double()).float()  # (S*D, p)
             windows += (self.codebook[m][codes[:, m]] * self.scale[m]) @ pinv.T
         windows = (windows / self.num_codebooks).reshape(n, s, d)  # pre-image of each window
-        frame = (torch.arange(n, device=self.device).unsqueeze(1)
-                 + torch.arange(s, device=self.device)).clamp_max(n - 1)
+        frame = window_index(n, s, lengths, self.device)
         z = torch.zeros(n, d, device=self.device).index_add_(0, frame.reshape(-1),
                                                              windows.reshape(-1, d))
         count = torch.bincount(frame.reshape(-1), minlength=n).clamp_min(1).unsqueeze(1)

@@ -35,12 +35,14 @@ from pathlib import Path
 
 import jiwer
 
+from rpq_units.errors import UserError, is_user_error, one_line
+
 logger = logging.getLogger(__name__)
 
 SPACE = "<space>"
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError):
     """Unreadable or inconsistent reference/hypothesis files."""
 
 
@@ -395,8 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                 os.replace(tmp, args.out)
             else:
                 sys.stdout.write(text)
-    except ScoringError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        if not is_user_error(e):  # not about the user's files: a bug, with its traceback
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 

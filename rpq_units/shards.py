@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from rpq_units.errors import OptionError, UserError
+
 logger = logging.getLogger(__name__)
 
 FEATS_JSON = "feats.json"
 _NPY_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place once T is known
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A missing, inconsistent or unreadable feature shard."""
 
 
@@ -41,11 +43,11 @@ def shard_range(n: int, nshard: int, rank: int) -> range:
     Every index in ``range(n)`` falls in exactly one shard; shard sizes differ by at most one.
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise OptionError(f"n must be >= 0, got {n}")
     if nshard < 1:
-        raise ValueError(f"nshard must be >= 1, got {nshard}")
+        raise OptionError(f"nshard must be >= 1, got {nshard}")
     if not 0 <= rank < nshard:
-        raise ValueError(f"rank must be in [0, {nshard}) (0-based), got {rank}")
+        raise OptionError(f"rank must be in [0, {nshard}) (0-based), got {rank}")
     return range(n * rank // nshard, n * (rank + 1) // nshard)
 
 
@@ -57,7 +59,7 @@ def shard_file(feats_dir: str | os.PathLike, rank: int, ext: str) -> Path:
 def select_portion(n: int, portion: float, seed: int) -> list[int]:
     """A seeded, sorted random subset of ``round(portion * n)`` (at least 1) of ``range(n)``."""
     if not 0.0 < portion <= 1.0:
-        raise ValueError(f"portion must be in (0, 1], got {portion}")
+        raise OptionError(f"portion must be in (0, 1], got {portion}")
     if portion >= 1.0 or n == 0:
         return list(range(n))
     k = max(1, round(portion * n))
@@ -280,7 +282,7 @@ class FeatureShards:
                 return np.zeros((0, self.dim), np.float32)
             return np.concatenate([np.asarray(a, dtype=np.float32) for a in self.arrays], axis=0)
         if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+            raise OptionError(f"max_frames must be >= 1, got {max_frames}")
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(total, size=max_frames, replace=False))
         out = np.empty((max_frames, self.dim), np.float32)
@@ -290,6 +292,43 @@ class FeatureShards:
             out[lo:hi] = arr[idx[lo:hi] - start]
             start += arr.shape[0]
         return out
+
+
+    def utterance_frames(
+        self, max_frames: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, list[int]]:
+        """Frames ``(N, D)`` float32 of whole utterances and their lengths (frames per
+        utterance, summing to N), for quantizers whose codes look at neighbouring frames.
+
+        All utterances, or a seeded random choice of utterances until ``max_frames`` are
+        reached (the last one cut to fit), kept in storage order; every utterance stays a
+        contiguous run of frames, so windows can be kept inside it."""
+        total = self.num_frames
+        spans = []  # (array index, start, length) of each utterance
+        k = 0
+        for a, arr in enumerate(self.arrays):
+            off = 0
+            while off < arr.shape[0]:
+                spans.append((a, off, self.lens[k]))
+                off += self.lens[k]
+                k += 1
+        if max_frames is not None and max_frames < 1:
+            raise OptionError(f"max_frames must be >= 1, got {max_frames}")
+        if max_frames is not None and max_frames < total:
+            order = np.random.default_rng(seed).permutation(len(spans))
+            chosen, room = [], max_frames
+            for i in order:
+                if room <= 0:
+                    break
+                a, off, n = spans[i]
+                chosen.append((int(i), min(n, room)))
+                room -= n
+            spans = [(spans[i][0], spans[i][1], n) for i, n in sorted(chosen)]
+        if not spans:
+            return np.zeros((0, self.dim), np.float32), []
+        x = np.concatenate([np.asarray(self.arrays[a][off : off + n], dtype=np.float32)
+                            for a, off, n in spans], axis=0)  # fmt: skip
+        return x, [n for _, _, n in spans]
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rpq_units.errors import UserError
 from rpq_units.shards import named_os_error, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ SPECIAL_HEAD = ("<blank>", "<unk>")
 SPECIAL_TAIL = ("<sos/eos>",)
 
 
-class UnitsError(ValueError):
+class UnitsError(UserError):
     """A malformed unit line or unit file."""
 
 

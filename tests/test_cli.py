@@ -438,3 +438,29 @@ def test_batched_dump_feats_matches_one_at_a_time(tiny_data, tmp_path, capsys):
     assert one.ids == three.ids and one.lens == three.lens
     for (k, a), (_, b) in zip(one.utterances(), three.utterances(), strict=True):
         np.testing.assert_allclose(b[:-3], a[:-3], atol=1e-4, err_msg=k)
+
+
+def test_programming_errors_keep_their_traceback(tmp_path, capsys):
+    """A user error (missing named file, full disk) is one line with exit 1; anything else (a
+    bug) is not turned into a one-line error: it propagates with its traceback."""
+    rc, err = run(capsys, "token_list", "--codebook", tmp_path / "none.pt", "--out", tmp_path / "t")
+    assert rc == 1 and err.strip().splitlines()[-1].startswith("error: ") and "none.pt" in err
+    (tmp_path / "a_file").write_text("")
+    rc, err = run(capsys, "token_list", "--num_codebooks", "2", "--codebook_size", "4",
+                  "--out", tmp_path / "a_file" / "tokens.txt")
+    assert rc == 1 and "error: " in err and "a_file" in err and "Traceback" not in err
+
+    # a bug inside a subcommand: a ValueError that is not one of the project's error classes
+    code = (
+        "import sys, rpq_units.cli as c\n"
+        "def bug(*a, **k):\n"
+        "    return int('not a number')\n"
+        "c.write_token_list = bug\n"
+        "sys.exit(c.main(['token_list', '--num_codebooks', '2', '--codebook_size', '4',"
+        f" '--out', {str(tmp_path / 't')!r}]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "Traceback (most recent call last)" in r.stderr
+    assert "in bug" in r.stderr and "ValueError: invalid literal for int()" in r.stderr
+    assert "error: " not in r.stderr

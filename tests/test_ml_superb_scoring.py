@@ -193,6 +193,12 @@ def test_recipe_scoring_and_table(tmp_path):
     assert lines[2] == "| model | CER all | few-shot | normal | LID acc | eng | hin | lit* | vie* |"
     assert lines[4] == "| fbank_llast_pq | 40.9 | 75.0 | 21.4 | 60.0 | 25.0 | 16.7 | 100.0 | 33.3 |"
     assert len([line for line in lines if line.startswith("| fbank")]) == 1
+    # only the decodes of the current settings (the engine's results_rows.tsv) are listed
+    rows = tmp_path / "exp" / "results_rows.tsv"
+    rows.write_text(f"{tmp_path}/exp/asr_fbank_llast_kmeans\tnolm\ttest_10min\tx/result.txt\n")
+    assert "fbank_llast_pq" not in mod.table(tmp_path / "exp", ["test_10min"], rows)
+    rows.write_text(f"{scored.parent}\tnolm\ttest_10min\t{scored}/result.txt\tconf/a.yaml\n")
+    assert "| fbank_llast_pq | 40.9 |" in mod.table(tmp_path / "exp", ["test_10min"], rows)
 
 
 def test_results_table_labels_cer_columns_of_a_wer_table(tmp_path):

@@ -46,6 +46,14 @@ def test_stage1_prepares_and_resumes(recipe):
     assert (recipe / "data" / "train_clean" / "wav.scp").stat().st_mtime_ns == stamp
     assert not (recipe / "corpus" / "LibriSpeech" / "test-heldout.tmp").exists()
 
+    # other data options than the ones the data was prepared with: a clear refusal, not the old data
+    r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--data_opts", TINY + " --seed 1"],
+            cwd=recipe)
+    assert r.returncode == 1
+    assert "error: data was prepared with other settings (data_opts: " in r.stderr
+    assert "--seed 1); to keep it, use a new --datadir" in r.stderr
+    assert (recipe / "data" / "train_clean" / "wav.scp").stat().st_mtime_ns == stamp
+
 
 def test_stage1_stops_on_bad_corpus(recipe):
     r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--data_opts", TINY], cwd=recipe)

@@ -143,8 +143,10 @@ asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
 # shellcheck source=utils/stamp.sh
 . utils/stamp.sh
 declare -A data_sig=()
-load_data_sigs() {  # content hash of each set's utterance ids, transcripts and segments
-    local s d
+ckpt_sig=none
+load_data_sigs() {  # content hash of each set's utterance ids, transcripts and segments, and of
+    local s d       # the upstream checkpoint (hashed once per run: it may be gigabytes)
+    ckpt_sig=$(file_sig "${upstream_ckpt}")
     for s in $(all_sets); do
         d=${datadir}/${s}
         if [ -f "${d}/wav.scp" ] && [ -f "${d}/text" ]; then
@@ -158,7 +160,7 @@ load_data_sigs() {  # content hash of each set's utterance ids, transcripts and 
 # Each st_* prints the "key=value" settings of one result, those of its inputs included.
 st_feats() {
     echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
-    echo "upstream=${upstream}"; echo "upstream_ckpt=$(file_sig "${upstream_ckpt}")"
+    echo "upstream=${upstream}"; echo "upstream_ckpt=${ckpt_sig}"
     echo "layer=${layer}"; echo "feats_portion=${feats_portion}"
 }
 st_units() {  # <discretizer>
@@ -212,11 +214,19 @@ keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a mode
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_begin 1 "data preparation: ${data_sh} ${data_opts}"
+    # data.sh skips the sets it finished before: data prepared with other options is not redone
+    # behind the user's back (what data.sh generated or downloaded may have to go as well)
+    stamp=$(printf 'data_sh=%s\ndata_opts=%s\n' "${data_sh}" "${data_opts}")
+    if [ -f "${datadir}/.done_data" ] && ! stamp_ok "${datadir}/.done_data" "${stamp}"; then
+        log "error: ${datadir} was prepared with other settings ($(stamp_diff "${datadir}/.done_data" "${stamp}")); to keep it, use a new --datadir (and the data options' output dirs), or remove ${datadir} (and what ${data_sh} generated) to prepare it again"
+        exit 1
+    fi
     # shellcheck disable=SC2086  # data_opts is a word list
     ${data_sh} ${data_opts}
     for s in $(all_sets); do
         utils/validate_data_dir.sh "${datadir}/${s}"
     done
+    stamp_write "${datadir}/.done_data" "${stamp}"
     stage_end "data preparation"
 fi
 
@@ -295,9 +305,13 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             mkdir -p "${odir}"
             stamp_write "${odir}/.stamp" "${stamp}"
             log "encoding ${s} with ${d} -> ${odir}/units"
-            ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
+            if ! ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
                 bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
-                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"
+                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"; then
+                log "error: encoding ${s} with ${d} failed: $(grep -h '^error: ' "${odir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
+                    "(logs: ${odir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
+                exit 1
+            fi
             parts=()
             for ((j = 1; j <= _nj; j++)); do parts+=("${odir}/units.${j}"); done
             utils/merge_sorted.sh "${odir}/units" "${parts[@]}"

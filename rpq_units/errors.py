@@ -1,0 +1,38 @@
+"""The project's error classes for problems in the user's input.
+
+Every error the library raises for bad input (a malformed data dir, unreadable audio, a wrong
+option value, an inconsistent feature shard, ...) derives from :class:`UserError`; command-line
+entry points print such an error as one line (``error: ...``, exit 1). Anything else is a
+programming error and keeps its traceback. ``UserError`` is a ``ValueError``, so callers that
+catch ``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class UserError(ValueError):
+    """Bad input, a bad option value or a missing named file: the user can fix it."""
+
+
+class OptionError(UserError):
+    """An option value outside its allowed range."""
+
+
+# OSErrors that name a path the user gave or a machine condition the user can fix (a missing or
+# unreadable input, an output path through a file, a full or read-only disk); any other OSError
+# is reported with its traceback
+USER_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES,
+                         errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT})  # fmt: skip
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for the project's :class:`UserError` and for OSErrors of :data:`USER_ERRNOS`."""
+    return isinstance(e, UserError) or (isinstance(e, OSError) and e.errno in USER_ERRNOS)
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of the error's message (its type when it has none)."""
+    msg = str(e).strip()
+    return msg.splitlines()[0] if msg else type(e).__name__

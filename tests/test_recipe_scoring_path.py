@@ -1,0 +1,65 @@
+"""One scoring path for every model: the combined LibriSpeech + ML-SUPERB recipe's continuous
+reference (stage 11) is scored like the discrete models, its ML-SUPERB cell is CER under a CER
+header, and language tags are not counted as characters."""
+
+from __future__ import annotations
+
+import shutil
+
+from recipe_helpers import ROOT, run
+
+from rpq_units.scoring import read_measure, read_result
+
+LS, ML = "ls_test_clean", "mlsuperb_test_10min"
+
+
+def recipe_copy(tmp_path):
+    """The engine, the combined recipe and what its links point to, in tmp_path."""
+    for part in ("egs/TEMPLATE", "egs/librispeech_ml_superb", "egs/ml_superb", "local", "conf"):
+        shutil.copytree(ROOT / part, tmp_path / part, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "dump", "exp", "RESULTS*", "__pycache__"))
+    return tmp_path / "egs" / "librispeech_ml_superb"
+
+
+def write_table(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k} {v}\n" for k, v in sorted(rows.items())))
+
+
+def test_continuous_row_is_cer_under_its_cer_header(tmp_path):
+    recipe = recipe_copy(tmp_path)
+    (recipe / "nlsyms.txt").write_text("[eng]\n[deu]\n")
+    ml_ref = {"mlsuperb_u1": "[eng] HELLO WORLD", "mlsuperb_u2": "[deu] GUTEN TAG"}
+    ml_hyp = {"mlsuperb_u1": "[eng] HELO WORLD", "mlsuperb_u2": "[eng] GUTEN TAG"}
+    ls_ref = {"ls_1-2-3": "A B C D", "ls_1-2-4": "E F"}
+    ls_hyp = {"ls_1-2-3": "A B X D"}  # ls_1-2-4 has no hypothesis: two deletions
+    write_table(recipe / "data" / ML / "text", ml_ref)
+    write_table(recipe / "data" / ML / "utt2lang", {"mlsuperb_u1": "eng", "mlsuperb_u2": "deu"})
+    write_table(recipe / "data" / LS / "text", ls_ref)
+    # a finished continuous reference (stage 11's training and decoding markers are there)
+    adir = recipe / "exp" / "asr_wavlm_large_l21_continuous"
+    for marker in ("stats/.done", ".done_train"):
+        (adir / marker).parent.mkdir(parents=True, exist_ok=True)
+        (adir / marker).write_text("done\n")
+    for s, ref, hyp in ((ML, ml_ref, ml_hyp), (LS, ls_ref, ls_hyp)):
+        d = adir / f"decode_{s}_nolm"
+        write_table(d / "ref", ref)
+        write_table(d / "hyp", hyp)
+        (d / ".done").write_text("done\n")
+
+    r = run(["./run.sh", "--stage", "11", "--stop_stage", "12", "--run_continuous", "true",
+             "--test_sets", f"{LS} {ML}", "--local_score_opts", f"--test_sets {ML}",
+             "--nlsyms_txt", "nlsyms.txt", "--discretizers", ""], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    ml = adir / f"decode_{ML}_nolm" / "result.txt"
+    ls = adir / f"decode_{LS}_nolm" / "result.txt"
+    assert read_measure(ml) == "CER" and read_measure(ls) == "WER"
+    # CER without the tags: "HELLO WORLD" (11 chars, 1 deleted) + "GUTEN TAG" (9 chars, correct)
+    assert (read_result(ml)["N"], read_result(ml)["Err"]) == (20, 1)
+    # WER on the whole test set: the utterance without a hypothesis counts as deleted
+    assert (read_result(ls)["N"], read_result(ls)["Err"], read_result(ls)["Del"]) == (6, 3, 2)
+    assert "Missing 1" in ls.read_text() and "ls_1-2-4" in ls.read_text()
+    table = (recipe / "RESULTS.md").read_text()
+    assert f"| model | units | configs | train (min) | {LS} (WER) | {ML} (CER) |" in table
+    assert "| wavlm_large_l21_continuous | continuous | `conf/asr/train_continuous_ebranchformer.yaml` | - | 50.0 | 5.0 |" in table
