@@ -195,7 +195,7 @@ def assign_lowp(
     k = centroids.shape[1]
     t = max(1, min(candidates, k - 1))
     eps, tiny = LOWP_EPS[dtype], LOWP_TINY[dtype] * d
-    step = min(n, block_rows or (1 << 18 if x.is_cuda else 4096))
+    step = max(1, min(n, block_rows or (1 << 18 if x.is_cuda else 4096)))
     dpad = (d + 8) // 8 * 8  # room for the bias column, rows 16-byte aligned for the GEMM
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
@@ -289,7 +289,7 @@ def assign_fused(
 
     g, n, d = x.shape
     eps, tiny = LOWP_EPS[dtype], LOWP_TINY[dtype] * d
-    step = min(n, block_rows or (1 << 20 if x.is_cuda else 4096))
+    step = max(1, min(n, block_rows or (1 << 20 if x.is_cuda else 4096)))
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
     rescored = fallback = 0

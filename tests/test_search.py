@@ -74,6 +74,14 @@ def test_fused_search_equals_exact_search(kernels, dtype):
         assert stats["fallback"] > 0
 
 
+def test_certified_searches_take_empty_input(kernels):
+    _, dev = kernels
+    c = torch.randn(1, 20, 8).to(dev)
+    for fn in (search.assign_fused, search.assign_lowp):
+        codes, dist = fn(torch.zeros(1, 0, 8).to(dev), c)
+        assert codes.shape == (1, 0) and dist.shape == (1, 0)
+
+
 def test_fused_search_closer_ties_than_fp32(kernels):
     """Midpoints within 1e-4: the uncentred fp32 expansion can pick the wrong one of the two;
     the fused search (rescored on centred rows) still gives the float64 answer."""
