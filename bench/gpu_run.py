@@ -235,7 +235,7 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=16)
     args = ap.parse_args()
     if args.tiny:
-        args.n, args.d, args.k, args.reps, args.exact_rows = 3000, 48, 40, 2, 3000
+        args.n, args.d, args.k, args.reps, args.exact_rows = 800, 32, 20, 1, 800
         args.stream_n, args.stream_k, args.stream_iters = 4000, 30, 3
         args.hours, args.batch_size = 0.01, 4
     out = Path(args.out)

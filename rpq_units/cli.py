@@ -126,14 +126,19 @@ def _features(
         return out
 
     # batches of similar lengths (less padding): up to LENGTH_SORT_BATCHES batches of loaded
-    # utterances are sorted by length, then cut into batches
+    # utterances are cut into batches in order of length; results come out in input order
     window = batch_size * (LENGTH_SORT_BATCHES if batch_size > 1 else 1)
     pending: list[tuple[Utterance, np.ndarray]] = []
 
     def flush() -> Iterator[tuple[Utterance, np.ndarray]]:
-        pending.sort(key=lambda item: len(item[1]))
-        for s in range(0, len(pending), batch_size):
-            yield from run(pending[s : s + batch_size])
+        order = sorted(range(len(pending)), key=lambda i: len(pending[i][1]))
+        done: dict[str, np.ndarray] = {}
+        for s in range(0, len(order), batch_size):
+            for utt, feats in run([pending[i] for i in order[s : s + batch_size]]):
+                done[utt.uttid] = feats
+        for utt, _ in pending:
+            if utt.uttid in done:
+                yield utt, done.pop(utt.uttid)
         pending.clear()
 
     for utt in _progress(utts, desc):

@@ -209,42 +209,6 @@ def _means(
     return cent, obj
 
 
-def _update_plain(
-    x: torch.Tensor, codes: torch.Tensor, dist: torch.Tensor, k: int, sq_total: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the clusters (G, K, d) given codes (G, N), empty clusters re-seeded, and the
-    objective of the codes at those means (see :func:`_means`)."""
-    g, n, d = x.shape
-    sums = _new_sums(g, k, d, x, x.device)
-    counts = torch.zeros(g, k, dtype=torch.long, device=x.device)
-    _accumulate(sums, counts, x, codes)
-    cent, obj = _means(sums, counts, sq_total, n, x.dtype)
-    for gi in range(g):
-        _reseed_empty(cent[gi], counts[gi], x[gi], dist[gi])
-    return cent, obj
-
-
-def _lloyd_plain(
-    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None
-) -> tuple[torch.Tensor, int]:
-    """Plain batched Lloyd on x (G, N, d) from cent (G, K, d). Returns (centroids, passes).
-    ``history`` gets, per pass, the objective of the new codes at their cluster means."""
-    prev = None
-    it = 0
-    sq_total = (x * x).sum(-1).double().sum(-1)  # (G,)
-    for it in range(1, max_iter + 1):  # noqa: B007
-        codes, dist = assign(x, cent)
-        cent, obj = _update_plain(x, codes, dist, cent.shape[1], sq_total)
-        if history is not None:
-            history.append(obj.tolist())
-        if prev is not None:
-            rel = float(((prev - obj) / prev.clamp_min(1e-30)).abs().max())
-            if rel < tol:
-                break
-        prev = obj
-    return cent, it
-
-
 def stream_rows(x: torch.Tensor, memory_budget: int | None) -> int | None:
     """Rows per chunk for a fit of x (G, N, d) streamed from host memory under
     ``memory_budget`` bytes of device memory for the data (two chunks in flight), or None
@@ -263,10 +227,11 @@ def host_chunks(
     To a CUDA device the next chunk is copied while the caller computes on the current one:
     a worker thread copies it into one of two pinned buffers and queues the host-to-device
     copy on a side stream; the compute stream waits on that copy's event only. A chunk is
-    valid until the next one is requested. On CPU the chunks are views.
+    valid until the next one is requested. On CPU, or with x already on the device, the
+    chunks are views.
     """
     g, n, d = x.shape
-    if device.type != "cuda":
+    if device.type != "cuda" or x.device == device:
         for s in range(0, n, rows):
             yield s, min(n, s + rows), x[:, s : s + rows].to(device)
         return
@@ -315,34 +280,38 @@ def assign_streamed(
     return codes, dist
 
 
-def _lloyd_streamed(
-    x: torch.Tensor, cent: torch.Tensor, rows: int, *, max_iter: int, tol: float,
-    history: list | None,
+def _lloyd_plain(
+    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None,
+    rows: int | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """:func:`_lloyd_plain` over host rows x (G, N, d) streamed in chunks of ``rows`` to the
-    device of cent (G, K, d): the same passes (assignments, sums, objective, re-seeding) with
-    only two chunks of rows on the device."""
+    """Plain batched Lloyd on x (G, N, d) from cent (G, K, d) on cent's device; returns
+    (centroids, passes). ``history`` gets, per pass, the objective of the new codes at their
+    cluster means. With ``rows``, x stays where it is (host memory) and each pass streams it
+    to the device in chunks of ``rows`` (:func:`host_chunks`): the same passes (assignments,
+    sums in row order, objective, re-seeding) with only two chunks on the device."""
     g, n, d = x.shape
     k = cent.shape[1]
     dev = cent.device
-    sq_rows = torch.empty(g, n, dtype=torch.float32)
+    rows = rows or n
+    sq_rows = torch.empty(g, n, dtype=torch.float32, device=x.device)
     for s, e, xd in host_chunks(x, rows, dev):
-        sq_rows[:, s:e] = (xd * xd).sum(-1).cpu()
-    sq_total = sq_rows.double().sum(-1).to(dev)
+        sq_rows[:, s:e] = (xd * xd).sum(-1).to(x.device)
+    sq_total = sq_rows.double().sum(-1).to(dev)  # (G,)
+    del sq_rows
     prev = None
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
         sums = _new_sums(g, k, d, x, dev)
         counts = torch.zeros(g, k, dtype=torch.long, device=dev)
-        dist = torch.empty(g, n, dtype=torch.float32)
+        dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
         for s, e, xd in host_chunks(x, rows, dev):
             codes, dd = assign(xd, cent)
             _accumulate(sums, counts, xd, codes)
-            dist[:, s:e] = dd.cpu()
+            dist[:, s:e] = dd.to(x.device)
         cent, obj = _means(sums, counts, sq_total, n, cent.dtype)
         for gi in range(g):
-            if bool((counts[gi] == 0).any()):
-                ne = int((counts[gi] == 0).sum())
+            ne = int((counts[gi] == 0).sum())
+            if ne:  # re-seed empty clusters with the farthest rows
                 far = dist[gi].topk(min(ne, n)).indices
                 _reseed_empty(cent[gi], counts[gi], x[gi].index_select(0, far).to(dev),
                               dist[gi].index_select(0, far).to(dev))
@@ -595,7 +564,7 @@ def fit_kmeans(
         cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, history=history,
                                 bounds=bounds)
     else:
-        cent, it = _lloyd_streamed(x, cent, rows, max_iter=max_iter, tol=tol, history=history)
+        cent, it = _lloyd_plain(x, cent, max_iter=max_iter, tol=tol, history=history, rows=rows)
         dist = None
     logger.debug("full data: %d passes on %d rows", it, n)
     if dist is None:
