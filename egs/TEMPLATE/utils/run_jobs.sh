@@ -27,7 +27,7 @@ slurm_opts=${RPQ_SLURM_OPTS:-}  # more sbatch/srun options, word-split (default:
 num_threads=0     # threads per job: exported as OMP_NUM_THREADS when > 0 (0: inherit)
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
