@@ -284,6 +284,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
             done
             mark_done "${lmdir}/stats/.done"
         fi
+        python utils/check_resume.py "${lmdir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
             --use_preprocessor true $(bpe_args) --ngpu "${ngpu}" --resume true \
@@ -355,6 +356,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
         log "training ${adir} (log: ${adir}/train.log)"
         _t=${SECONDS}
+        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
             --use_preprocessor true $(bpe_args) \
@@ -491,6 +493,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         mark_done "${stats}/.done"
     fi
     if ! done_or "${adir}/.done_train"; then
+        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" "${asr_train[@]}" --use_preprocessor true \
             $(bpe_args) "${data_args[@]}" \
