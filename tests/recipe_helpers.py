@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,3 +31,36 @@ def run(args: list[str | os.PathLike], cwd: str | os.PathLike | None = None,
 
 def have(*tools: str) -> bool:
     return all(shutil.which(t) for t in tools)
+
+
+# files whose content records time or the run itself, not a result
+VOLATILE = {"timing.tsv", "commands.txt", "train_seconds"}
+TIME_KEYS = {"fit_seconds", "load_seconds", "seconds"}
+
+
+def result_files(tree: Path) -> dict[str, Path]:
+    """A recipe's result files under dump/ and exp/, by path relative to ``tree`` (no logs, job
+    scripts, done markers, timings or training plots)."""
+    found = {}
+    for top in ("dump", "exp"):
+        for p in (tree / top).rglob("*"):
+            rel = p.relative_to(tree)
+            if p.is_dir() or p.is_symlink():
+                continue
+            if {"log", "q", "images", "att_ws"} & set(rel.parts) or p.suffix == ".log":
+                continue
+            if p.name.startswith(".done") or p.name in VOLATILE:
+                continue
+            found[str(rel)] = p
+    return found
+
+
+def result_bytes(p: Path) -> bytes:
+    """The content of a result file, with run times dropped from JSON reports."""
+    if p.suffix == ".json":
+        def drop(o):
+            if isinstance(o, dict):
+                return {k: drop(v) for k, v in o.items() if k not in TIME_KEYS}
+            return [drop(v) for v in o] if isinstance(o, list) else o
+        return json.dumps(drop(json.loads(p.read_text())), sort_keys=True).encode()
+    return p.read_bytes()

@@ -408,6 +408,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
             done
             stamp_write "${lmdir}/stats/.done" "${stamp}"
         fi
+        python utils/check_resume.py "${lmdir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
             --use_preprocessor true $(bpe_args) --ngpu "${ngpu}" --resume true \
@@ -486,6 +487,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         log "training ${adir} (log: ${adir}/train.log)"
         stamp_write "${adir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
         _t=${SECONDS}
+        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
             --use_preprocessor true $(bpe_args) \
@@ -696,6 +698,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     fi
     if ! done_or "${adir}/.done_train"; then
         log "training ${adir} (log: ${adir}/train.log)"
+        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.asr_train \
             --use_preprocessor true $(bpe_args) "${data_args[@]}" \

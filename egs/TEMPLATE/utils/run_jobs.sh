@@ -13,7 +13,8 @@
 #   local  (default) up to --max_jobs_run processes at once on this machine
 #   slurm  a job array through "sbatch --wait" (one job: "srun"), each task re-entering this
 #          script with the local backend; --gpu N adds --gres=gpu:N; --mem, --time, --partition
-#          and free-form --slurm_opts are passed on.
+#          and free-form --slurm_opts are passed on; stopping this script (INT, TERM, HUP)
+#          cancels its Slurm jobs.
 set -euo pipefail
 
 backend=local     # local or slurm
@@ -138,8 +139,23 @@ case "${backend}" in
         opts+=(${slurm_opts})
         self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
         inner=(bash "${self}" --backend local --gpu "${gpu}" --num_threads "${num_threads}")
+        # Stopping this script (Ctrl-C, TERM, HUP of a lost login session) cancels its Slurm
+        # jobs: "sbatch --wait" alone leaves the array running, and tasks left behind would
+        # write into the same outputs as the tasks of the next run.
+        submitted=""; jobid_file=""
+        cancel() {
+            local id=""
+            [ -n "${jobid_file}" ] && [ -s "${jobid_file}" ] && id=$(cut -d';' -f1 "${jobid_file}")
+            [ -n "${id}" ] && scancel "${id}" 2>/dev/null
+            [ -n "${submitted}" ] && kill -TERM "${submitted}" 2>/dev/null
+            echo "$0: stopped by a signal${id:+; cancelled Slurm job ${id}}" >&2
+            exit 130
+        }
+        trap cancel INT TERM HUP
         if ! ${has_range}; then
-            srun --job-name="$(basename "${log_template}" .log)" "${opts[@]}" "${inner[@]}" "${log_template}" "$@" || true
+            srun --job-name="$(basename "${log_template}" .log)" "${opts[@]}" "${inner[@]}" "${log_template}" "$@" &
+            submitted=$!
+            wait "${submitted}" || true
         else
             qdir=$(dirname "${log_template}")/q
             mkdir -p "${qdir}"
@@ -153,9 +169,13 @@ case "${backend}" in
                 printf '%q ' "${log_template}" "$@"
                 echo
             } > "${script}"
-            sbatch --wait --array="${first}-${last}" --job-name="$(basename "${script}" .sh)" \
-                --output=/dev/null "${opts[@]}" "${script}" > /dev/null || true
+            jobid_file=${script%.sh}.jobid
+            sbatch --wait --parsable --array="${first}-${last}" --job-name="$(basename "${script}" .sh)" \
+                --output=/dev/null "${opts[@]}" "${script}" > "${jobid_file}" &
+            submitted=$!
+            wait "${submitted}" || true
         fi
+        trap - INT TERM HUP
         check_logs || exit 1
         ;;
     *)
