@@ -409,11 +409,12 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def _bound_lines(b: dict[str, Any] | None) -> list[str]:
-    if not b or b.get("holds") is None:
+def _bound_lines(b: dict[str, Any] | None, rho: float | None) -> list[str]:
+    if not b or b.get("holds") is None or rho is None:
         return []
-    return [f"bound           eps {_fmt(b['eps'])} >= rho_ensemble * eps_sub "
-            f"({_fmt(b['eps_sub'])}): {'holds' if b['holds'] else 'violated'}"]
+    return [f"bound           eps {_fmt(b['eps'])} >= rho_ensemble * eps_sub = {_fmt(rho)} * "
+            f"{_fmt(b['eps_sub'])} = {_fmt(rho * b['eps_sub'])}: "
+            f"{'holds' if b['holds'] else 'violated'}"]
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -427,7 +428,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"bitrate         {r['bits_per_frame']:.2f} bits/frame, {_fmt(r['bits_per_second'], '.1f')} bits/s "
         f"(entropy {_fmt(r['entropy_bits_per_second'], '.1f')} bits/s)",
         *(f"rho {name:<11} {_fmt(v)}" for name, v in (r.get("rho_definitions") or {}).items()),
-        *_bound_lines(r.get("ensemble_bound")),
+        *_bound_lines(r.get("ensemble_bound"), r.get("rho_ensemble")),
         f"dim corr |mean| {_fmt(r['dim_correlation_mean_abs'])}",
         "",
         f"{'codebook':>8}  {'usage':>7}  {'used':>6}  {'perplexity':>10}  {'entropy(bits)':>13}",

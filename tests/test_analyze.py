@@ -82,7 +82,11 @@ def test_mse_equals_decode_encode_distortion(fitted, x, tmp_path, method):
     on_disk = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert on_disk["mse"] == rep["mse"]
     assert (tmp_path / "a" / "dim_correlation.png").read_bytes()[:4] == b"\x89PNG"
-    assert "mse" in (tmp_path / "a" / "analysis.txt").read_text()
+    text = (tmp_path / "a" / "analysis.txt").read_text()
+    assert "mse" in text
+    for name in RHO_DEFINITIONS:  # every rho reported by its definition's name
+        assert f"rho {name}" in text
+    assert ("bound           eps" in text) == (method == "rpq")
 
 
 def test_code_stats_known_histogram():

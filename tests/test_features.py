@@ -130,11 +130,10 @@ def test_errors(tiny_wavlm, tmp_path):
         fx.extract(np.zeros((2, 1600), np.float32))
 
 
-UPSTREAM_CONFS = sorted((Path(__file__).resolve().parents[1] / "egs" / "mini_librispeech" / "conf"
-                         / "upstream").glob("*.yaml"))
+UPSTREAM_CONFS = sorted((Path(__file__).resolve().parents[1] / "egs").glob("mini_*/conf/upstream/*.yaml"))
 
 
-@pytest.mark.parametrize("conf", UPSTREAM_CONFS, ids=lambda p: p.name)
+@pytest.mark.parametrize("conf", UPSTREAM_CONFS, ids=lambda p: f"{p.parents[2].name}/{p.name}")
 def test_demo_upstream_configs_load_with_their_frame_rate(conf):
     """Every feature config the demo ships loads through s3prl's ``baseline_local`` entry and
     gives 80 log-mel dims at the frame rate its ``hop_ms`` names (50/s for mel_20ms, 25/s for
