@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,129 @@ def test_bench_vocoder_runs_tiny_on_cpu(capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "| training steps/s |" in out and "| synthesis fp32 audio s/s" in out
+
+
+# ---- the page in a real browser -------------------------------------------------------------
+
+
+class Chromium:
+    """Headless Debian chromium driven over the DevTools protocol (websocket-client)."""
+
+    def __init__(self, profile: Path) -> None:
+        import subprocess
+        import time
+        import urllib.request
+
+        import websocket
+
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        self.proc = subprocess.Popen(
+            [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-port=0", "--remote-allow-origins=*",
+             "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
+             "--window-size=1400,1000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        port_file = profile / "DevToolsActivePort"
+        for _ in range(300):
+            if port_file.is_file() and port_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(ws_url, timeout=60)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg["result"]
+            self.events.append(msg)
+
+    def wait_event(self, method: str) -> dict:
+        for i, e in enumerate(self.events):
+            if e.get("method") == method:
+                return self.events.pop(i)
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("method") == method:
+                return msg
+            self.events.append(msg)
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except Exception:  # the browser may close the socket first
+            pass
+        self.ws.close()
+        try:
+            self.proc.wait(timeout=20)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_AUDIO_JS = """
+Promise.all([...document.querySelectorAll('audio')].map(a => new Promise(res => {
+  const s = a.querySelector('source');
+  let done = false;
+  const fin = () => { if (!done) { done = true; res({src: s.getAttribute('src'),
+      duration: a.duration, error: a.error ? a.error.code : null, ready: a.readyState}); } };
+  if (a.readyState >= 1) { fin(); return; }
+  a.addEventListener('loadedmetadata', fin);
+  a.addEventListener('error', fin, true);
+  s.addEventListener('error', fin);
+  a.load();
+  setTimeout(fin, 15000);
+}))).then(r => JSON.stringify({audio: r, images: [...document.images].map(i =>
+  ({src: i.getAttribute('src'), width: i.naturalWidth}))}))
+"""
+
+
+def check_page_in_browser(index: Path, screenshot: Path) -> dict:
+    """Open ``index`` in headless chromium, wait for every <audio>'s metadata, screenshot the
+    whole page; returns ``{"audio": [{src, duration, error, ready}], "images": [...]}``."""
+    import base64
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as prof:
+        b = Chromium(Path(prof))
+        try:
+            b.call("Page.enable")
+            b.call("Page.navigate", url=index.resolve().as_uri())
+            b.wait_event("Page.loadEventFired")
+            r = b.call("Runtime.evaluate", expression=_AUDIO_JS, awaitPromise=True,
+                       returnByValue=True)
+            result = json.loads(r["result"]["value"])
+            shot = b.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            b.close()
+    return result
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="needs Debian's chromium (tools/install.sh installs it)")
+def test_page_plays_in_a_headless_browser(resynth_run, tmp_path):
+    page, linked = _page(resynth_run, tmp_path)
+    shot = tmp_path / "page.png"
+    res = check_page_in_browser(page / "index.html", shot)
+    audio = res["audio"]
+    assert sorted(a["src"] for a in audio) == sorted(s for s in linked if s.endswith(".wav"))
+    for a in audio:
+        assert a["error"] is None, a
+        # a missing file leaves duration NaN (null) and readyState 0
+        assert a["ready"] >= 1 and a["duration"] is not None and a["duration"] > 0.5, a
+    assert res["images"] and all(i["width"] > 0 for i in res["images"])
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        w, h = im.size
+        assert w >= 800 and h >= 600
+        assert len(set(im.convert("L").getdata())) > 20  # not a blank page
