@@ -40,7 +40,7 @@ def median_f0(x: np.ndarray) -> float:
     return float(np.median(f0[f0 > 0]))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """One torch thread: small convolutions gain nothing from two, and lose much on a busy
     machine."""
@@ -491,3 +491,14 @@ def test_page_plays_in_a_headless_browser(resynth_run, tmp_path):
         w, h = im.size
         assert w >= 800 and h >= 600
         assert len(set(im.convert("L").getdata())) > 20  # not a blank page
+
+
+def test_error_rate_and_dwer():
+    from rpq_units.resynth import error_rate
+
+    refs = {"a": "THE CAT SAT", "b": "ON THE MAT"}
+    assert error_rate(refs, {"a": "THE CAT SAT", "b": "ON THE MAT"}) == 0.0
+    assert error_rate(refs, {"a": "THE BAT SAT", "b": "ON MAT"}) == pytest.approx(100 * 2 / 6)
+    # dWER: the original audio's transcripts serve as references
+    assert error_rate({"a": "THE BAT"}, {"a": "THE BAT"}) == 0.0
+    assert error_rate(refs, {"a": "THE CAT SAT"}, unit="char") == 0.0
