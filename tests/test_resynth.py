@@ -502,3 +502,47 @@ def test_error_rate_and_dwer():
     # dWER: the original audio's transcripts serve as references
     assert error_rate({"a": "THE BAT"}, {"a": "THE BAT"}) == 0.0
     assert error_rate(refs, {"a": "THE CAT SAT"}, unit="char") == 0.0
+
+
+def test_ssl_units_through_a_trained_vocoder(tmp_path):
+    """SSL path: WavLM-format upstream -> K-means units; a HiFi-GAN trained (a few steps) by
+    ``rpq-units train_vocoder`` on the continuous features turns decode(units) into 16 kHz audio
+    of the original length; no copy-synthesis row."""
+    import yaml
+
+    from rpq_units.testing import make_data_dir, make_tiny_wavlm_checkpoint
+
+    ckpt = make_tiny_wavlm_checkpoint(tmp_path / "wavlm.pt")
+    make_data_dir(tmp_path / "train", [0.8] * 3, prefix="tr")
+    make_data_dir(tmp_path / "test", [0.7], prefix="te", seed=9)
+    up = ["--upstream", "wavlm_local", "--upstream_ckpt", str(ckpt)]
+    assert cli.main(["dump_feats", "--data_dir", tmp_path / "train", "--out_dir",
+                     tmp_path / "feats", *up]) == 0
+    assert cli.main(["fit", "--feats_dir", tmp_path / "feats", "--out", tmp_path / "km.pt",
+                     "--method", "kmeans", "--codebook_size", "4"]) == 0
+    assert cli.main(["encode", "--data_dir", tmp_path / "test", "--codebook", tmp_path / "km.pt",
+                     "--out", tmp_path / "units"]) == 0
+    cfg = yaml.safe_load((ROOT / "conf" / "vocoder" / "hifigan_cpu.yaml").read_text())
+    cfg["generator_params"].update(channels=8, resblock_kernel_sizes=[3],
+                                   resblock_dilations=[[1]])
+    cfg["discriminator_params"].update(scales=1, periods=[2])
+    cfg["train"].update(adv_start_step=1, batch_size=1, segment_frames=2)
+    (tmp_path / "voc.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train_vocoder", "--data_dir", tmp_path / "train", "--config",
+                     tmp_path / "voc.yaml", "--out", tmp_path / "voc" / "vocoder.pt", *up,
+                     "--steps", "2"]) == 0
+    info = json.loads((tmp_path / "voc" / "vocoder.json").read_text())
+    assert (info["steps"], info["hop"], info["dim"]) == (2, 320, 32)
+    out = tmp_path / "rs"
+    assert cli.main(["resynth", "--data_dir", tmp_path / "test", "--names", "kmeans",
+                     "--codebooks", tmp_path / "km.pt", "--units", tmp_path / "units",
+                     "--out_dir", out, "--vocoder", tmp_path / "voc" / "vocoder.pt"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["systems"] == ["original", "continuous", "kmeans"]
+    assert report["synthesis"].startswith("hifigan:")
+    u = report["utterances"][0]
+    ref, _ = sf.read(out / "wav" / "original" / f"{u}.wav")
+    for s in ("continuous", "kmeans"):
+        y, sr = sf.read(out / "wav" / s / f"{u}.wav")
+        assert sr == SR and y.shape == ref.shape
+    assert report["summary"]["kmeans"]["kbps"] == pytest.approx(2 * 50 / 1000)
