@@ -25,12 +25,12 @@ from rpq_units.shards import write_text_atomic
 logger = logging.getLogger(__name__)
 
 _CSS = """
-body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }
+body { font-family: sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: center; }
 th { background: #eee; }
-td.utt { text-align: left; font-size: 85%; max-width: 260px; }
-audio { width: 180px; }
+td.utt { text-align: left; font-size: 85%; min-width: 180px; max-width: 260px; }
+audio { width: 150px; }
 img { max-width: 480px; margin: 0 1em 1em 0; }
 figure { display: inline-block; margin: 0; }
 """

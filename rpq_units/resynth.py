@@ -282,7 +282,7 @@ def resynth(
     audio: dict[str, dict[str, np.ndarray]] = {s: {} for s in systems}
     from tqdm import tqdm
 
-    for i, utt in enumerate(tqdm(utts, desc="resynth", unit="utt", mininterval=2.0, disable=None)):
+    for i, utt in enumerate(tqdm(utts, desc="resynth", unit="utt", mininterval=2.0)):
         wav = load(utt)
         feats = fx.extract(wav)
         made = {ORIGINAL: wav, CONTINUOUS: synth(feats, wav.shape[0], seed=seed + i)}

@@ -336,7 +336,7 @@ def train_vocoder(
     hist: dict[str, float] = {}
     t0 = time.perf_counter()
     start = vocoder.steps
-    bar = tqdm(range(start, total), desc="vocoder", unit="step", mininterval=5.0, disable=None)
+    bar = tqdm(range(start, total), desc="vocoder", unit="step", mininterval=5.0)
     for step in bar:
         lr = tc["lr"] * tc["lr_decay"] ** (step / 100)
         for o in (opt_g, opt_d):

@@ -10,10 +10,10 @@ python=${PYTHON:-python3}
 torch_version=2.9.1
 log() { echo "[install] $*" >&2; }
 
-# --- audio tools (espeak-ng, sox, festival) -------------------------------------------
-apt_pkgs=(espeak-ng sox libsox-fmt-all festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac)
+# --- audio tools (espeak-ng, sox, festival) and chromium (the demo page's browser test) ---
+apt_pkgs=(espeak-ng sox libsox-fmt-all festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac chromium)
 missing=()
-for bin in espeak-ng sox festival flac; do
+for bin in espeak-ng sox festival flac chromium; do
     command -v "${bin}" >/dev/null 2>&1 || missing+=("${bin}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -37,7 +37,7 @@ min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done
 
 # General
 stage=1                 # first stage to run
-stop_stage=12           # last stage to run
+stop_stage=13           # last stage to run
 nj=2                    # parallel jobs for feature dump and encoding
 inference_nj=2          # parallel jobs for decoding
 ngpu=0                  # GPUs for ESPnet training (0: CPU)
@@ -87,6 +87,14 @@ lm_weight=0.5           # shallow-fusion weight of the LM
 run_continuous=false    # also train the continuous reference (asr_train on the frozen features)
 continuous_config=conf/asr/train_continuous.yaml  # asr_train config for the reference
 results=RESULTS.md      # results table to (re)write in stage 12
+# Resynthesis and demo page (stage 13)
+resynth_set=""          # set to resynthesize (default: the first test set)
+resynth_utts=10         # utterances of it resynthesized and scored (0: all)
+page_utts=5             # utterances with audio players on the demo page
+vocoder=auto            # auto (griffinlim for s3prl log-mel upstreams, else train a HiFi-GAN), griffinlim, or a vocoder.pt
+vocoder_config=../../conf/vocoder/hifigan_cpu.yaml  # HiFi-GAN config when one is trained
+vocoder_args=""         # more rpq-units train_vocoder arguments (e.g. --steps 500 --max_utts 200)
+resynth_args=""         # more rpq-units resynth arguments (e.g. --n_iter 32)
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets \"<set> ...\" [options]"
 run_args=$(printf '%q ' "$0" "$@")
@@ -762,6 +770,66 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     fi
     cat "${results}"
     stage_end "results"
+fi
+if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
+    rset=${resynth_set:-${test_sets%% *}}
+    rdir=${expdir}/resynth_${feat_tag}_${rset}
+    stage_begin 13 "resynthesis of ${rset} from ${discretizers} -> ${rdir}; demo page -> ${expdir}/demo"
+    voc=${vocoder}
+    if [ "${voc}" = auto ]; then
+        case "${upstream}" in baseline_local|mel) voc=griffinlim ;; *) voc=train ;; esac
+    fi
+    if [ "${voc}" = train ]; then
+        vdir=${expdir}/vocoder_${feat_tag}
+        voc=${vdir}/vocoder.pt
+        if ! done_or "${vdir}/.done"; then
+            mkdir -p "${vdir}"
+            cp "${vocoder_config}" "${vdir}/config.yaml"
+            ckpt_opt=()
+            [ -n "${upstream_ckpt}" ] && ckpt_opt=(--upstream_ckpt "${upstream_ckpt}")
+            log "training a HiFi-GAN on ${train_set} features -> ${voc} (log: ${vdir}/train.log)"
+            _dev=${device}; [ "${ngpu}" -gt 0 ] && _dev=cuda
+            # shellcheck disable=SC2086  # vocoder_args is a word list
+            ${cuda_cmd} --gpu "${ngpu}" "${vdir}/train.log" rpq-units train_vocoder \
+                --data_dir "${datadir}/${train_set}" --config "${vdir}/config.yaml" --out "${voc}" \
+                --upstream "${upstream}" "${ckpt_opt[@]}" --layer "${layer}" --device "${_dev}" ${vocoder_args}
+            mark_done "${vdir}/.done"
+        fi
+    fi
+    if ! done_or "${rdir}/.done"; then
+        names=(); codebooks=(); unitfiles=()
+        for d in ${discretizers}; do
+            names+=("${d}")
+            codebooks+=("${expdir}/units_$(units_tag "${d}")/codebook.pt")
+            unitfiles+=("${dumpdir}/units_$(units_tag "${d}")/${rset}/units")
+        done
+        asr_opts=()
+        cdir=${expdir}/asr_${feat_tag}_continuous
+        if done_or "${cdir}/.done_train"; then
+            asr_opts=(--asr_dir "${cdir}" --asr_decode_config "${inference_config}")
+        else
+            log "no continuous model in ${cdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
+        fi
+        log "resynthesizing ${resynth_utts} utterances of ${rset} (${voc}; log: ${rdir}/resynth.log)"
+        mkdir -p "${rdir}"
+        # shellcheck disable=SC2086  # resynth_args is a word list
+        ${train_cmd} --num_threads 1 "${rdir}/resynth.log" rpq-units resynth \
+            --data_dir "${datadir}/${rset}" --names "${names[@]}" --codebooks "${codebooks[@]}" \
+            --units "${unitfiles[@]}" --out_dir "${rdir}" --vocoder "${voc}" \
+            --stats_data_dir "${datadir}/${train_set}" --max_utts "${resynth_utts}" \
+            --score_unit "${score_unit}" --device "${device}" "${asr_opts[@]}" ${resynth_args}
+        mark_done "${rdir}/.done"
+    fi
+    heatmaps=()
+    for d in ${discretizers}; do
+        h=${expdir}/units_$(units_tag "${d}")/analysis/dim_correlation.png
+        [ -f "${h}" ] && { heatmaps+=("${h}"); break; }  # the features' correlation: one suffices
+    done
+    rpq-units demo_page --resynth_dir "${rdir}" --page_dir "${expdir}/demo" --num_utts "${page_utts}" \
+        --results_md "${results}" --heatmaps "${heatmaps[@]}"
+    cat "${rdir}/resynth.md"
+    log "demo page: ${expdir}/demo/index.html"
+    stage_end "resynthesis"
 fi
 echo "${run_args% }" >> "${expdir}/commands.txt"
 log "Successfully finished. [elapsed=${SECONDS}s]"
