@@ -110,6 +110,16 @@ def test_anchor_labels_are_the_quantizers_per_utterance_codes():
     assert torch.equal(lab(feats2, lens)[0][1:], labels[1:])
 
 
+def test_anchor_labels_ignore_autocast():
+    torch.manual_seed(0)
+    lab = AnchorLabeller(input_dim=80, codebook_size=512, seed=1)
+    feats, lens = torch.randn(2, 200, 80), torch.tensor([200, 150])
+    want = lab(feats, lens)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lab(feats, lens)[0]
+    assert torch.equal(got, want)
+
+
 # ---- masking ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("prob, length", [(0.01, 40), (0.15, 4)])
 def test_span_mask_fraction_spans_and_padding(prob, length):
