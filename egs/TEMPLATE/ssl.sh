@@ -16,7 +16,6 @@ log() {
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
 }
 trap 'log "failed (exit $?) at line ${LINENO}: ${BASH_COMMAND}"' ERR
-SECONDS=0
 
 stage=1                 # first stage to run
 stop_stage=5            # last stage to run
@@ -34,10 +33,11 @@ ssl_tag=""              # experiment name: exp/ssl_<tag> (default: the config's 
 export_model=valid.loss.best.pth  # model file of the experiment to export
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --ssl_config <yaml> [options]"
-run_args=$(printf '%q ' "$0" "$@")
+_run_args=$(printf '%q ' "$0" "$@")
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
+SECONDS=0
 
 if [ $# -ne 0 ]; then
     echo "$0: unexpected arguments: $* (see --help)" >&2
@@ -57,7 +57,7 @@ fi
 sdir=${expdir}/ssl_${ssl_tag}
 stats=${sdir}/stats
 mkdir -p "${sdir}"
-echo "${run_args% }" >> "${sdir}/commands.txt"
+echo "${_run_args% }" >> "${sdir}/commands.txt"
 
 stage_begin() { _stage_no=$1; _stage_start=${SECONDS}; log "Stage $1: $2"; }
 stage_end() { log "Stage ${_stage_no} done in $(( SECONDS - _stage_start )) s"; }
