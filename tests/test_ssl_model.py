@@ -110,6 +110,16 @@ def test_anchor_labels_are_the_quantizers_per_utterance_codes():
     assert torch.equal(lab(feats2, lens)[0][1:], labels[1:])
 
 
+def test_anchor_labels_ignore_autocast():
+    torch.manual_seed(0)
+    lab = AnchorLabeller(input_dim=80, codebook_size=512, seed=1)
+    feats, lens = torch.randn(2, 200, 80), torch.tensor([200, 150])
+    want = lab(feats, lens)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lab(feats, lens)[0]
+    assert torch.equal(got, want)
+
+
 # ---- masking ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("prob, length", [(0.01, 40), (0.15, 4)])
 def test_span_mask_fraction_spans_and_padding(prob, length):
@@ -294,3 +304,23 @@ def test_tiny_encoder_file_and_checkpoint_errors(tmp_path, caplog):
     assert export_main(["--config", str(config), "--model", str(plain), "--out", str(out)]) == 1
     assert "valid.loss.best.pth: weights do not match" in caplog.text
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["bestrq_demo", "birq_demo", "bestrq_librispeech960",
+                                  "birq_librispeech960"])
+def test_shipped_configs_build(name):
+    """Every shipped config builds through ESPnet's parser; report its size."""
+    from pathlib import Path
+
+    register()
+    from espnet2.tasks.ssl import SSLTask
+
+    path = Path(__file__).resolve().parents[1] / "conf" / "ssl" / f"{name}.yaml"
+    args = SSLTask.get_parser().parse_args(["--config", str(path)])
+    model = SSLTask.build_model(args)
+    enc = sum(p.numel() for p in model.encoder.parameters())
+    want = {"bestrq_demo": (1e6, 5e6), "birq_demo": (1e6, 5e6),
+            "bestrq_librispeech960": (80e6, 130e6), "birq_librispeech960": (120e6, 170e6)}[name]
+    assert want[0] < enc < want[1], enc
+    if name.startswith("birq"):
+        assert model.enhanced_layer == round(0.7 * len(model.encoder.encoders))

@@ -54,8 +54,9 @@ train_set=""            # training set name (under datadir)
 valid_set=""            # validation set name
 test_sets=""            # test set names, space separated
 # Features and units
-upstream=fbank          # s3prl upstream name (fbank, wavlm_large, ...) or wavlm_local/hubert_local
-upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local (config file for baseline_local)
+upstream=fbank          # s3prl upstream name (fbank, wavlm_large, ...), wavlm_local/hubert_local, or
+                        # rpq_ssl (an encoder pre-trained by ssl.sh)
+upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local/rpq_ssl (config file for baseline_local)
 layer=-1                # upstream layer (-1: last)
 feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
                         # with the checkpoint's file name instead of <upstream> when one is given)

@@ -71,6 +71,12 @@ class AnchorLabeller(torch.nn.Module):
     @torch.no_grad()
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
                                                                          torch.Tensor]:
+        # labels in float32 whatever the caller's autocast: bf16 products would move codes
+        with torch.autocast(feats.device.type, enabled=False):
+            return self._labels(feats, lengths)
+
+    def _labels(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
         b, t, _ = feats.shape
         s = self.stack_frames
         q = self._sync_quantizer(feats.device)

@@ -190,9 +190,10 @@ class BiRQLoss(BestRQLoss):
 
     def enhanced_logits(self, unmasked_hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) layer-k states -> (N, K_e) logits s * cos(R LN(h), C), float32."""
-        h = F.layer_norm(unmasked_hidden.float(), unmasked_hidden.shape[-1:])  # non-affine
-        y = F.normalize(h @ self.enhanced_projection, dim=-1)
-        return self.logit_scale * (y @ self.enhanced_codebook.T)
+        with torch.autocast(unmasked_hidden.device.type, enabled=False):  # selection in fp32
+            h = F.layer_norm(unmasked_hidden.float(), unmasked_hidden.shape[-1:])  # non-affine
+            y = F.normalize(h @ self.enhanced_projection, dim=-1)
+            return self.logit_scale * (y @ self.enhanced_codebook.T)
 
     def enhanced_targets(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, K_e) -> (N, K_e) one-hot (straight-through) or soft Gumbel samples; argmax in

@@ -63,6 +63,12 @@ class BestRQModel(ESPnetSSLModel):
         if "span_mask" not in self.util_modules:
             raise ValueError("model bestrq needs the span_mask util")
 
+    def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                      **kwargs: Any) -> dict[str, torch.Tensor]:
+        """For ``--collect_stats``: ESPnet's version requires ``text``, which BEST-RQ has not."""
+        feats, feats_lengths = self._extract_feats(speech, speech_lengths)
+        return {"feats": feats, "feats_lengths": feats_lengths}
+
     def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                text: torch.Tensor | None = None, text_lengths: torch.Tensor | None = None,
                use_final_output: bool = True) -> dict:

@@ -11,10 +11,11 @@
 #
 # Backends (usually chosen once in cmd.sh):
 #   local  (default) up to --max_jobs_run processes at once on this machine
-#   slurm  a job array through "sbatch --wait" (one job: "srun"), each task re-entering this
-#          script with the local backend; --gpu N adds --gres=gpu:N; --mem, --time, --partition
-#          and free-form --slurm_opts are passed on; stopping this script (INT, TERM, HUP)
-#          cancels its Slurm jobs.
+#   slurm  a job array through "sbatch --wait" (one job: "srun"; one job on --num_nodes N > 1
+#          nodes: "sbatch --wait --nodes N"), each task re-entering this script with the local
+#          backend; --gpu N adds --gres=gpu:N; --mem, --time, --partition and free-form
+#          --slurm_opts are passed on; stopping this script (INT, TERM, HUP) cancels its Slurm
+#          jobs.
 set -euo pipefail
 
 backend=local     # local or slurm
@@ -25,15 +26,17 @@ time=""           # slurm --time
 partition=""      # slurm --partition
 slurm_opts=${RPQ_SLURM_OPTS:-}  # more sbatch/srun options, word-split (default: $RPQ_SLURM_OPTS)
 num_threads=0     # threads per job: exported as OMP_NUM_THREADS when > 0 (0: inherit)
+num_nodes=1       # nodes for one job (slurm only: the command runs once on the first node of
+                  # the allocation and spreads itself, as ESPnet's launcher does with mpirun)
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --backend|--max_jobs_run|--max-jobs-run|--gpu|--mem|--time|--partition|--slurm_opts|--slurm-opts|--num_threads|--num-threads)
+        --backend|--max_jobs_run|--max-jobs-run|--gpu|--mem|--time|--partition|--slurm_opts|--slurm-opts|--num_threads|--num-threads|--num_nodes|--num-nodes)
             [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
             name=${1#--}; name=${name//-/_}
             printf -v "${name}" '%s' "$2"
@@ -57,6 +60,11 @@ elif [[ $# -gt 0 && "$1" =~ ^[A-Za-z]+= ]]; then
     exit 2
 fi
 [ $# -ge 2 ] || usage
+case "${num_nodes}" in ''|*[!0-9]*|0) echo "$0: --num_nodes must be a positive integer" >&2; exit 2 ;; esac
+if [ "${num_nodes}" -gt 1 ] && { [ "${backend}" != slurm ] || ${has_range}; }; then
+    echo "$0: --num_nodes ${num_nodes} needs the slurm backend and a single job" >&2
+    exit 2
+fi
 log_template=$1
 shift
 
@@ -152,7 +160,21 @@ case "${backend}" in
             exit 130
         }
         trap cancel INT TERM HUP
-        if ! ${has_range}; then
+        if [ "${num_nodes}" -gt 1 ]; then
+            script=$(dirname "${log_template}")/q/$(basename "${log_template}" .log).sh
+            mkdir -p "$(dirname "${script}")"
+            {
+                echo "#!/usr/bin/env bash"
+                echo "cd $(printf '%q' "${PWD}")"
+                printf '%q ' "${inner[@]}" "${log_template}" "$@"
+                echo
+            } > "${script}"
+            jobid_file=${script%.sh}.jobid
+            sbatch --wait --parsable --nodes="${num_nodes}" --ntasks-per-node=1 --output=/dev/null \
+                --job-name="$(basename "${script}" .sh)" "${opts[@]}" "${script}" > "${jobid_file}" &
+            submitted=$!
+            wait "${submitted}" || true
+        elif ! ${has_range}; then
             srun --job-name="$(basename "${log_template}" .log)" "${opts[@]}" "${inner[@]}" "${log_template}" "$@" &
             submitted=$!
             wait "${submitted}" || true

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Pre-training curves of a BEST-RQ / BiRQ run, per epoch: masked-prediction accuracy and label
+perplexity (train and valid), as one PNG and a TSV table.
+
+The values are ESPnet's own per-epoch statistics: the trainer's ``Reporter`` state saved in
+``<exp>/checkpoint.pth`` (every epoch so far, across resumed runs), under the names the model
+reports (``acc_anchor``, ``acc_enhanced``, ``ppl_anchor``, ``ppl_enhanced``, ...).
+
+    plot_ssl_curves.py --exp_dir exp/ssl_bestrq --out exp/ssl_bestrq/curves.png
+"""
+
+import argparse
+import math
+import os
+import sys
+
+PANELS = (("acc", "masked-prediction accuracy"), ("ppl", "label perplexity"))
+
+
+def read_stats(exp_dir: str) -> dict:
+    """{epoch: {"train"|"valid": {metric: value}}} from ESPnet's checkpoint.pth."""
+    import torch
+
+    path = os.path.join(exp_dir, "checkpoint.pth")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (train first)")
+    # ESPnet's own resume file: its reporter state holds numpy scalars, so weights_only=False
+    # (the same call ESPnet makes to resume from it)
+    states = torch.load(path, map_location="cpu", weights_only=False)
+    stats = states["reporter"]["stats"]
+    return {int(e): {k: dict(v) for k, v in s.items() if k in ("train", "valid")}
+            for e, s in stats.items()}
+
+
+def curves(stats: dict) -> dict:
+    """{(part, metric): [(epoch, value), ...]} for the acc_* and ppl_* metrics."""
+    out: dict = {}
+    for epoch in sorted(stats):
+        for part, values in stats[epoch].items():
+            for name, v in values.items():
+                if name.split("_")[0] in ("acc", "ppl") and v is not None and math.isfinite(float(v)):
+                    out.setdefault((part, name), []).append((epoch, float(v)))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--exp_dir", required=True, help="ESPnet SSL experiment dir")
+    p.add_argument("--out", required=True, help="PNG path (a .tsv of the values is written beside)")
+    args = p.parse_args()
+    try:
+        data = curves(read_stats(args.exp_dir))
+    except (FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not data:
+        print(f"error: {args.exp_dir}/checkpoint.pth has no acc_*/ppl_* statistics", file=sys.stderr)
+        return 1
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (prefix, title) in zip(axes, PANELS, strict=True):
+        for (part, name), points in sorted(data.items()):
+            if name.startswith(prefix + "_") or name == prefix:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", linestyle="-" if part == "valid" else "--",
+                        label=f"{part} {name}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(os.path.basename(os.path.normpath(args.exp_dir)))
+    fig.tight_layout()
+    tmp = args.out + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, args.out)
+    rows = ["part\tmetric\tepoch\tvalue"]
+    for (part, name), points in sorted(data.items()):
+        rows += [f"{part}\t{name}\t{e}\t{v:.6g}" for e, v in points]
+    tsv = os.path.splitext(args.out)[0] + ".tsv"
+    with open(tsv + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(rows) + "\n")
+    os.replace(tsv + ".tmp", tsv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+../../librispeech_ml_superb/local/combine_data_dirs.sh

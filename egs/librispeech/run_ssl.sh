@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# BEST-RQ and BiRQ pre-trained on LibriSpeech-960 (conf/ssl/<method>_librispeech960.yaml, GPUs;
+# --num_nodes N through ESPnet's launcher and cmd.sh's Slurm backend), then the LibriSpeech-100
+# unit recipe (run.sh) on each encoder's layer: K-means / PQ / RPQ units and the continuous
+# reference, one feature tag per method, beside the WavLM rows in RESULTS.md.
+#     ./run_ssl.sh [--methods "bestrq birq"] [--layer 7] [--ngpu 4] [--num_nodes 1] [-- <run.sh options>]
+set -euo pipefail
+
+methods="bestrq birq"   # pre-training methods: conf/ssl/<method>_librispeech960.yaml
+layer=7                 # encoder layer for units and the continuous reference (BiRQ's k: 0.7 depth)
+ngpu=4                  # GPUs per node for pre-training
+num_nodes=1             # nodes for pre-training
+expdir=exp              # experiments (both engines)
+data_opts=""            # options for local/data_960.sh (e.g. --download_dir /data)
+ssl_opts=""             # more ssl.sh options
+help_message="Usage: $0 [options] [-- <run.sh / units_asr.sh options>]"
+. utils/parse_options.sh
+
+for m in ${methods}; do
+    # shellcheck disable=SC2086  # ssl_opts is a word list
+    ./ssl.sh --train_set train_960 --valid_set dev_clean --data_sh local/data_960.sh \
+        --data_opts "${data_opts}" --ssl_config "conf/ssl/${m}_librispeech960.yaml" --ssl_tag "${m}_ls960" \
+        --ngpu "${ngpu}" --num_nodes "${num_nodes}" --expdir "${expdir}" ${ssl_opts}
+    ./run.sh --upstream rpq_ssl --upstream_ckpt "${expdir}/ssl_${m}_ls960/encoder.pt" --layer "${layer}" \
+        --feat_tag "${m}_ls960_l${layer}" --run_continuous true --expdir "${expdir}" "$@"
+done
