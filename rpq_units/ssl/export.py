@@ -103,6 +103,7 @@ def export_encoder(config: str, model_file: str, out: str) -> dict[str, Any]:
                 "sha256": _sha256(model_file)},
     )
     SSLEncoder(payload, path=out).load_state_dict(payload["state_dict"])  # strict check
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_payload(payload, out)
     read_payload(out)
     logger.info("wrote %s (%s, %d layers, dim %d, hop %d samples)", out, payload["method"],

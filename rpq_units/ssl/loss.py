@@ -22,6 +22,12 @@ min F s.t. G - min G <= delta: min G does not depend on the parameters, so its g
 of w1 F + w2 G. Gradients of F reach the first k layers through the Gumbel-softmax relaxation
 (and through the head V everywhere); R and C are buffers and never change.
 
+Stats (ESPnet averages them per epoch into ``train.log`` and plots them under ``images/``):
+``loss_anchor``, ``acc_anchor`` (argmax of the head = label, masked frames, mean over
+codebooks), ``ppl_anchor`` (exp of the entropy of the batch's label histogram over valid
+frames, mean over codebooks), ``masked_fraction`` (masked / valid label frames); for BiRQ also
+``loss_enhanced``, ``acc_enhanced`` and ``ppl_enhanced`` (argmax enhanced labels).
+
 Choices the paper leaves open, made here and exposed as options (unverified against the
 authors' code): the logits ``s * cos`` with ``logit_scale`` s (default 10), hard (straight-through,
 default) or soft Gumbel samples (``gumbel_hard``), a separate enhanced head V (default) or the
