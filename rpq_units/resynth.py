@@ -245,7 +245,7 @@ def resynth(
     from rpq_units.data import AudioLoader, load_data_dir
     from rpq_units.features import FeatureExtractor
     from rpq_units.speech_metrics import all_measures, world_analysis
-    from rpq_units.units import read_units, text_to_units
+    from rpq_units.units import UnitsError, read_units, text_to_units
 
     if not (len(codebooks) == len(units) == len(names)):
         raise ResynthError(
@@ -289,8 +289,11 @@ def resynth(
         cp = synth.copy(wav, seed=seed + i)
         if cp is not None:
             made[COPY] = cp
-        for name, q, text in zip(names, qs, unit_text, strict=True):
-            codes = text_to_units(text[utt.uttid], q.num_codebooks, q.codebook_size)
+        for name, q, text, ufile in zip(names, qs, unit_text, units, strict=True):
+            try:
+                codes = text_to_units(text[utt.uttid], q.num_codebooks, q.codebook_size)
+            except UnitsError as e:
+                raise ResynthError(f"{ufile}: utterance {utt.uttid}: {e}") from e
             if codes.shape[0] != feats.shape[0]:
                 logger.warning("%s: %s has %d frames, the features %d", utt.uttid, name,
                                codes.shape[0], feats.shape[0])
