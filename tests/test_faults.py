@@ -418,7 +418,7 @@ def tmpfs(tmp_path):
     """A small tmpfs at tmp_path/mnt (unmounted afterwards); skipped where mount is refused."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'mount failed'})")
@@ -427,14 +427,14 @@ def tmpfs(tmp_path):
 
 
 def _fill(mnt: Path) -> None:
-    """Fill ``mnt`` to the last byte."""
-    with open(mnt / "filler", "wb") as f:
-        try:
+    """Fill ``mnt`` to the last byte (it may be full already)."""
+    try:
+        with open(mnt / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
 
 
 @pytest.mark.parametrize("fault", ["full", "readonly"])
