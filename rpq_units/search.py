@@ -273,9 +273,7 @@ def assign_fused(
 
     Rows and codewords are centred on the codeword mean ``mu``; row ``i`` is divided by its
     own norm ``s_i = ||x'_i||`` and the codewords by ``beta = max_j ||c'_j||`` before rounding
-    to ``dtype`` (no overflow, and every rounded input has norm <= 1). The rows are centred,
-    scaled and rounded inside the kernel; their norms and the final squared distances
-    ``||x - c_code||^2`` come from one pass each (:func:`rpq_units.search_triton.row_sqdist`). The kernel forms
+    to ``dtype`` (no overflow, and every rounded input has norm <= 1). The kernel forms
     ``score_ij = ||c'_j||^2 - 2 s_i beta <x^_i, c^_j>`` tile by tile (fp32 accumulation) and
     keeps per row the two best codewords and the third-best score. The error of a score is at
     most ``E_i = 2 s_i beta (eps + d tiny) + 2^-22 (||c'||^2_max + 2 s_i beta)`` (inputs,
@@ -294,40 +292,39 @@ def assign_fused(
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
     rescored = fallback = 0
     for gi in range(g):
-        c = centroids[gi].contiguous()
+        c = centroids[gi]
         mu = c.mean(0)
         cc = c - mu
         cc_sq = (cc * cc).sum(1)
         cmax = cc_sq.max()
         beta = cmax.sqrt().clamp_min(1e-30)
         ch = (cc / beta).to(dtype).contiguous()
-        zero = torch.zeros(step, dtype=torch.long, device=x.device)
         for s in range(0, n, step):
             e = min(n, s + step)
-            xb = x[gi, s:e]
-            # centred norms ||x - mu|| in one pass (no centred copy of the rows)
-            nrm = search_triton.row_sqdist(xb, mu.unsqueeze(0), zero[: e - s]).sqrt_()
-            nrm.clamp_min_(1e-30)
+            xc = x[gi, s:e] - mu
+            nrm = torch.linalg.vector_norm(xc, dim=1).clamp_min_(1e-30)
+            xh = (xc / nrm.unsqueeze(1)).to(dtype)
             scale = 2.0 * beta * nrm  # (b,)
-            i1, i2, v1, v2, v3 = search_triton.top2(xb, mu, 1.0 / nrm, ch, cc_sq, scale)
+            i1, i2, v1, v2, v3 = search_triton.top2(xh, ch, cc_sq, scale)
             err = scale * (eps + tiny) + 2.0**-22 * (cmax + scale)
             code = i1.long()
             unsure = (v2 - v1 <= 2.0 * err).nonzero().squeeze(1)
             if unsure.numel():
                 rescored += int(unsure.numel())
                 cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)], 1)
-                xu = xb.index_select(0, unsure) - mu
+                xu = xc.index_select(0, unsure)
                 best, pick = _rescore(xu, cand.long(), cc, cc_sq)
                 code[unsure] = pick
                 nrm_u = nrm.index_select(0, unsure)
                 slack = BOUND_EPS * (nrm_u * nrm_u + cmax)
                 ok = best + slack < v3.index_select(0, unsure) - err.index_select(0, unsure)
-                sel = (~ok).nonzero().squeeze(1)
-                if sel.numel():
-                    fallback += int(sel.numel())
-                    code[unsure[sel]] = _fallback_rows(xu.index_select(0, sel), cc, cc_sq)
+                bad = unsure[~ok]
+                if bad.numel():
+                    fallback += int(bad.numel())
+                    code[bad] = _fallback_rows(xc.index_select(0, bad), cc, cc_sq)
             codes[gi, s:e] = code
-            dist[gi, s:e] = search_triton.row_sqdist(xb, c, code)
+            diff = xc.sub_(cc.index_select(0, code))
+            dist[gi, s:e] = torch.linalg.vector_norm(diff, dim=1).square_()
     if stats is not None:
         stats["rows"] = stats.get("rows", 0) + g * n
         stats["rescored"] = stats.get("rescored", 0) + rescored

@@ -27,7 +27,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 @triton.jit
 def _top2_kernel(
-    X, MU, INV, C, CN, SCALE, I1, I2, V1, V2, V3,
+    X, C, CN, SCALE, I1, I2, V1, V2, V3,
     n, stride_x, stride_c,
     k: tl.constexpr, d: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -38,7 +38,6 @@ def _top2_kernel(
     rows = pid * BM + tl.arange(0, BM)
     rmask = rows < n
     scale = tl.load(SCALE + rows, mask=rmask, other=0.0)
-    inv = tl.load(INV + rows, mask=rmask, other=0.0)
     lane = tl.arange(0, BN)
     b1 = tl.full([BM], float("inf"), tl.float32)
     b2 = tl.full([BM], float("inf"), tl.float32)
@@ -52,11 +51,8 @@ def _top2_kernel(
         for k0 in range(0, d, BK):
             ks = k0 + tl.arange(0, BK)
             kmask = ks < d
-            # the fp32 rows, centred, scaled to unit norm and rounded here: no copy of them
             a = tl.load(X + rows[:, None] * stride_x + ks[None, :],
                         mask=rmask[:, None] & kmask[None, :], other=0.0)
-            mu = tl.load(MU + ks, mask=kmask, other=0.0)
-            a = ((a - mu[None, :]) * inv[:, None]).to(C.dtype.element_ty)
             b = tl.load(C + cols[None, :] * stride_c + ks[:, None],
                         mask=cmask[None, :] & kmask[:, None], other=0.0)
             acc = tl.dot(a, b, acc)
@@ -101,20 +97,17 @@ _top2_tuned = triton.autotune(
 
 
 def top2(
-    x: torch.Tensor, mu: torch.Tensor, inv: torch.Tensor, ch: torch.Tensor, cn: torch.Tensor,
-    scale: torch.Tensor,
+    xh: torch.Tensor, ch: torch.Tensor, cn: torch.Tensor, scale: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """Fused search. x: (n, d) fp32 rows, mu: (d,) fp32, inv: (n,) fp32, ch: (K, d) fp16/bf16
-    codewords, cn: (K,) fp32, scale: (n,) fp32 -> best index i1 (n,) int32, second i2 (n,)
-    int32, and the best, second and third scores v1, v2, v3 (n,) fp32 of
-    ``cn_j - scale_i <xh_i, ch_j>`` with ``xh_i = round((x_i - mu) inv_i)`` in ch's dtype
+    """Fused search. xh: (n, d) fp16/bf16 rows, ch: (K, d) same dtype codewords, cn: (K,)
+    fp32, scale: (n,) fp32 -> best index i1 (n,) int32, second i2 (n,) int32, and the best,
+    second and third scores v1, v2, v3 (n,) fp32 of ``cn_j - scale_i <xh_i, ch_j>``
     (``inf`` where K has fewer codewords)."""
-    n, d = x.shape
+    n, d = xh.shape
     k = ch.shape[0]
-    x, ch, mu = x.contiguous(), ch.contiguous(), mu.float().contiguous()
-    cn, scale, inv = cn.float().contiguous(), scale.float().contiguous(), inv.float().contiguous()
-    xh = x
-    dev = x.device
+    xh, ch = xh.contiguous(), ch.contiguous()
+    cn, scale = cn.float().contiguous(), scale.float().contiguous()
+    dev = xh.device
     i1 = torch.empty(n, dtype=torch.int32, device=dev)
     i2 = torch.empty(n, dtype=torch.int32, device=dev)
     v1 = torch.empty(n, dtype=torch.float32, device=dev)
@@ -122,46 +115,13 @@ def top2(
     v3 = torch.empty(n, dtype=torch.float32, device=dev)
     if n == 0:
         return i1, i2, v1, v2, v3
-    args = (xh, mu, inv, ch, cn, scale, i1, i2, v1, v2, v3, n, xh.stride(0), ch.stride(0))
+    args = (xh, ch, cn, scale, i1, i2, v1, v2, v3, n, xh.stride(0), ch.stride(0))
     if INTERPRET or dev.type != "cuda":
         bm, bn, bk = 64, 32, 32  # few, large blocks: the interpreter pays per block
         _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, BM=bm, BN=bn, BK=bk)
     else:
         _top2_tuned[lambda meta: (triton.cdiv(n, meta["BM"]),)](*args, k=k, d=d)
     return i1, i2, v1, v2, v3
-
-
-@triton.jit
-def _rowdist_kernel(
-    X, CEN, IDX, OUT, n, stride_x, stride_c, d: tl.constexpr,
-    BM: tl.constexpr, BD: tl.constexpr,
-):
-    rows = tl.program_id(0) * BM + tl.arange(0, BM)
-    rmask = rows < n
-    idx = tl.load(IDX + rows, mask=rmask, other=0)
-    acc = tl.zeros([BM], tl.float32)
-    for k0 in range(0, d, BD):
-        ks = k0 + tl.arange(0, BD)
-        m = rmask[:, None] & (ks < d)[None, :]
-        a = tl.load(X + rows[:, None] * stride_x + ks[None, :], mask=m, other=0.0)
-        c = tl.load(CEN + idx[:, None] * stride_c + ks[None, :], mask=m, other=0.0)
-        diff = a - c
-        acc += tl.sum(diff * diff, axis=1)
-    tl.store(OUT + rows, acc, mask=rmask)
-
-
-def row_sqdist(x: torch.Tensor, centres: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``||x_i - centres[idx_i]||^2`` in one pass over x: x (n, d) fp32, centres (m, d) fp32,
-    idx (n,) int -> (n,) fp32 (no (n, d) temporary)."""
-    n, d = x.shape
-    x, centres = x.contiguous(), centres.float().contiguous()
-    out = torch.empty(n, dtype=torch.float32, device=x.device)
-    if n == 0:
-        return out
-    bm, bd = (16, 64) if INTERPRET or x.device.type != "cuda" else (32, 128)
-    _rowdist_kernel[(triton.cdiv(n, bm),)](x, centres, idx.contiguous(), out, n, x.stride(0),
-                                          centres.stride(0), d=d, BM=bm, BD=bd)
-    return out
 
 
 @triton.jit

@@ -92,27 +92,18 @@ def test_fused_search_closer_ties_than_fp32(kernels):
 
 
 def test_fused_kernel_top3(kernels):
-    """The kernel's running best, second best (indices) and third-best score per row, with
-    the rows centred, scaled and rounded to fp16 inside it; and the one-pass row distances."""
+    """The kernel's running best, second best (indices) and third-best score per row."""
     st, dev = kernels
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(70, 24, generator=g) * 3.0 + 5.0
-    mu = torch.randn(24, generator=g) + 5.0
-    inv = 1.0 / (x - mu).norm(dim=1)
+    xh = torch.randn(70, 24, generator=g).half()
     ch = torch.randn(37, 24, generator=g).half()
     cn = torch.rand(37, generator=g)
     scale = torch.rand(70, generator=g) + 0.5
-    i1, i2, v1, v2, v3 = st.top2(x.to(dev), mu.to(dev), inv.to(dev), ch.to(dev), cn.to(dev),
-                                 scale.to(dev))
-    xh = ((x - mu) * inv.unsqueeze(1)).half().float()
-    sc = cn - scale[:, None] * (xh @ ch.float().t())
+    i1, i2, v1, v2, v3 = st.top2(xh.to(dev), ch.to(dev), cn.to(dev), scale.to(dev))
+    sc = cn - scale[:, None] * (xh.float() @ ch.float().t())
     v, i = sc.sort(dim=1, stable=True)
     assert torch.equal(i1.cpu().long(), i[:, 0]) and torch.equal(i2.cpu().long(), i[:, 1])
     torch.testing.assert_close(torch.stack([v1, v2, v3], 1).cpu(), v[:, :3], rtol=1e-5, atol=1e-5)
-    cen = torch.randn(5, 24, generator=g)
-    idx = torch.randint(0, 5, (70,), generator=g)
-    dist = st.row_sqdist(x.to(dev), cen.to(dev), idx.to(dev)).cpu()
-    torch.testing.assert_close(dist, (x - cen[idx]).pow(2).sum(1), rtol=1e-5, atol=1e-4)
 
 
 def test_segment_sum_equals_index_add(kernels):
