@@ -4,7 +4,7 @@
 # 8 x 8, p = 1/M), trained and scored beside the demo's K-means, PQ and RPQ by the shared
 # engine (stages 3-12; already fitted, trained or decoded models are skipped). Run from the
 # recipe dir after the demo's stages 1-2 (./run.sh, or ./run.sh --stage 1 --stop_stage 2):
-#     local/sweep.sh                      # about 60 min on 2 idle cores (5 new models, 3 at once)
+#     local/sweep.sh   # about 65 min on 2 idle cores (estimate: 5 new models, 3 at once)
 #     local/sweep.sh -- --asr_args "--max_epoch 1"   # engine options after "--" go to ./run.sh
 # The RESULTS.md table gains one row per model and the relative improvement over K-means.
 set -euo pipefail
