@@ -24,9 +24,11 @@ matrix never exists in memory.
 4. **Final assignment** of all rows to the final centroids (on CPU by one more bounded
    pass, else by :func:`assign`), which gives the reported inertia.
 
-On CUDA, for codebooks of at least :data:`LOWP_MIN_K` centroids, :func:`assign` uses
-:func:`assign_lowp`: an fp16 product on row blocks whose result is certified exact by an
-error bound (uncertified rows are rescored or searched again in fp32).
+The nearest-centroid searches and cluster sums are those of :mod:`rpq_units.search`: on CUDA
+a fused Triton fp16 search whose result is certified exact by an error bound (uncertified
+rows are rescored or searched again in fp32) and a sorted segment sum. With
+``memory_budget``, frames larger than the budget stay in host memory and every pass streams
+them to the device (:func:`host_chunks`).
 
 Empty clusters are re-seeded with the rows farthest from their centroids. Everything is
 seeded by ``seed`` through a CPU ``torch.Generator``: same seed and data, same centroids.

@@ -161,6 +161,39 @@ def _rescore(
     return best, cand.gather(1, j.unsqueeze(1)).squeeze(1)
 
 
+def _tiers_2_3(
+    xc: torch.Tensor, nrm: torch.Tensor, code: torch.Tensor, unsure: torch.Tensor,
+    cand: torch.Tensor, limit: torch.Tensor, cc: torch.Tensor, cc_sq: torch.Tensor,
+) -> int:
+    """Tiers 2 and 3 of the certified searches, in place on ``code`` (b,): the ``unsure`` rows
+    (u,) of the centred block xc (b, d) (norms nrm (b,)) take the best of their candidates
+    cand (u, t) rescored exactly, kept when its score is below ``limit`` (u,) (the next
+    approximate score minus its error bound, in score units); the others are searched again
+    in fp32 on the centred rows (less cancellation). Returns how many were searched again."""
+    best, pick = _rescore(xc.index_select(0, unsure), cand, cc, cc_sq)
+    code[unsure] = pick
+    nrm_u = nrm.index_select(0, unsure)
+    slack = BOUND_EPS * (nrm_u * nrm_u + cc_sq.max())
+    bad = unsure[~(best + slack < limit)]
+    if bad.numel():
+        code[bad] = _fallback_rows(xc.index_select(0, bad), cc, cc_sq)
+    return int(bad.numel())
+
+
+def _store(codes: torch.Tensor, code: torch.Tensor, xc: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
+    """Write ``code`` into ``codes``; the squared distances ``||x' - c'_code||^2`` computed
+    directly (xc, the centred rows, is overwritten)."""
+    codes.copy_(code)
+    return torch.linalg.vector_norm(xc.sub_(cc.index_select(0, code)), dim=1).square_()
+
+
+def _count(stats: dict | None, rows: int, rescored: int, fallback: int) -> None:
+    if stats is not None:
+        stats["rows"] = stats.get("rows", 0) + rows
+        stats["rescored"] = stats.get("rescored", 0) + rescored
+        stats["fallback"] = stats.get("fallback", 0) + fallback
+
+
 @torch.no_grad()
 def assign_lowp(
     x: torch.Tensor,
@@ -237,26 +270,12 @@ def assign_lowp(
                         sub.scatter_(1, cand[-1].unsqueeze(1), float("inf"))
                         nxt, i_next = sub.min(dim=1)
                         cand.append(i_next)
-                    xu = xc.index_select(0, unsure)
-                    best, pick = _rescore(xu, torch.stack(cand[:t], dim=1), cc, cc_sq)
                     code = i1.clone()
-                    code[unsure] = pick
-                    scale = a * beta
-                    nrm_u = nrm.index_select(0, unsure)
-                    slack = BOUND_EPS * (nrm_u * nrm_u + cc_sq.max())
-                    ok = best + slack < (nxt.float() - err.index_select(0, unsure)) * scale
-                    bad = unsure[~ok]
-                    if bad.numel():
-                        fallback += int(bad.numel())
-                        # centred rows: less cancellation in the fp32 expansion
-                        code[bad] = _fallback_rows(xc.index_select(0, bad), cc, cc_sq)
-                codes[gi, s:e] = code
-                diff = xc.sub_(cc.index_select(0, code))
-                dist[gi, s:e] = torch.linalg.vector_norm(diff, dim=1).square_()
-    if stats is not None:
-        stats["rows"] = stats.get("rows", 0) + g * n
-        stats["rescored"] = stats.get("rescored", 0) + rescored
-        stats["fallback"] = stats.get("fallback", 0) + fallback
+                    limit = (nxt.float() - err.index_select(0, unsure)) * (a * beta)
+                    fallback += _tiers_2_3(xc, nrm, code, unsure, torch.stack(cand[:t], dim=1),
+                                           limit, cc, cc_sq)
+                dist[gi, s:e] = _store(codes[gi, s:e], code, xc, cc)
+    _count(stats, g * n, rescored, fallback)
     return codes, dist
 
 
@@ -312,23 +331,10 @@ def assign_fused(
             if unsure.numel():
                 rescored += int(unsure.numel())
                 cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)], 1)
-                xu = xc.index_select(0, unsure)
-                best, pick = _rescore(xu, cand.long(), cc, cc_sq)
-                code[unsure] = pick
-                nrm_u = nrm.index_select(0, unsure)
-                slack = BOUND_EPS * (nrm_u * nrm_u + cmax)
-                ok = best + slack < v3.index_select(0, unsure) - err.index_select(0, unsure)
-                bad = unsure[~ok]
-                if bad.numel():
-                    fallback += int(bad.numel())
-                    code[bad] = _fallback_rows(xc.index_select(0, bad), cc, cc_sq)
-            codes[gi, s:e] = code
-            diff = xc.sub_(cc.index_select(0, code))
-            dist[gi, s:e] = torch.linalg.vector_norm(diff, dim=1).square_()
-    if stats is not None:
-        stats["rows"] = stats.get("rows", 0) + g * n
-        stats["rescored"] = stats.get("rescored", 0) + rescored
-        stats["fallback"] = stats.get("fallback", 0) + fallback
+                limit = v3.index_select(0, unsure) - err.index_select(0, unsure)
+                fallback += _tiers_2_3(xc, nrm, code, unsure, cand.long(), limit, cc, cc_sq)
+            dist[gi, s:e] = _store(codes[gi, s:e], code, xc, cc)
+    _count(stats, g * n, rescored, fallback)
     return codes, dist
 
 
