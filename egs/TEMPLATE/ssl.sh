@@ -3,7 +3,9 @@
 # units_asr.sh --upstream rpq_ssl --upstream_ckpt exp/ssl_<tag>/encoder.pt --layer L.
 #
 # The second stage engine beside units_asr.sh, run from a recipe dir the same way.
-# Stages (bounded by --stage/--stop_stage; each one skips work finished by an earlier run):
+# Stages (bounded by --stage/--stop_stage). Each done marker is a stamp of the settings behind it
+# (utils/stamp.sh): a rerun skips work whose stamp matches, redoes statistics or an export made
+# with other settings, and refuses to touch a pre-trained model made with other settings.
 #   1  data preparation: local/data.sh (download or generate, then Kaldi data dirs)
 #   2  ESPnet SSL collect stats (shape files of the training and validation audio)
 #   3  pre-training: python -m rpq_units.ssl.train (ESPnet's SSL trainer and launcher, resumable)
@@ -61,8 +63,25 @@ echo "${_run_args% }" >> "${sdir}/commands.txt"
 
 stage_begin() { _stage_no=$1; _stage_start=${SECONDS}; log "Stage $1: $2"; }
 stage_end() { log "Stage ${_stage_no} done in $(( SECONDS - _stage_start )) s"; }
-done_or() { [ -f "$1" ]; }
-mark_done() { mkdir -p "$(dirname "$1")"; date > "$1"; }
+# shellcheck source=utils/stamp.sh
+. utils/stamp.sh
+set_sig() {  # <set>: content hash of a data dir's utterance ids and segments
+    if [ -f "${datadir}/$1/wav.scp" ]; then
+        { cut -d' ' -f1 "${datadir}/$1/wav.scp"; [ ! -f "${datadir}/$1/segments" ] || cat "${datadir}/$1/segments"; } | sig
+    else
+        echo missing
+    fi
+}
+st_ssl() {  # the settings behind the statistics and the pre-trained model
+    { echo "train_set=${train_set}"; echo "data.${train_set}=$(set_sig "${train_set}")"
+      echo "valid_set=${valid_set}"; echo "data.${valid_set}=$(set_sig "${valid_set}")"
+      echo "ssl_config=$(file_sig "${ssl_config}")"; echo "ssl_args=${ssl_args}"; } | LC_ALL=C sort -u
+}
+redo_if_changed() {  # <marker> <stamp>: true if the work must be (re)done
+    stamp_ok "$1" "$2" && return 1
+    [ -f "$1" ] && log "${1%/*}: made with other settings ($(stamp_diff "$1" "$2")): redoing it"
+    return 0
+}
 
 data_args=(--train_data_path_and_name_and_type "${datadir}/${train_set}/wav.scp,speech,sound"
            --valid_data_path_and_name_and_type "${datadir}/${valid_set}/wav.scp,speech,sound")
@@ -79,7 +98,8 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     stage_begin 2 "ESPnet SSL collect stats -> ${stats}"
-    if done_or "${stats}/.done"; then
+    stamp=$(st_ssl)
+    if ! redo_if_changed "${stats}/.done" "${stamp}"; then
         log "statistics already collected in ${stats}"
     else
         rm -rf "${stats}"; mkdir -p "${stats}"
@@ -89,21 +109,31 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             --train_shape_file "${datadir}/${train_set}/wav.scp" \
             --valid_shape_file "${datadir}/${valid_set}/wav.scp" \
             --output_dir "${stats}" --ngpu 0 ${ssl_args}
-        mark_done "${stats}/.done"
+        stamp_write "${stats}/.done" "${stamp}"
     fi
     stage_end
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     stage_begin 3 "pre-training (${ssl_config}, ${num_nodes} node(s) x ${ngpu} GPU(s)) -> ${sdir}"
-    if done_or "${sdir}/.done_train"; then
+    stamp=$(st_ssl)
+    for m in "${sdir}/.done_train" "${sdir}/.stamp"; do
+        if [ -f "${m}" ] && ! stamp_ok "${m}" "${stamp}"; then
+            log "error: ${sdir} was pre-trained with other settings ($(stamp_diff "${m}" "${stamp}")); to keep it, rerun with a new --ssl_tag or --expdir, or remove ${sdir} to train it again"
+            exit 1
+        fi
+    done
+    stamp_ok "${stats}/.done" "${stamp}" || { log "error: ${stats} is missing or made with other settings: run stage 2 first"; exit 1; }
+    if stamp_ok "${sdir}/.done_train" "${stamp}"; then
         log "${sdir} already trained"
     else
+        stamp_write "${sdir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
         train_args=(--config "${ssl_config}" "${data_args[@]}"
                     --train_shape_file "${stats}/train/speech_shape"
                     --valid_shape_file "${stats}/valid/speech_shape"
                     --resume true --output_dir "${sdir}")
         log "training ${sdir} (log: ${sdir}/train.log)"
+        python utils/check_resume.py "${sdir}"  # a checkpoint cut short by a kill is not resumed
         # ESPnet's launcher, as its asr.sh: one process per GPU on one node, or one job per node
         # through cmd.sh's backend (Slurm) for --num_nodes > 1; it keeps earlier logs as train.N.log
         # shellcheck disable=SC2086  # ssl_args is a word list
@@ -111,19 +141,20 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
             --ngpu "${ngpu}" --num_nodes "${num_nodes}" --init_file_prefix "${sdir}/.dist_init_" \
             --multiprocessing_distributed true -- \
             python -m rpq_units.ssl.train "${train_args[@]}" ${ssl_args}
-        mark_done "${sdir}/.done_train"
+        stamp_write "${sdir}/.done_train" "${stamp}"
     fi
     stage_end
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     stage_begin 4 "export ${sdir}/${export_model} -> ${sdir}/encoder.pt"
-    if done_or "${sdir}/.done_export"; then
+    stamp=$(printf '%s\n' "$(st_ssl)" "export_model=${export_model}" "model=$(file_sig "${sdir}/${export_model}")" | LC_ALL=C sort -u)
+    if ! redo_if_changed "${sdir}/.done_export" "${stamp}"; then
         log "${sdir}/encoder.pt already exported"
     else
         ${train_cmd} "${sdir}/export.log" python -m rpq_units.ssl.export \
             --config "${sdir}/config.yaml" --model "${sdir}/${export_model}" --out "${sdir}/encoder.pt"
-        mark_done "${sdir}/.done_export"
+        stamp_write "${sdir}/.done_export" "${stamp}"
     fi
     stage_end
 fi

@@ -140,10 +140,6 @@ stage_end() {  # record the stage's wall time in exp/timing.tsv
     printf '%s\t%s\t%s\n' "${_stage_no}" "$1" "$(( SECONDS - _stage_start ))" >> "${timing}"
     log "Stage ${_stage_no} done in $(( SECONDS - _stage_start )) s"
 }
-done_or() {  # done_or <marker>: true if the marker exists (work complete)
-    [ -f "$1" ]
-}
-mark_done() { mkdir -p "$(dirname "$1")"; date > "$1"; }
 units_tag() { echo "${feat_tag}_$1"; }                         # discretizer name -> tag
 all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
 asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
@@ -195,6 +191,27 @@ st_decode() {  # <discretizer> <set> <nolm|lm>
     echo "inference_config=$(file_sig "${inference_config}")"; echo "inference_args=${inference_args}"
     echo "inference_model=${inference_model}"
     if [ "$3" = lm ]; then st_lm; echo "lm_weight=${lm_weight}"; fi
+}
+st_cfeats() {  # <set>: the frozen features of one set (continuous reference, stage 11)
+    echo "upstream=${upstream}"; echo "upstream_ckpt=${ckpt_sig}"; echo "layer=${layer}"
+    echo "data.$1=${data_sig[$1]}"
+}
+st_ctrain() {
+    st_cfeats "${train_set}"; st_cfeats "${valid_set}"; st_tokens; echo "valid_set=${valid_set}"
+    echo "continuous_config=$(file_sig "${continuous_config}")"; echo "asr_args=${asr_args}"
+}
+st_cdecode() {  # <set>
+    st_ctrain; st_cfeats "$1"
+    echo "inference_config=$(file_sig "${inference_config}")"; echo "inference_args=${inference_args}"
+    echo "inference_model=${inference_model}"
+}
+st_vocoder() { st_cfeats "${train_set}"; echo "vocoder_config=$(file_sig "${vocoder_config}")"; echo "vocoder_args=${vocoder_args}"; }
+st_resynth() {  # <set> <vocoder>: every discretizer's units of the set, the vocoder, the options
+    local d
+    for d in ${discretizers}; do st_encode "${d}" "$1"; done
+    echo "discretizers=${discretizers}"; echo "vocoder=$2"; echo "resynth_utts=${resynth_utts}"
+    echo "resynth_args=${resynth_args}"
+    if [ "$2" = train ]; then st_vocoder; fi
 }
 stamp_of() { "$@" | LC_ALL=C sort -u; }  # stamp_of st_<x> [args]: the sorted, unique settings
 redo_if_changed() {  # redo_if_changed <marker> <stamp>: true if the work must be (re)done
@@ -617,7 +634,7 @@ current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode ma
     if "${run_continuous}"; then
         for s in ${test_sets}; do
             ddir=${contdir}/decode_${s}_nolm
-            if [ -f "${ddir}/.done" ]; then echo "${ddir} continuous nolm ${s}"; fi
+            if stamp_ok "${ddir}/.done" "$(stamp_of st_cdecode "${s}")"; then echo "${ddir} continuous nolm ${s}"; fi
         done
     fi
     true
@@ -660,7 +677,8 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
     for s in $(all_sets); do
         fdir=${cdump}/${s}
-        done_or "${fdir}/.done" && continue
+        stamp=$(stamp_of st_cfeats "${s}")
+        redo_if_changed "${fdir}/.done" "${stamp}" || continue
         _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
         rm -rf "${fdir}"
         log "dumping ${s} features -> ${fdir}/feats.scp"
@@ -675,7 +693,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         # the target text, restricted to the utterances with features, in the same order
         join -j1 <(cut -d' ' -f1 "${fdir}/feats.scp") "${datadir}/${s}/text" > "${fdir}/text.tmp"
         mv "${fdir}/text.tmp" "${fdir}/text"
-        mark_done "${fdir}/.done"
+        stamp_write "${fdir}/.done" "${stamp}"
     done
     mkdir -p "${adir}"
     python utils/make_asr_config.py --config "${continuous_config}" \
@@ -689,7 +707,9 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
                --valid_data_path_and_name_and_type "${va}/feats.scp,speech,kaldi_ark"
                --valid_data_path_and_name_and_type "${va}/text,text,text")
     stats=${adir}/stats
-    if ! done_or "${stats}/.done"; then
+    ctrain=$(stamp_of st_ctrain)
+    keep_trained "${adir}" "${adir}/.done_train" "${ctrain}"
+    if redo_if_changed "${stats}/.done" "${ctrain}"; then
         rm -rf "${stats}"; mkdir -p "${stats}"
         cut -d' ' -f1 "${tr}/feats.scp" > "${stats}/train.keys"
         cut -d' ' -f1 "${va}/feats.scp" > "${stats}/valid.keys"
@@ -703,10 +723,11 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             awk -v N="${vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
                 > "${stats}/${part}/text_shape.${token_type}"
         done
-        mark_done "${stats}/.done"
+        stamp_write "${stats}/.done" "${ctrain}"
     fi
-    if ! done_or "${adir}/.done_train"; then
+    if ! stamp_ok "${adir}/.done_train" "${ctrain}"; then
         log "training ${adir} (log: ${adir}/train.log)"
+        stamp_write "${adir}/.stamp" "${ctrain}"  # an interrupted training resumes only with these settings
         python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2046,SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.asr_train \
@@ -718,12 +739,13 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             --fold_length "${speech_fold}" --fold_length "${text_fold_length}" \
             --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
             --config "${adir}/train_config.yaml" ${asr_args}
-        mark_done "${adir}/.done_train"
+        stamp_write "${adir}/.done_train" "${ctrain}"
     fi
     for s in ${test_sets}; do
         ddir=${adir}/decode_${s}_nolm
         src=${cdump}/${s}
-        if ! done_or "${ddir}/.done"; then
+        stamp=$(stamp_of st_cdecode "${s}")
+        if redo_if_changed "${ddir}/.done" "${stamp}"; then
             _nj=$(min "${inference_nj}" "$(wc -l < "${src}/feats.scp")")
             rm -rf "${ddir}"; mkdir -p "${ddir}/log"
             keys=()
@@ -743,7 +765,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
             # the reference is the whole test set (an utterance with no features counts as deleted)
             cp "${datadir}/${s}/text" "${ddir}/ref"
-            mark_done "${ddir}/.done"
+            stamp_write "${ddir}/.done" "${stamp}"
         fi
     done
     mapfile -t decodes < <(for s in ${test_sets}; do echo "${adir}/decode_${s}_nolm"; done)
@@ -780,10 +802,13 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
     if [ "${voc}" = auto ]; then
         case "${upstream}" in baseline_local|mel) voc=griffinlim ;; *) voc=train ;; esac
     fi
+    vkind=${voc}  # griffinlim, train, or a given vocoder file (by its content)
+    case "${voc}" in griffinlim|train) ;; *) vkind="file:$(file_sig "${voc}")" ;; esac
     if [ "${voc}" = train ]; then
         vdir=${expdir}/vocoder_${feat_tag}
         voc=${vdir}/vocoder.pt
-        if ! done_or "${vdir}/.done"; then
+        stamp=$(stamp_of st_vocoder)
+        if redo_if_changed "${vdir}/.done" "${stamp}"; then
             mkdir -p "${vdir}"
             cp "${vocoder_config}" "${vdir}/config.yaml"
             ckpt_opt=()
@@ -794,10 +819,11 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
             ${cuda_cmd} --gpu "${ngpu}" "${vdir}/train.log" rpq-units train_vocoder \
                 --data_dir "${datadir}/${train_set}" --config "${vdir}/config.yaml" --out "${voc}" \
                 --upstream "${upstream}" "${ckpt_opt[@]}" --layer "${layer}" --device "${_dev}" ${vocoder_args}
-            mark_done "${vdir}/.done"
+            stamp_write "${vdir}/.done" "${stamp}"
         fi
     fi
-    if ! done_or "${rdir}/.done"; then
+    rstamp=$(stamp_of st_resynth "${rset}" "${vkind}")
+    if redo_if_changed "${rdir}/.done" "${rstamp}"; then
         names=(); codebooks=(); unitfiles=()
         for d in ${discretizers}; do
             names+=("${d}")
@@ -806,7 +832,7 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         done
         asr_opts=()
         cdir=${expdir}/asr_${feat_tag}_continuous
-        if done_or "${cdir}/.done_train"; then
+        if [ -f "${cdir}/.done_train" ]; then
             asr_opts=(--asr_dir "${cdir}" --asr_decode_config "${inference_config}")
         else
             log "no continuous model in ${cdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
@@ -819,7 +845,7 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
             --units "${unitfiles[@]}" --out_dir "${rdir}" --vocoder "${voc}" \
             --stats_data_dir "${datadir}/${train_set}" --max_utts "${resynth_utts}" \
             --score_unit "${score_unit}" --device "${device}" "${asr_opts[@]}" ${resynth_args}
-        mark_done "${rdir}/.done"
+        stamp_write "${rdir}/.done" "${rstamp}"
     fi
     heatmaps=()
     for d in ${discretizers}; do
