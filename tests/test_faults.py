@@ -391,7 +391,7 @@ def test_epoch_model_cut_short_is_rewritten(asr_ref):
     good = (adir / "3epoch.pth").read_bytes()
     (adir / "3epoch.pth").write_bytes(good[: len(good) // 3])
     log, _ = run_ok(t.work, stage_args(8), t.root / "rerun8b.err")
-    assert f"{adir}/3epoch.pth was missing or cut short" in log
+    assert f"exp/asr_{TAG}_pq/3epoch.pth was missing or cut short" in log
     _model_equal(adir / "3epoch.pth", t.ref("8") / f"exp/asr_{TAG}_pq/3epoch.pth")
     _model_equal(adir / "valid.acc.ave.pth", t.ref("8") / f"exp/asr_{TAG}_pq/valid.acc.ave.pth")
 
