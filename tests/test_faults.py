@@ -215,9 +215,11 @@ def asr_ref(units_ref) -> Tree:
 
 
 def kill_points(stage: int) -> list[tuple[int, float]]:
-    """Seeded (point index, fraction of the reference stage's wall time) pairs."""
+    """Seeded (point index, fraction of the reference stage's wall time) pairs; decoding ends
+    with a short merge, so its points stay in the first 60 % (a lighter load may finish sooner)."""
     rng = random.Random(SEED + stage)
-    return [(i, rng.uniform(0.1, 0.85)) for i in range(KILLS[stage])]
+    hi = 0.6 if stage == 9 else 0.85
+    return [(i, rng.uniform(0.1, hi)) for i in range(KILLS[stage])]
 
 
 # ---- stages 2-4 --------------------------------------------------------------------------
@@ -391,7 +393,7 @@ def test_epoch_model_cut_short_is_rewritten(asr_ref):
     good = (adir / "3epoch.pth").read_bytes()
     (adir / "3epoch.pth").write_bytes(good[: len(good) // 3])
     log, _ = run_ok(t.work, stage_args(8), t.root / "rerun8b.err")
-    assert f"{adir}/3epoch.pth was missing or cut short" in log
+    assert f"exp/asr_{TAG}_pq/3epoch.pth was missing or cut short" in log
     _model_equal(adir / "3epoch.pth", t.ref("8") / f"exp/asr_{TAG}_pq/3epoch.pth")
     _model_equal(adir / "valid.acc.ave.pth", t.ref("8") / f"exp/asr_{TAG}_pq/valid.acc.ave.pth")
 
