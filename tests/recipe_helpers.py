@@ -12,6 +12,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "egs" / "TEMPLATE"
 UTILS = TEMPLATE / "utils"
+# options of local/data.sh for the smallest demo corpus the recipe tests run on
+TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
+        "--num_train_speakers 2 --num_heldout_speakers 1")
+
+
+def copy_recipe(root: Path, conf: bool = False) -> Path:
+    """A copy of the recipe tree under ``root`` (the engine, the demo recipe without its outputs,
+    ``local/``, and with ``conf`` the shared ``conf/``); returns the demo recipe's dir."""
+    shutil.copytree(TEMPLATE, root / "egs" / "TEMPLATE")
+    recipe = root / "egs" / "mini_librispeech"
+    shutil.copytree(ROOT / "egs" / "mini_librispeech", recipe, symlinks=True,
+                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
+    shutil.copytree(ROOT / "local", root / "local")
+    if conf:
+        shutil.copytree(ROOT / "conf", root / "conf")
+    return recipe
 
 
 def env() -> dict[str, str]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from recipe_helpers import ROOT, env, have, result_bytes, result_files
+from recipe_helpers import ROOT, TINY, env, have, result_bytes, result_files
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,8 +37,6 @@ SEED = 20261127
 # kill points per stage: enough to land in different phases (startup, jobs running, merge,
 # between discretizers/sets) while the whole file runs in a few minutes on 2 CPU cores
 KILLS = {2: 2, 3: 2, 4: 3, 8: 2, 9: 2}
-TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
-        "--num_train_speakers 2 --num_heldout_speakers 1")
 OPTS = ["--discretizers", "kmeans pq", "--units_conf_dir", "conf/tiny", "--feats_portion", "0.5",
         "--test_sets", "test_clean", "--nj", "2", "--inference_nj", "2", "--token_type", "char",
         "--asr_config", "conf/tiny/asr.yaml", "--inference_args", "--beam_size 2 --maxlenratio 0.3"]

@@ -6,10 +6,9 @@ resumes without redoing finished work."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from recipe_helpers import ROOT, have, run
+from recipe_helpers import TINY, copy_recipe, have, run
 
 pytestmark = [
     pytest.mark.skipif(not have("espeak-ng", "sox"), reason="needs espeak-ng and sox (tools/install.sh)"),
@@ -17,19 +16,13 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
-        "--num_train_speakers 2 --num_heldout_speakers 1")
 OPTS = ["--test_sets", "test_clean", "--discretizers", "", "--token_type", "char",
         "--nj", "1", "--inference_nj", "1", "--run_continuous", "true", "--asr_args", "--max_epoch 1"]
 
 
 @pytest.fixture
 def recipe(tmp_path):
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", tmp_path / "egs" / "TEMPLATE")
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", tmp_path / "egs" / "mini_librispeech", symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", tmp_path / "local")
-    return tmp_path / "egs" / "mini_librispeech"
+    return copy_recipe(tmp_path)
 
 
 def test_stage11_trains_decodes_and_scores(recipe):

@@ -7,22 +7,16 @@ import os
 import shutil
 
 import pytest
-from recipe_helpers import ROOT, have, run
+from recipe_helpers import TINY, copy_recipe, have, run
 
 pytestmark = pytest.mark.skipif(not have("espeak-ng", "sox"), reason="needs espeak-ng and sox (tools/install.sh)")
 
-TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
-        "--num_train_speakers 2 --num_heldout_speakers 1")
 
 
 @pytest.fixture
 def recipe(tmp_path):
     """A copy of the repository's recipe tree (engine, demo recipe, local/) in tmp_path."""
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", tmp_path / "egs" / "TEMPLATE")
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", tmp_path / "egs" / "mini_librispeech", symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", tmp_path / "local")
-    return tmp_path / "egs" / "mini_librispeech"
+    return copy_recipe(tmp_path)
 
 
 def test_stage1_prepares_and_resumes(recipe):

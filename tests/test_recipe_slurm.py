@@ -16,13 +16,20 @@ import subprocess
 import time
 
 import pytest
-from recipe_helpers import ROOT, UTILS, env, have, result_bytes, result_files, run
+from recipe_helpers import (
+    TINY,
+    UTILS,
+    copy_recipe,
+    env,
+    have,
+    result_bytes,
+    result_files,
+    run,
+)
 from slurm_cluster import LocalSlurm, SlurmStartError
 
 pytestmark = pytest.mark.slow
 
-TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
-        "--num_train_speakers 2 --num_heldout_speakers 1")
 TAG = "mel_40ms_llast"
 OPTS = ["--discretizers", "pq", "--units_conf_dir", "conf/tiny", "--feats_portion", "0.5",
         "--test_sets", "test_clean", "--nj", "3"]
@@ -104,11 +111,7 @@ def test_slurm_stopped_run_cancels_its_jobs(slurm, tmp_path):
 
 
 def _recipe(root):
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
-    recipe = root / "egs" / "mini_librispeech"
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", root / "local")
+    recipe = copy_recipe(root)
     tiny = recipe / "conf" / "tiny"
     tiny.mkdir()
     (tiny / "pq.yaml").write_text("method: pq\nnum_codebooks: 2\ncodebook_size: 8\nseed: 0\nmax_iter: 10\n")

@@ -6,11 +6,10 @@ a rerun skips finished stages; then the unit engine fits units on the exported e
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
 import torch
-from recipe_helpers import ROOT, have, run
+from recipe_helpers import TINY, copy_recipe, have, run
 
 pytestmark = [
     pytest.mark.skipif(not have("espeak-ng", "sox"), reason="needs espeak-ng and sox (tools/install.sh)"),
@@ -18,8 +17,6 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
-        "--num_train_speakers 2 --num_heldout_speakers 1")
 SSL = ["--train_set", "train_clean", "--valid_set", "dev_clean", "--ssl_config", "conf/ssl/birq_demo.yaml",
        "--ssl_tag", "birq", "--data_opts", TINY,
        "--ssl_args", "--max_epoch 2 --encoder_conf output_size=32 --encoder_conf attention_heads=2 "
@@ -28,12 +25,7 @@ SSL = ["--train_set", "train_clean", "--valid_set", "dev_clean", "--ssl_config",
 
 @pytest.fixture
 def recipe(tmp_path):
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", tmp_path / "egs" / "TEMPLATE")
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", tmp_path / "egs" / "mini_librispeech", symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", tmp_path / "local")
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    return tmp_path / "egs" / "mini_librispeech"
+    return copy_recipe(tmp_path, conf=True)
 
 
 def test_ssl_recipe_pretrains_exports_plots_and_feeds_units(recipe):
