@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from rpq_units.errors import UserError
 from rpq_units.shards import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ ORIGINAL, COPY, CONTINUOUS = "original", "copy", "continuous"
 LABELS = {ORIGINAL: "Original", COPY: "Copy-synthesis", CONTINUOUS: "Continuous"}
 
 
-class ResynthError(ValueError):
+class ResynthError(UserError):
     """Inconsistent discretizers, unit files or vocoder for a resynthesis run."""
 
 

@@ -39,13 +39,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 EPS = 1e-10  # s3prl's OnlinePreprocessor eps (log floor and CMVN)
 
 
-class SpectralError(ValueError):
+class SpectralError(UserError):
     """A feature config that cannot be inverted without training."""
 
 

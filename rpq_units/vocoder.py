@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -63,7 +65,7 @@ DEFAULT_TRAIN = {
 DEFAULT_MEL_LOSS = {"n_fft": 1024, "hop": 256, "n_mels": 80}
 
 
-class VocoderError(ValueError):
+class VocoderError(UserError):
     """Bad vocoder config or checkpoint, or features the vocoder was not trained for."""
 
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from rpq_units.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 KIND = "rpq_units.ssl_encoder"
@@ -45,7 +47,7 @@ SUBSAMPLING = {"conv2d": 4, "conv2d1": 1, "conv2d2": 2, "conv2d6": 6, "conv2d8":
                "linear": 1, "embed": 1, None: 1}
 
 
-class SSLCheckpointError(ValueError):
+class SSLCheckpointError(UserError):
     """An SSL encoder file (or request against it) that cannot be used; one line, names the file."""
 
 
