@@ -12,7 +12,6 @@ BEST-RQ: Chiu et al., ICML 2022; BiRQ: arXiv 2509.15430.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from rpq_units.features import file_sha256
 from rpq_units.ssl.encoder import (
     SSLCheckpointError,
     SSLEncoder,
@@ -30,14 +30,6 @@ from rpq_units.ssl.encoder import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_pretraining_model(config: str, model_file: str) -> tuple[torch.nn.Module, dict]:
@@ -100,7 +92,7 @@ def export_encoder(config: str, model_file: str, out: str) -> dict[str, Any]:
         encoder={"name": conf.get("encoder"), "conf": encoder_conf},
         state_dict=enc_state,
         source={"config": os.path.abspath(config), "checkpoint": os.path.abspath(model_file),
-                "sha256": _sha256(model_file)},
+                "sha256": file_sha256(model_file)},
     )
     SSLEncoder(payload, path=out).load_state_dict(payload["state_dict"])  # strict check
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
