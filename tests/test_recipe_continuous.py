@@ -58,3 +58,12 @@ def test_stage11_trains_decodes_and_scores(recipe):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dumping" not in r.stderr and "training exp" not in r.stderr and "decoding" not in r.stderr
     assert "Stage 11 done" in r.stderr
+
+    # the table lists the continuous row made with the current settings, and only then
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *OPTS], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"| {tag}_continuous |" in (recipe / "RESULTS.md").read_text()
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *OPTS, "--inference_args", "--beam_size 2"],
+            cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{tag}_continuous" not in (recipe / "RESULTS.md").read_text()

@@ -634,9 +634,11 @@ current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode ma
     if "${run_continuous}"; then
         for s in ${test_sets}; do
             ddir=${contdir}/decode_${s}_nolm
-            # finished decodes of the continuous reference; stage 11 redoes those made with other
-            # settings (its markers are stamps), so run it before the table after a change
-            if [ -f "${ddir}/.done" ]; then echo "${ddir} continuous nolm ${s}"; fi
+            # the continuous reference's decodes made with the current settings (stage 11 redoes
+            # the others)
+            if stamp_ok "${ddir}/.done" "$(stamp_of st_cdecode "${s}")"; then
+                echo "${ddir} continuous nolm ${s}"
+            fi
         done
     fi
     true
