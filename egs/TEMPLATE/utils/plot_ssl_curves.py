@@ -43,6 +43,19 @@ def curves(stats: dict) -> dict:
     return out
 
 
+def collapsed(data: dict, threshold: float = 2.0) -> list[str]:
+    """One warning per label stream whose perplexity ended below ``threshold``: its labels have
+    (nearly) all become one code, so predicting them teaches the encoder nothing. BiRQ's enhanced
+    labels can do this (the model shapes its own targets through the Gumbel-softmax)."""
+    out = []
+    for (part, name), points in sorted(data.items()):
+        if name.startswith("ppl_") and points and points[-1][1] < threshold:
+            first = next(e for e, v in points if v < threshold)
+            out.append(f"{part} {name} is {points[-1][1]:.2f} at epoch {points[-1][0]} (below "
+                       f"{threshold:g} since epoch {first}): those labels collapsed to one code")
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--exp_dir", required=True, help="ESPnet SSL experiment dir")
@@ -56,6 +69,8 @@ def main() -> int:
     if not data:
         print(f"error: {args.exp_dir}/checkpoint.pth has no acc_*/ppl_* statistics", file=sys.stderr)
         return 1
+    for msg in collapsed(data):
+        print(f"warning: {args.exp_dir}: {msg}", file=sys.stderr)
     import matplotlib
 
     matplotlib.use("Agg")

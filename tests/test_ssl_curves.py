@@ -1,0 +1,28 @@
+"""``utils/plot_ssl_curves.py``: label streams whose perplexity collapsed are named."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "egs" / "TEMPLATE" / "utils" / "plot_ssl_curves.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("plot_ssl_curves", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_collapsed_label_streams_are_named():
+    mod = load()
+    stats = {1: {"train": {"acc_anchor": 0.1, "ppl_anchor": 116.7, "ppl_enhanced": 13.1},
+                 "valid": {"ppl_enhanced": 1.0}},
+             2: {"train": {"acc_anchor": 0.12, "ppl_anchor": 116.7, "ppl_enhanced": 1.0},
+                 "valid": {"ppl_enhanced": 1.0}}}
+    msgs = mod.collapsed(mod.curves(stats))
+    assert len(msgs) == 2
+    assert msgs[0].startswith("train ppl_enhanced is 1.00 at epoch 2 (below 2 since epoch 2)")
+    assert msgs[1].startswith("valid ppl_enhanced is 1.00 at epoch 2 (below 2 since epoch 1)")
+    assert not any("ppl_anchor" in m for m in msgs)
