@@ -31,31 +31,12 @@ import torch
 from rpq_units.base import Quantizer, QuantizerError
 from rpq_units.kmeans import subsample
 from rpq_units.lloyd import fit_kmeans
-from rpq_units.search import assign, cluster_sums, sum_codewords, topk
+from rpq_units.search import assign, sum_codewords, topk
 
 logger = logging.getLogger(__name__)
 
 TRAINERS = ("lloyd", "nsvq", "ste")
 BEAM_TRAINING = ("auto", "all", "best")
-
-
-@torch.no_grad()
-def _lloyd_from(x: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float) -> torch.Tensor:
-    """Lloyd iterations from given centroids. x: (N, d), cent: (K, d) -> (K, d).
-    An empty cluster keeps its previous centroid."""
-    k = cent.shape[0]
-    prev = None
-    for _ in range(max_iter):
-        codes, dist = assign(x.unsqueeze(0), cent.unsqueeze(0))
-        codes = codes[0]
-        obj = float(dist.mean())
-        sums, counts = cluster_sums(x, codes, k)
-        counts = counts.to(sums.dtype).unsqueeze(1)
-        cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
-        if prev is not None and abs(prev - obj) <= tol * max(prev, 1e-12):
-            break
-        prev = obj
-    return cent
 
 
 @torch.no_grad()
@@ -87,7 +68,7 @@ def progressive_dim_kmeans(
             cent, _ = fit_kmeans(zi, k, max_iter=max_iter, tol=tol, seed=seed)
         else:
             cent = torch.cat([cent, cent.new_zeros(k, di - cent.shape[1])], dim=1)
-            cent = _lloyd_from(zi, cent, max_iter, tol)
+            cent, _ = fit_kmeans(zi, k, init=cent, max_iter=max_iter, tol=tol)
     return cent @ rot.T + mean
 
 
