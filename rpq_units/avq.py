@@ -36,12 +36,8 @@ import torch
 from tqdm import tqdm
 
 from rpq_units.base import Quantizer, QuantizerError
-from rpq_units.kmeans import subsample
 from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
 from rpq_units.search import sum_codewords, topk
-
-__all__ = ["AdditiveQuantizer", "additive_beam_encode", "additive_encode",
-           "least_squares_codebooks", "sum_codewords"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +188,7 @@ class AdditiveQuantizer(Quantizer):
         self.codebooks: torch.Tensor | None = None
 
     def _fit(self, x: torch.Tensor) -> None:
-        x = subsample(x, self.max_frames, self._generator(7919))
+        x = self._training_subset(x, self.max_frames, 7919)
         rvq = ResidualVectorQuantizer(
             num_codebooks=self.num_codebooks, codebook_size=self.codebook_size, seed=self.seed,
             device=self.device, max_iter=self.max_iter, tol=self.tol, beam_width=self.beam_width,

@@ -37,7 +37,7 @@ FORMAT = "rpq_units.quantizer/v1"
 
 # Method name -> "module:Class". Explicit, lazily imported (no star-import registry).
 METHODS: dict[str, str] = {
-    "kmeans": "rpq_units.kmeans:KMeansQuantizer",
+    "kmeans": "rpq_units.pq:KMeansQuantizer",
     "pq": "rpq_units.pq:ProductQuantizer",
     "rpq": "rpq_units.pq:RandomProductQuantizer",
     "rvq": "rpq_units.rvq:ResidualVectorQuantizer",
@@ -201,6 +201,15 @@ class Quantizer:
                 f"features have dimension {d} but the {self.method} codebook was trained on "
                 f"dimension {self.dim}"
             )
+
+    def _training_subset(self, x: torch.Tensor, max_frames: int | None, offset: int) -> torch.Tensor:
+        """At most ``max_frames`` frames of x (N, D), drawn with :meth:`_generator` (offset)."""
+        from rpq_units.lloyd import subsample
+
+        sub = subsample(x, max_frames, self._generator(offset))
+        if sub is not x:
+            logger.info("fitting on a random subset of %d of %d frames", sub.shape[0], x.shape[0])
+        return sub
 
     def _generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from ``seed`` (+ offset): same seed, same draws on any device."""

@@ -109,13 +109,17 @@ def _sqdist_rows(
     return out
 
 
-def _subset(x: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
-    """A seeded random subset of ``m`` rows (the same rows for every group) of x (G, N, d)."""
-    n = x.shape[1]
-    if m >= n:
+def subsample(
+    x: torch.Tensor, max_rows: int | None, generator: torch.Generator, *, dim: int = 0
+) -> torch.Tensor:
+    """At most ``max_rows`` rows of x along ``dim`` (x (N, D) or, with ``dim=1``, the same
+    rows of every problem of x (G, N, d)), drawn without replacement from ``generator`` and
+    kept in their order; x itself when it has no more rows (or ``max_rows`` is None or 0)."""
+    n = x.shape[dim]
+    if max_rows is None or max_rows <= 0 or n <= max_rows:
         return x
-    idx = torch.randperm(n, generator=generator)[:m].sort().values.to(x.device)
-    return x.index_select(1, idx)
+    idx = torch.randperm(n, generator=generator)[:max_rows].sort().values
+    return x.index_select(dim, idx.to(x.device))
 
 
 @torch.no_grad()
@@ -593,7 +597,7 @@ def fit_kmeans(
         warm = 0
     elif init == "k-means++":
         n0 = min(n, init_frames or max(INIT_FRAMES_PER_CENTROID * k, 1024))
-        cent = kmeans_plusplus(_subset(x, n0, gen).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
+        cent = kmeans_plusplus(subsample(x, n0, gen, dim=1).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
         warm = WARM_FRAMES_PER_CENTROID * k if warm_frames is None else warm_frames
     else:
         raise ValueError(f"k-means: unknown init {init!r} (use 'k-means++' or a tensor)")
@@ -602,7 +606,7 @@ def fit_kmeans(
     elif bounds and rows is not None:
         raise ValueError("k-means: bounds=True needs the data in memory (no memory_budget)")
     if 0 < warm < n and max_iter > 1:
-        cent, w_it, _ = _lloyd(_subset(x, warm, gen).to(device), cent, max_iter=WARM_ITERS,
+        cent, w_it, _ = _lloyd(subsample(x, warm, gen, dim=1).to(device), cent, max_iter=WARM_ITERS,
                                tol=max(tol, WARM_TOL), stats=None, bounds=bounds,
                                final_assign=False)
         logger.debug("warm start: %d passes on %d rows", w_it, warm)

@@ -271,7 +271,7 @@ class GradientVQ(Quantizer):
     """A K-means, PQ or RPQ quantizer whose codebooks are trained by NSVQ (method ``"nsvq"``).
 
     ``make_quantizer("nsvq", base="pq", num_codebooks=4, codebook_size=256)`` wraps the
-    ``base`` quantizer (:mod:`rpq_units.kmeans`, :mod:`rpq_units.pq`): it is fitted with
+    ``base`` quantizer (:mod:`rpq_units.pq`): it is fitted with
     ``init_iter`` Lloyd passes from k-means++ seeds, then its codebooks are trained by
     :class:`GradientTrainer` (options in ``trainer_conf``). Encoding, decoding and the saved
     state are the base quantizer's (its analysis surface is forwarded).

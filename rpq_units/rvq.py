@@ -29,7 +29,6 @@ from typing import Any
 import torch
 
 from rpq_units.base import Quantizer, QuantizerError
-from rpq_units.kmeans import subsample
 from rpq_units.lloyd import fit_kmeans
 from rpq_units.search import assign, sum_codewords, topk
 
@@ -197,7 +196,7 @@ class ResidualVectorQuantizer(Quantizer):
 
     # ---- fitting -------------------------------------------------------------------
     def _fit(self, x: torch.Tensor) -> None:
-        x = subsample(x, self.max_frames, self._generator(7919))
+        x = self._training_subset(x, self.max_frames, 7919)
         iters = self.max_iter if self.trainer == "lloyd" else 0  # 0: k-means++ seeds only
         mode = self.beam_training
         if self.beam_width > 1 and self.num_codebooks > 1 and mode == "auto":

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rpq_units import QuantizerError, load_quantizer, make_quantizer
-from rpq_units.avq import sum_codewords
 from rpq_units.nsvq import GradientTrainer, nsvq_output
 from rpq_units.random_projection import RandomProjectionQuantizer
+from rpq_units.search import sum_codewords
 
 N, D, K = 1200, 8, 16
 
