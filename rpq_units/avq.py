@@ -23,8 +23,12 @@ codes: with ``B`` the (N, MK) binary code matrix, solve
 
 (a ridge towards the previous codebooks: it fixes the gauge freedom of adding a vector to one
 codebook and subtracting it from another, and keeps unused codewords where they were). The
-codebooks start from residual VQ (:mod:`rpq_units.rvq`, trained with the same beam). A frame keeps its previous code
-when the new search finds a worse one, so the training error never grows.
+codebooks start from residual VQ (:mod:`rpq_units.rvq`, trained with the same beam). A frame
+keeps its previous code when the new search finds a worse one, so the training error never
+grows. This is the ``lsq`` trainer (default); ``trainer: nsvq`` or ``ste`` instead trains the
+codebooks from the same initialisation by gradient descent through the free-order beam search
+(:meth:`rpq_units.nsvq.GradientTrainer.train_additive`; the STE-trained additive codebooks of
+``conf/units/avq_ste.yaml``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
 from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
 from rpq_units.search import sum_codewords, topk
 
@@ -154,11 +158,14 @@ class AdditiveQuantizer(Quantizer):
         max_iter, tol: Lloyd iterations per stage of the RVQ initialisation and their
             relative-objective stopping tolerance.
         max_frames: fit on a seeded random subset of at most this many frames.
+        trainer: ``"lsq"`` (least-squares alternations) or ``"nsvq"`` / ``"ste"`` (gradient
+            training with ``trainer_conf``; ``num_iters`` and ``ridge`` are then unused).
 
     State: ``codebooks`` (M, K, D) float32.
     """
 
     method = "avq"
+    trainers = ("lsq", "nsvq", "ste")
 
     def __init__(
         self,
@@ -173,9 +180,12 @@ class AdditiveQuantizer(Quantizer):
         max_iter: int = 50,
         tol: float = 1e-4,
         max_frames: int | None = None,
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if beam_width < 1:
             raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
@@ -199,6 +209,11 @@ class AdditiveQuantizer(Quantizer):
         codes = rvq._encode(x)
         err = (x - sum_codewords(books, codes)).pow(2).sum(-1)
         logger.info("avq init (rvq): MSE %.6g", float(err.mean()))
+        if self.trainer in GRADIENT_TRAINERS:  # gradient steps through the free-order search
+            books = self.gradient_trainer().train_additive(
+                x, books, lambda xb, cb: additive_encode(xb, cb, self.beam_width))
+            self.codebooks = books.contiguous()
+            return
         for it in tqdm(range(self.num_iters), desc="avq", leave=False):
             books = least_squares_codebooks(x, codes, books, self.ridge)
             old_err = (x - sum_codewords(books, codes)).pow(2).sum(-1)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from rpq_units import lloyd, search
-from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,12 @@ def rpq_subsets(dim: int, m: int, size: int, generator: torch.Generator) -> list
 
 
 class _SubspaceQuantizer(Quantizer):
-    """Shared machinery: M k-means codebooks on the sub-vectors ``x[:, S_m]``."""
+    """Shared machinery: M codebooks on the sub-vectors ``x[:, S_m]``, learned by ``trainer``:
+    ``lloyd`` (k-means, :func:`rpq_units.lloyd.fit_kmeans`) or ``nsvq`` / ``ste`` (gradient
+    training, :class:`rpq_units.nsvq.GradientTrainer` with ``trainer_conf``, from the
+    codebooks of ``max_iter`` Lloyd passes)."""
 
+    trainers = ("lloyd", "nsvq", "ste")
     streams = True
 
     def __init__(
@@ -79,9 +83,12 @@ class _SubspaceQuantizer(Quantizer):
         max_iter: int = 100,
         tol: float = 1e-4,
         max_frames: int | None = None,
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if max_iter < 1:
             raise QuantizerError(f"max_iter must be >= 1, got {max_iter}")
@@ -154,6 +161,11 @@ class _SubspaceQuantizer(Quantizer):
             sub, self.codebook_size, max_iter=self.max_iter, tol=self.tol, seed=self.seed,
             device=self.device, memory_budget=getattr(self, "_memory_budget", None),
         )
+        if self.trainer in GRADIENT_TRAINERS:
+            trainer = self.gradient_trainer()
+            self.codebooks = trainer.train_product(sub, self.codebooks, self._widths)
+            self.inertia = search.assign(sub, self.codebooks)[1].mean(1)
+            logger.info("%s: %d dead codewords replaced", self.trainer, trainer.replaced)
         del sub
         self.train_distortion = self._train_distortion(x)
         logger.info(
@@ -204,7 +216,8 @@ class ProductQuantizer(_SubspaceQuantizer):
     """PQ: M contiguous blocks of dimensions, one K-means codebook each.
 
     Keyword-only args: ``num_codebooks`` (M), ``codebook_size`` (K), ``seed``, ``device``,
-    ``max_iter``, ``tol``, ``max_frames`` (fit on a seeded subset of at most this many frames).
+    ``max_iter``, ``tol``, ``max_frames`` (fit on a seeded subset of at most this many frames),
+    ``trainer`` (``lloyd``, ``nsvq`` or ``ste``) and ``trainer_conf``.
     Block m covers ``S_m`` (see :func:`pq_blocks`); decode concatenates the M sub-codewords.
     With M = 1 this is :class:`KMeansQuantizer`.
     """

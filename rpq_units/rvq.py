@@ -17,8 +17,10 @@ stages before it (B times the training points, as faiss does), on the best hypot
 only, or (default, ``beam_training="auto"``) the one of the two that does better on held-out
 frames: training on all hypotheses wins on some data and loses by several percent on others.
 
-``trainer="nsvq"`` or ``"ste"`` trains the codebooks by gradient descent instead of Lloyd
-iterations (:mod:`rpq_units.nsvq`), from k-means++ seeds of each stage's residual.
+The ``trainer`` option picks how each stage learns: ``progressive`` (default, the
+progressive-dimension k-means above), ``lloyd`` (k-means on all dims at once), or ``nsvq`` /
+``ste``, gradient descent on all stages together (:mod:`rpq_units.nsvq`) from k-means++ seeds
+of each stage's residual.
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ from typing import Any
 
 import torch
 
-from rpq_units.base import Quantizer, QuantizerError
+from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
 from rpq_units.lloyd import fit_kmeans
 from rpq_units.search import assign, sum_codewords, topk
 
 logger = logging.getLogger(__name__)
 
-TRAINERS = ("lloyd", "nsvq", "ste")
 BEAM_TRAINING = ("auto", "all", "best")
 
 
@@ -140,11 +141,13 @@ class ResidualVectorQuantizer(Quantizer):
         beam_width: hypotheses kept per stage when encoding (1 = greedy).
         max_iter, tol: Lloyd iterations per k-means and relative-objective stopping tolerance.
         progressive_dim: steps of :func:`progressive_dim_kmeans` per stage (faiss uses 10;
-            5 costs about 4x one k-means and reaches nearly the same error); 0 = one k-means
-            on all dims.
+            5 costs about 4x one k-means and reaches nearly the same error).
         max_frames: fit on a seeded random subset of at most this many frames (None = all).
-        trainer: ``"lloyd"`` (k-means per stage), ``"nsvq"`` or ``"ste"`` (gradient training,
-            see :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``).
+        trainer: ``"progressive"`` (progressive-dimension k-means per stage), ``"lloyd"``
+            (k-means on all dims per stage), ``"nsvq"`` or ``"ste"`` (gradient training, see
+            :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``). As in
+            earlier versions' configs and files, ``"lloyd"`` with ``progressive_dim > 0`` is
+            read as ``"progressive"`` and ``progressive_dim = 0`` turns it into ``"lloyd"``.
         trainer_conf: keyword arguments of :class:`rpq_units.nsvq.GradientTrainer`.
         beam_training: with ``beam_width > 1``, what stage m >= 2 is trained on: ``"all"``
             (the residuals of all B beam paths through the earlier stages, as faiss),
@@ -156,6 +159,7 @@ class ResidualVectorQuantizer(Quantizer):
     """
 
     method = "rvq"
+    trainers = ("progressive", "lloyd", "nsvq", "ste")
 
     def __init__(
         self,
@@ -169,17 +173,18 @@ class ResidualVectorQuantizer(Quantizer):
         tol: float = 1e-4,
         progressive_dim: int = 5,
         max_frames: int | None = None,
-        trainer: str = "lloyd",
+        trainer: str | None = None,
         trainer_conf: dict[str, Any] | None = None,
         beam_training: str = "auto",
     ) -> None:
+        if trainer in (None, "lloyd", "progressive"):
+            trainer = "progressive" if progressive_dim > 0 else "lloyd"
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if beam_width < 1:
             raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
-        if trainer not in TRAINERS:
-            raise QuantizerError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
         if beam_training not in BEAM_TRAINING:
             raise QuantizerError(
                 f"unknown beam_training {beam_training!r}; choose one of {', '.join(BEAM_TRAINING)}"
@@ -190,23 +195,18 @@ class ResidualVectorQuantizer(Quantizer):
         self.tol = float(tol)
         self.progressive_dim = int(progressive_dim)
         self.max_frames = None if max_frames is None else int(max_frames)
-        self.trainer = trainer
-        self.trainer_conf = dict(trainer_conf or {})
         self.codebooks: torch.Tensor | None = None  # (M, K, D)
 
     # ---- fitting -------------------------------------------------------------------
     def _fit(self, x: torch.Tensor) -> None:
         x = self._training_subset(x, self.max_frames, 7919)
-        iters = self.max_iter if self.trainer == "lloyd" else 0  # 0: k-means++ seeds only
+        iters = 0 if self.trainer in GRADIENT_TRAINERS else self.max_iter  # 0: k-means++ seeds
         mode = self.beam_training
         if self.beam_width > 1 and self.num_codebooks > 1 and mode == "auto":
             mode = self._choose_beam_training(x, iters)
         books = self._fit_stages(x, iters, mode)
-        if self.trainer != "lloyd":
-            from rpq_units.nsvq import GradientTrainer
-
-            gt = GradientTrainer(method=self.trainer, seed=self.seed, **self.trainer_conf)
-            books = gt.train_residual(x, books)
+        if self.trainer in GRADIENT_TRAINERS:
+            books = self.gradient_trainer().train_residual(x, books)
         self.codebooks = books.contiguous()
 
     def _choose_beam_training(self, x: torch.Tensor, iters: int) -> str:
@@ -252,7 +252,7 @@ class ResidualVectorQuantizer(Quantizer):
 
     def _stage_codebook(self, r: torch.Tensor, m: int, iters: int) -> torch.Tensor:
         """Codebook of stage ``m`` fitted on the residuals ``r`` (rows, D)."""
-        if self.progressive_dim > 0 and iters > 0:
+        if self.trainer == "progressive":
             return progressive_dim_kmeans(r, self.codebook_size, steps=self.progressive_dim,
                                           max_iter=iters, tol=self.tol, seed=self.seed + m)
         cent, _ = fit_kmeans(r, self.codebook_size, max_iter=iters, tol=self.tol, seed=self.seed + m)
@@ -273,8 +273,6 @@ class ResidualVectorQuantizer(Quantizer):
             "tol": self.tol,
             "progressive_dim": self.progressive_dim,
             "max_frames": self.max_frames,
-            "trainer": self.trainer,
-            "trainer_conf": dict(self.trainer_conf),
             "beam_training": self.beam_training,
         }
 
