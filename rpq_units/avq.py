@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
-from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
+from rpq_units.base import GRADIENT_TRAINERS, QuantizerError
+from rpq_units.rvq import ResidualVectorQuantizer, SumOfCodewords, residual_beam_encode
 from rpq_units.search import sum_codewords, topk
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ def _code_hash_weights(m: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator(device="cpu")
     g.manual_seed(1234567)
     return torch.randint(1, 2**62, (m,), generator=g, dtype=torch.long).to(device)
+
+
+def _sq_errors(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``||x - sum_m c^m_{i_m}||^2`` per frame: x (N, D), codebooks (M, K, D), codes (N, M) -> (N,)."""
+    return (x - sum_codewords(codebooks, codes)).pow(2).sum(-1)
 
 
 @torch.no_grad()
@@ -143,12 +148,12 @@ def additive_encode(x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 
     """
     free = additive_beam_encode(x, codebooks, beam_width)
     seq = residual_beam_encode(x, codebooks, beam_width)
-    e_free = (x - sum_codewords(codebooks, free)).pow(2).sum(-1)
-    e_seq = (x - sum_codewords(codebooks, seq)).pow(2).sum(-1)
+    e_free = _sq_errors(x, codebooks, free)
+    e_seq = _sq_errors(x, codebooks, seq)
     return torch.where((e_seq < e_free).unsqueeze(1), seq, free)
 
 
-class AdditiveQuantizer(Quantizer):
+class AdditiveQuantizer(SumOfCodewords):
     """Additive VQ with free-order beam search (method ``"avq"``).
 
     Args (keyword-only):
@@ -207,7 +212,7 @@ class AdditiveQuantizer(Quantizer):
         rvq._fit(x)
         books = rvq.codebooks
         codes = rvq._encode(x)
-        err = (x - sum_codewords(books, codes)).pow(2).sum(-1)
+        err = _sq_errors(x, books, codes)
         logger.info("avq init (rvq): MSE %.6g", float(err.mean()))
         if self.trainer in GRADIENT_TRAINERS:  # gradient steps through the free-order search
             books = self.gradient_trainer().train_additive(
@@ -216,9 +221,9 @@ class AdditiveQuantizer(Quantizer):
             return
         for it in tqdm(range(self.num_iters), desc="avq", leave=False):
             books = least_squares_codebooks(x, codes, books, self.ridge)
-            old_err = (x - sum_codewords(books, codes)).pow(2).sum(-1)
+            old_err = _sq_errors(x, books, codes)
             new = additive_encode(x, books, self.beam_width)
-            new_err = (x - sum_codewords(books, new)).pow(2).sum(-1)
+            new_err = _sq_errors(x, books, new)
             better = new_err < old_err
             codes = torch.where(better.unsqueeze(1), new, codes)
             err = torch.where(better, new_err, old_err)
@@ -231,9 +236,6 @@ class AdditiveQuantizer(Quantizer):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return additive_encode(x, self.codebooks, self.beam_width)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return sum_codewords(self.codebooks, codes)
-
     def _config(self) -> dict[str, Any]:
         return {
             "beam_width": self.beam_width,
@@ -243,15 +245,3 @@ class AdditiveQuantizer(Quantizer):
             "tol": self.tol,
             "max_frames": self.max_frames,
         }
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {"codebooks": self.codebooks}
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        books = state["codebooks"]
-        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
-            raise QuantizerError(
-                f"avq state: codebooks of shape {tuple(books.shape)} do not match "
-                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
-            )
-        self.codebooks = books.float().contiguous()

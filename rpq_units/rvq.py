@@ -134,7 +134,29 @@ def residual_beam_encode(
     return residual_beam_search(x, codebooks, beam_width)[0][:, 0].contiguous()
 
 
-class ResidualVectorQuantizer(Quantizer):
+class SumOfCodewords(Quantizer):
+    """Structures whose frame is the sum of one full-dimension codeword of each of M codebooks
+    (residual, additive): decoding and the saved state, ``codebooks`` (M, K, D) float32."""
+
+    codebooks: torch.Tensor | None
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return sum_codewords(self.codebooks, codes)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"codebooks": self.codebooks}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        books = state["codebooks"]
+        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
+            raise QuantizerError(
+                f"{self.method} state: codebooks of shape {tuple(books.shape)} do not match "
+                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
+            )
+        self.codebooks = books.float().contiguous()
+
+
+class ResidualVectorQuantizer(SumOfCodewords):
     """Greedy residual VQ: ``num_codebooks`` stages of ``codebook_size`` full-dimension codewords.
 
     Args (keyword-only):
@@ -262,9 +284,6 @@ class ResidualVectorQuantizer(Quantizer):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return residual_beam_encode(x, self.codebooks, self.beam_width)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return sum_codewords(self.codebooks, codes)
-
     # ---- persistence ---------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         return {
@@ -275,15 +294,3 @@ class ResidualVectorQuantizer(Quantizer):
             "max_frames": self.max_frames,
             "beam_training": self.beam_training,
         }
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {"codebooks": self.codebooks}
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        books = state["codebooks"]
-        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
-            raise QuantizerError(
-                f"rvq state: codebooks of shape {tuple(books.shape)} do not match "
-                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
-            )
-        self.codebooks = books.float().contiguous()
