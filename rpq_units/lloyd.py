@@ -610,10 +610,16 @@ def fit_kmeans(
                                tol=max(tol, WARM_TOL), stats=None, bounds=bounds,
                                final_assign=False)
         logger.debug("warm start: %d passes on %d rows", w_it, warm)
+    stats = [] if stats is None else stats
+    first = len(stats)
     cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, stats=stats, bounds=bounds,
                             rows=rows)
-    logger.debug("full data: %d passes on %d rows", it, n)
     inertia = dist.double().mean(1).float()
+    run = stats[first:]
+    logger.info("k-means K=%d on %d x %d rows: %d passes, %d clusters re-seeded, %d rows "
+                "searched, %.1f s; inertia %s", k, g, n, it, sum(r.reseeded for r in run),
+                sum(r.searched for r in run), sum(r.seconds for r in run),
+                [round(v, 6) for v in inertia.tolist()])
     if squeeze:
         return cent[0], inertia[0]
     return cent, inertia
