@@ -23,8 +23,12 @@ codes: with ``B`` the (N, MK) binary code matrix, solve
 
 (a ridge towards the previous codebooks: it fixes the gauge freedom of adding a vector to one
 codebook and subtracting it from another, and keeps unused codewords where they were). The
-codebooks start from residual VQ (:mod:`rpq_units.rvq`, trained with the same beam). A frame keeps its previous code
-when the new search finds a worse one, so the training error never grows.
+codebooks start from residual VQ (:mod:`rpq_units.rvq`, trained with the same beam). A frame
+keeps its previous code when the new search finds a worse one, so the training error never
+grows. This is the ``lsq`` trainer (default); ``trainer: nsvq`` or ``ste`` instead trains the
+codebooks from the same initialisation by gradient descent through the free-order beam search
+(:meth:`rpq_units.nsvq.GradientTrainer.train_additive`; the STE-trained additive codebooks of
+``conf/units/avq_ste.yaml``).
 """
 
 from __future__ import annotations
@@ -35,13 +39,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from rpq_units.base import Quantizer, QuantizerError
-from rpq_units.kmeans import subsample
-from rpq_units.rvq import ResidualVectorQuantizer, residual_beam_encode
+from rpq_units.base import GRADIENT_TRAINERS, QuantizerError
+from rpq_units.rvq import ResidualVectorQuantizer, SumOfCodewords, residual_beam_encode
 from rpq_units.search import sum_codewords, topk
-
-__all__ = ["AdditiveQuantizer", "additive_beam_encode", "additive_encode",
-           "least_squares_codebooks", "sum_codewords"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ def _code_hash_weights(m: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator(device="cpu")
     g.manual_seed(1234567)
     return torch.randint(1, 2**62, (m,), generator=g, dtype=torch.long).to(device)
+
+
+def _sq_errors(x: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``||x - sum_m c^m_{i_m}||^2`` per frame: x (N, D), codebooks (M, K, D), codes (N, M) -> (N,)."""
+    return (x - sum_codewords(codebooks, codes)).pow(2).sum(-1)
 
 
 @torch.no_grad()
@@ -143,12 +148,12 @@ def additive_encode(x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 
     """
     free = additive_beam_encode(x, codebooks, beam_width)
     seq = residual_beam_encode(x, codebooks, beam_width)
-    e_free = (x - sum_codewords(codebooks, free)).pow(2).sum(-1)
-    e_seq = (x - sum_codewords(codebooks, seq)).pow(2).sum(-1)
+    e_free = _sq_errors(x, codebooks, free)
+    e_seq = _sq_errors(x, codebooks, seq)
     return torch.where((e_seq < e_free).unsqueeze(1), seq, free)
 
 
-class AdditiveQuantizer(Quantizer):
+class AdditiveQuantizer(SumOfCodewords):
     """Additive VQ with free-order beam search (method ``"avq"``).
 
     Args (keyword-only):
@@ -158,11 +163,14 @@ class AdditiveQuantizer(Quantizer):
         max_iter, tol: Lloyd iterations per stage of the RVQ initialisation and their
             relative-objective stopping tolerance.
         max_frames: fit on a seeded random subset of at most this many frames.
+        trainer: ``"lsq"`` (least-squares alternations) or ``"nsvq"`` / ``"ste"`` (gradient
+            training with ``trainer_conf``; ``num_iters`` and ``ridge`` are then unused).
 
     State: ``codebooks`` (M, K, D) float32.
     """
 
     method = "avq"
+    trainers = ("lsq", "nsvq", "ste")
 
     def __init__(
         self,
@@ -177,9 +185,12 @@ class AdditiveQuantizer(Quantizer):
         max_iter: int = 50,
         tol: float = 1e-4,
         max_frames: int | None = None,
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if beam_width < 1:
             raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
@@ -192,7 +203,7 @@ class AdditiveQuantizer(Quantizer):
         self.codebooks: torch.Tensor | None = None
 
     def _fit(self, x: torch.Tensor) -> None:
-        x = subsample(x, self.max_frames, self._generator(7919))
+        x = self._training_subset(x, self.max_frames, 7919)
         rvq = ResidualVectorQuantizer(
             num_codebooks=self.num_codebooks, codebook_size=self.codebook_size, seed=self.seed,
             device=self.device, max_iter=self.max_iter, tol=self.tol, beam_width=self.beam_width,
@@ -201,13 +212,18 @@ class AdditiveQuantizer(Quantizer):
         rvq._fit(x)
         books = rvq.codebooks
         codes = rvq._encode(x)
-        err = (x - sum_codewords(books, codes)).pow(2).sum(-1)
+        err = _sq_errors(x, books, codes)
         logger.info("avq init (rvq): MSE %.6g", float(err.mean()))
+        if self.trainer in GRADIENT_TRAINERS:  # gradient steps through the free-order search
+            books = self.gradient_trainer().train_additive(
+                x, books, lambda xb, cb: additive_encode(xb, cb, self.beam_width))
+            self.codebooks = books.contiguous()
+            return
         for it in tqdm(range(self.num_iters), desc="avq", leave=False):
             books = least_squares_codebooks(x, codes, books, self.ridge)
-            old_err = (x - sum_codewords(books, codes)).pow(2).sum(-1)
+            old_err = _sq_errors(x, books, codes)
             new = additive_encode(x, books, self.beam_width)
-            new_err = (x - sum_codewords(books, new)).pow(2).sum(-1)
+            new_err = _sq_errors(x, books, new)
             better = new_err < old_err
             codes = torch.where(better.unsqueeze(1), new, codes)
             err = torch.where(better, new_err, old_err)
@@ -220,9 +236,6 @@ class AdditiveQuantizer(Quantizer):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return additive_encode(x, self.codebooks, self.beam_width)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return sum_codewords(self.codebooks, codes)
-
     def _config(self) -> dict[str, Any]:
         return {
             "beam_width": self.beam_width,
@@ -232,15 +245,3 @@ class AdditiveQuantizer(Quantizer):
             "tol": self.tol,
             "max_frames": self.max_frames,
         }
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {"codebooks": self.codebooks}
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        books = state["codebooks"]
-        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
-            raise QuantizerError(
-                f"avq state: codebooks of shape {tuple(books.shape)} do not match "
-                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
-            )
-        self.codebooks = books.float().contiguous()

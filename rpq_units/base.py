@@ -7,6 +7,14 @@ per frame; M = 1 for K-means) and back to a reconstruction ``(N, D)``::
     q.fit(x); codes = q.encode(x); x_hat = q.decode(codes)
     q.save("exp/units/codebook.pt"); q2 = load_quantizer("exp/units/codebook.pt")
 
+A quantizer is a structure (the method: ``kmeans`` whole vector, ``pq`` contiguous blocks,
+``rpq`` random subsets, ``rvq`` residual stages with beam, ``avq`` additive codebooks with
+beam, ``random_projection``) times a ``trainer`` that learns its codebooks: ``lloyd``,
+``progressive`` (RVQ), ``lsq`` (AVQ's least squares), ``nsvq`` / ``ste`` (gradient training,
+:mod:`rpq_units.nsvq`) or ``frozen``; each structure lists the ones it takes in ``trainers``::
+
+    make_quantizer("avq", trainer="ste", num_codebooks=4, codebook_size=256)
+
 Frames of several utterances may be passed as one array with ``lengths`` (frames per utterance,
 summing to N). Quantizers whose code for frame t looks at neighbouring frames (``context_frames``
 > 1, e.g. BEST-RQ's stacked windows) never let a window cross from one utterance into the next;
@@ -35,17 +43,22 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "rpq_units.quantizer/v1"
 
-# Method name -> "module:Class". Explicit, lazily imported (no star-import registry).
+# Method name (the structure) -> "module:Class". Explicit, lazily imported (no star-import
+# registry). How the codebooks are learned is the ``trainer`` option of each.
 METHODS: dict[str, str] = {
-    "kmeans": "rpq_units.kmeans:KMeansQuantizer",
+    "kmeans": "rpq_units.pq:KMeansQuantizer",
     "pq": "rpq_units.pq:ProductQuantizer",
     "rpq": "rpq_units.pq:RandomProductQuantizer",
     "rvq": "rpq_units.rvq:ResidualVectorQuantizer",
     "avq": "rpq_units.avq:AdditiveQuantizer",
-    "nsvq": "rpq_units.nsvq:GradientVQ",
-    "ste": "rpq_units.nsvq:STEVQ",
     "random_projection": "rpq_units.random_projection:RandomProjectionQuantizer",
 }
+#: gradient trainers (:class:`rpq_units.nsvq.GradientTrainer`), for the structures that take them
+GRADIENT_TRAINERS = ("nsvq", "ste")
+#: former method names: ``method: nsvq`` / ``ste`` with ``base``, ``base_conf`` and ``init_iter``
+#: (configs and codebook files of earlier versions) are read as ``method: <base>`` with
+#: ``trainer: nsvq`` / ``ste`` and ``max_iter: <init_iter>`` (see :func:`canonical_config`)
+LEGACY_METHODS = ("nsvq", "ste")
 
 
 class QuantizerError(UserError):
@@ -89,6 +102,8 @@ class Quantizer:
     ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``."""
 
     method: str = ""
+    #: the trainers this structure takes; the first is the default
+    trainers: tuple[str, ...] = ("lloyd",)
     #: whether ``fit(x, memory_budget=...)`` can stream x from host memory (Lloyd-based fits)
     streams: bool = False
     context_frames: int = 1  # frames one code depends on (1: frame-wise; > 1: windows of frames)
@@ -100,6 +115,8 @@ class Quantizer:
         codebook_size: int = 2000,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         if num_codebooks < 1:
             raise QuantizerError(f"num_codebooks must be >= 1, got {num_codebooks}")
@@ -111,6 +128,18 @@ class Quantizer:
         self.device = torch.device(device)
         self.dim: int | None = None  # D, known after fit/load
         self.meta: dict[str, Any] = {}  # free-form provenance (upstream, layer, ...)
+        trainer = self.trainers[0] if trainer is None else str(trainer)
+        if trainer not in self.trainers:
+            raise QuantizerError(
+                f"{self.method}: unknown trainer {trainer!r}; choose one of {', '.join(self.trainers)}"
+            )
+        self.trainer = trainer
+        self.trainer_conf = dict(trainer_conf or {})
+        if self.trainer_conf and trainer not in GRADIENT_TRAINERS:
+            raise QuantizerError(f"{self.method}: trainer_conf is for the gradient trainers "
+                                 f"({', '.join(GRADIENT_TRAINERS)}), not {trainer!r}")
+        if trainer in GRADIENT_TRAINERS:
+            self.gradient_trainer()  # bad trainer_conf keys fail here, not after the fit
 
     # ---- public surface ------------------------------------------------------------
     def fit(self, x: Any, lengths: Any = None, *, memory_budget: int | None = None) -> Quantizer:
@@ -124,7 +153,7 @@ class Quantizer:
         where = self.device
         if memory_budget is not None:
             nbytes = int(np.prod(getattr(x, "shape", (0,)))) * 4
-            if nbytes > memory_budget and self.streams:
+            if nbytes > memory_budget and self.streams and self.trainer not in GRADIENT_TRAINERS:
                 self._memory_budget = int(memory_budget)
                 where = torch.device("cpu")
             elif nbytes > memory_budget:
@@ -172,6 +201,8 @@ class Quantizer:
             "codebook_size": self.codebook_size,
             "seed": self.seed,
             "dim": self.dim,
+            "trainer": self.trainer,
+            "trainer_conf": dict(self.trainer_conf),
             **self._config(),
         }
 
@@ -201,6 +232,22 @@ class Quantizer:
                 f"features have dimension {d} but the {self.method} codebook was trained on "
                 f"dimension {self.dim}"
             )
+
+    def gradient_trainer(self) -> Any:
+        """The :class:`rpq_units.nsvq.GradientTrainer` of ``trainer`` (nsvq / ste) and
+        ``trainer_conf``, seeded from ``seed``."""
+        from rpq_units.nsvq import GradientTrainer
+
+        return GradientTrainer(method=self.trainer, seed=self.seed, **self.trainer_conf)
+
+    def _training_subset(self, x: torch.Tensor, max_frames: int | None, offset: int) -> torch.Tensor:
+        """At most ``max_frames`` frames of x (N, D), drawn with :meth:`_generator` (offset)."""
+        from rpq_units.lloyd import subsample
+
+        sub = subsample(x, max_frames, self._generator(offset))
+        if sub is not x:
+            logger.info("fitting on a random subset of %d of %d frames", sub.shape[0], x.shape[0])
+        return sub
 
     def _generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from ``seed`` (+ offset): same seed, same draws on any device."""
@@ -247,8 +294,27 @@ def _resolve(method: str) -> type[Quantizer]:
     return getattr(importlib.import_module(module), name)
 
 
+def canonical_config(method: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(method, keyword arguments) with a former method name (:data:`LEGACY_METHODS`) rewritten
+    as its structure and trainer: ``nsvq`` / ``ste`` over ``base`` (kmeans, pq, rpq) with
+    ``base_conf`` and ``init_iter`` Lloyd passes becomes ``<base>`` with ``trainer`` and
+    ``max_iter``. Other methods pass unchanged."""
+    if method not in LEGACY_METHODS:
+        return method, kwargs
+    kw = dict(kwargs)
+    base = kw.pop("base", "pq")
+    if base not in ("kmeans", "pq", "rpq"):
+        raise QuantizerError(f"unknown base {base!r} for {method}; choose one of kmeans, pq, rpq")
+    kw.update(kw.pop("base_conf", None) or {})
+    kw["max_iter"] = kw.pop("init_iter", 1)
+    kw["trainer"] = method
+    return base, kw
+
+
 def make_quantizer(method: str, **kwargs: Any) -> Quantizer:
-    """Build an unfitted quantizer by method name (``kmeans``, ``pq``, ``rpq``, ...)."""
+    """Build an unfitted quantizer by method name (``kmeans``, ``pq``, ``rpq``, ...) and options,
+    ``trainer`` among them."""
+    method, kwargs = canonical_config(method, kwargs)
     return _resolve(method)(**kwargs)
 
 
@@ -266,6 +332,7 @@ def load_quantizer(path: str | os.PathLike, device: str | torch.device = "cpu") 
     cfg = dict(blob["config"])
     method = cfg.pop("method")
     dim = cfg.pop("dim")
+    method, cfg = canonical_config(method, cfg)
     q = _resolve(method)(device=device, **cfg)
     q.dim = dim
     q.meta = dict(blob.get("meta", {}))

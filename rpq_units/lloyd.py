@@ -18,11 +18,16 @@ matrix never exists in memory.
    (Hamerly, 2010: per row an upper bound on the distance to its centroid and a lower bound
    on the distance to every other one). Hamerly lowers every lower bound by the largest
    centroid move; here the largest movers are measured exactly instead, so the bounds drop
-   only by the largest remaining move (see :func:`_lloyd_bounded_impl`). Cluster sums are
+   only by the largest remaining move (see :class:`_BoundedPasses`). Cluster sums are
    float64 and updated only from the rows that changed cluster. The passes follow the same
    assignments as plain Lloyd at a fraction of the distance computations.
-4. **Final assignment** of all rows to the final centroids (on CPU by one more bounded
-   pass, else by :func:`assign`), which gives the reported inertia.
+4. **Final assignment** of all rows to the final centroids (one more pass of the same kind),
+   which gives the reported inertia.
+
+Steps 2 and 3 are one loop, :func:`lloyd_loop`, over either kind of assignment passes
+(:class:`_PlainPasses`, batched and optionally streamed, or :class:`_BoundedPasses`), with one
+empty-cluster rule and a :class:`LloydStats` record per pass (objective, re-seeded clusters,
+changed assignments, rows searched, time).
 
 The nearest-centroid searches and cluster sums are those of :mod:`rpq_units.search`: on CUDA
 a fused Triton fp16 search whose result is certified exact by an error bound (uncertified
@@ -37,8 +42,10 @@ seeded by ``seed`` through a CPU ``torch.Generator``: same seed and data, same c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Iterator
 
 import torch
@@ -102,13 +109,17 @@ def _sqdist_rows(
     return out
 
 
-def _subset(x: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
-    """A seeded random subset of ``m`` rows (the same rows for every group) of x (G, N, d)."""
-    n = x.shape[1]
-    if m >= n:
+def subsample(
+    x: torch.Tensor, max_rows: int | None, generator: torch.Generator, *, dim: int = 0
+) -> torch.Tensor:
+    """At most ``max_rows`` rows of x along ``dim`` (x (N, D) or, with ``dim=1``, the same
+    rows of every problem of x (G, N, d)), drawn without replacement from ``generator`` and
+    kept in their order; x itself when it has no more rows (or ``max_rows`` is None or 0)."""
+    n = x.shape[dim]
+    if max_rows is None or max_rows <= 0 or n <= max_rows:
         return x
-    idx = torch.randperm(n, generator=generator)[:m].sort().values.to(x.device)
-    return x.index_select(1, idx)
+    idx = torch.randperm(n, generator=generator)[:max_rows].sort().values
+    return x.index_select(dim, idx.to(x.device))
 
 
 @torch.no_grad()
@@ -173,44 +184,6 @@ def _seed_loop(
         cent[gi] = x[gi].index_select(0, torch.tensor(chosen, device=x.device))
 
 
-def _reseed_empty(
-    cent: torch.Tensor, counts: torch.Tensor, x: torch.Tensor, far: torch.Tensor
-) -> int:
-    """Move the centroids of empty clusters (one problem: cent (K, d), counts (K,)) onto the
-    rows of x (n, d) farthest from their centroids (``far``: (n,) distances). Returns how many."""
-    empty = (counts == 0).nonzero().squeeze(1)
-    ne = int(empty.numel())
-    if ne:
-        rows = far.topk(min(ne, far.numel())).indices
-        cent[empty[: rows.numel()]] = x[rows]
-        logger.debug("re-seeded %d empty clusters", ne)
-    return ne
-
-
-def _new_sums(g: int, k: int, d: int, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Zeroed cluster sums (G, K, d): float64 where :func:`cluster_sums` sums in float64 (CUDA
-    with triton), else in the dtype of the rows (the same bits as one ``index_add_``)."""
-    dtype = torch.float64 if fused_available(device) else x.dtype
-    return torch.zeros(g, k, d, dtype=dtype, device=device)
-
-
-def _accumulate(sums: torch.Tensor, counts: torch.Tensor, x: torch.Tensor, codes: torch.Tensor) -> None:
-    """Add the rows x (G, b, d) with codes (G, b) to sums (G, K, d) and counts (G, K)."""
-    for gi in range(x.shape[0]):
-        counts[gi] += cluster_sums(x[gi], codes[gi], sums.shape[1], out=sums[gi])[1]
-
-
-def _means(
-    sums: torch.Tensor, counts: torch.Tensor, sq_total: torch.Tensor, n: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the clusters (G, K, d) and the objective of the codes at those means,
-    ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N`` (G,)."""
-    c = counts.clamp_min(1).to(sums.dtype).unsqueeze(-1)
-    cent = (sums / c).to(dtype)
-    obj = (sq_total - (sums.double() ** 2 / c.double()).sum((1, 2))) / n
-    return cent, obj
-
-
 def stream_rows(x: torch.Tensor, memory_budget: int | None) -> int | None:
     """Rows per chunk for a fit of x (G, N, d) streamed from host memory under
     ``memory_budget`` bytes of device memory for the data (two chunks in flight), or None
@@ -268,82 +241,101 @@ def host_chunks(
             used[j].record(compute)
 
 
-def assign_streamed(
-    x: torch.Tensor, cent: torch.Tensor, rows: int
+@dataclasses.dataclass
+class LloydStats:
+    """One full-data Lloyd pass (the per-iteration record of faiss ``contrib/clustering.py``).
+
+    ``objective``: per problem (G floats), the mean squared distance of the rows to the mean
+    of their cluster, for the assignment that the pass's update starts from (non-increasing
+    over passes); ``reseeded``: empty clusters re-seeded by the update; ``changed``: rows
+    whose cluster changed in the assignment to the updated centroids; ``searched``: rows of
+    that assignment searched against all K centroids (all of them for plain passes, the
+    ambiguous ones for bounded passes); ``seconds``: wall time of the pass.
+    """
+
+    iteration: int
+    objective: list[float]
+    reseeded: int
+    changed: int
+    searched: int
+    seconds: float
+
+
+def _means(
+    sums: torch.Tensor, counts: torch.Tensor, sq_total: torch.Tensor, n: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`assign` of host rows x (G, N, d) against cent (G, K, d) on cent's device, in
-    chunks of ``rows`` -> codes, squared distances (G, N) on the host."""
-    g, n, _ = x.shape
-    codes = torch.empty(g, n, dtype=torch.long)
-    dist = torch.empty(g, n, dtype=torch.float32)
-    for s, e, xd in host_chunks(x, rows, cent.device):
-        c, dd = assign(xd, cent)
-        codes[:, s:e], dist[:, s:e] = c.cpu(), dd.cpu()
-    return codes, dist
+    """Means of the clusters (G, K, d) and the objective of the codes at those means,
+    ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N`` (G,)."""
+    c = counts.clamp_min(1).to(sums.dtype).unsqueeze(-1)
+    cent = (sums / c).to(dtype)
+    obj = (sq_total - (sums.double() ** 2 / c.double()).sum((1, 2))) / n
+    return cent, obj
 
 
-def _lloyd_plain(
-    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None,
-    rows: int | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Plain batched Lloyd on x (G, N, d) from cent (G, K, d) on cent's device; returns
-    (centroids, passes). ``history`` gets, per pass, the objective of the new codes at their
-    cluster means. With ``rows``, x stays where it is (host memory) and each pass streams it
-    to the device in chunks of ``rows`` (:func:`host_chunks`): the same passes (assignments,
-    sums in row order, objective, re-seeding) with only two chunks on the device."""
-    g, n, d = x.shape
-    k = cent.shape[1]
-    dev = cent.device
-    rows = rows or n
-    sq_rows = torch.empty(g, n, dtype=torch.float32, device=x.device)
-    for s, e, xd in host_chunks(x, rows, dev):
-        sq_rows[:, s:e] = (xd * xd).sum(-1).to(x.device)
-    sq_total = sq_rows.double().sum(-1).to(dev)  # (G,)
-    del sq_rows
-    prev = None
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007
-        sums = _new_sums(g, k, d, x, dev)
-        counts = torch.zeros(g, k, dtype=torch.long, device=dev)
-        dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
-        for s, e, xd in host_chunks(x, rows, dev):
-            codes, dd = assign(xd, cent)
-            _accumulate(sums, counts, xd, codes)
-            dist[:, s:e] = dd.to(x.device)
-        cent, obj = _means(sums, counts, sq_total, n, cent.dtype)
-        for gi in range(g):
-            ne = int((counts[gi] == 0).sum())
-            if ne:  # re-seed empty clusters with the farthest rows
-                far = dist[gi].topk(min(ne, n)).indices
-                _reseed_empty(cent[gi], counts[gi], x[gi].index_select(0, far).to(dev),
-                              dist[gi].index_select(0, far).to(dev))
-        if history is not None:
-            history.append(obj.tolist())
-        if prev is not None:
-            rel = float(((prev - obj) / prev.clamp_min(1e-30)).abs().max())
-            if rel < tol:
-                break
-        prev = obj
-    return cent, it
+def _reseed_empty(cent: torch.Tensor, counts: torch.Tensor, passes: _PlainPasses | _BoundedPasses) -> int:
+    """The one empty-cluster rule: the centroids of the empty clusters of problem g (in index
+    order) move onto the rows farthest from the centroid they were assigned to (farthest
+    first). cent (G, K, d) is changed in place; returns how many were re-seeded."""
+    total = 0
+    for gi in range(cent.shape[0]):
+        empty = (counts[gi] == 0).nonzero().squeeze(1)
+        if empty.numel():
+            rows = passes.farthest(gi, int(empty.numel()))
+            cent[gi, empty[: rows.shape[0]]] = rows.to(cent.dtype)
+            total += int(empty.numel())
+    return total
 
 
-def _lloyd_bounded(
-    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None
-) -> tuple[torch.Tensor, int, float, torch.Tensor, torch.Tensor]:
-    """:func:`_lloyd_bounded_impl` with small ops on one thread, products on the caller's."""
-    if x.device.type != "cpu":
-        return _lloyd_bounded_impl(x, cent, max_iter=max_iter, tol=tol, history=history, gemm_threads=None)
-    threads = torch.get_num_threads()
-    with _threads(1):
-        return _lloyd_bounded_impl(x, cent, max_iter=max_iter, tol=tol, history=history,
-                                   gemm_threads=threads)
+class _PlainPasses:
+    """Plain batched assignment passes of x (G, N, d) to centroids on ``device``.
+
+    With ``rows``, x stays where it is (host memory) and every pass streams it to the device
+    in chunks of ``rows`` (:func:`host_chunks`): the same assignments and sums (in row order)
+    with only two chunks on the device. After :meth:`assign`: ``sums`` (G, K, d), ``counts``
+    (G, K), ``codes`` and squared distances ``dist`` (G, N) (host side when streamed)."""
+
+    def __init__(self, x: torch.Tensor, device: torch.device, rows: int | None = None) -> None:
+        g, n, _ = x.shape
+        self.x, self.device, self.n, self.rows = x, device, n, rows or n
+        sq_rows = torch.empty(g, n, dtype=torch.float32, device=x.device)
+        for s, e, xd in host_chunks(x, self.rows, device):
+            sq_rows[:, s:e] = (xd * xd).sum(-1).to(x.device)
+        self.sq_total = sq_rows.double().sum(-1).to(device)  # (G,)
+        self.codes: torch.Tensor | None = None
+        self.dist: torch.Tensor | None = None
+
+    def assign(self, cent: torch.Tensor) -> tuple[int, int]:
+        """Assign every row to its nearest centroid of cent (G, K, d) -> (changed, searched)."""
+        g, n, d = self.x.shape
+        k = cent.shape[1]
+        # float64 where cluster_sums sums in float64 (CUDA with triton), else the rows' dtype
+        # (the same bits as one index_add_)
+        dtype = torch.float64 if fused_available(self.device) else self.x.dtype
+        sums = torch.zeros(g, k, d, dtype=dtype, device=self.device)
+        counts = torch.zeros(g, k, dtype=torch.long, device=self.device)
+        codes = torch.empty(g, n, dtype=torch.long, device=self.x.device)
+        dist = torch.empty(g, n, dtype=torch.float32, device=self.x.device)
+        for s, e, xd in host_chunks(self.x, self.rows, self.device):
+            c, dd = assign(xd, cent)
+            for gi in range(g):
+                counts[gi] += cluster_sums(xd[gi], c[gi], k, out=sums[gi])[1]
+            codes[:, s:e], dist[:, s:e] = c.to(self.x.device), dd.to(self.x.device)
+        changed = g * n if self.codes is None else int((codes != self.codes).sum())
+        self.codes, self.dist, self.sums, self.counts = codes, dist, sums, counts
+        return changed, g * n
+
+    def farthest(self, gi: int, m: int) -> torch.Tensor:
+        """The m rows of problem gi farthest from their centroid, farthest first: (m, d)."""
+        far = self.dist[gi].topk(min(m, self.n)).indices
+        return self.x[gi].index_select(0, far).to(self.device)
+
+    def final_dist(self) -> torch.Tensor:
+        """Squared distances (G, N) of the rows to the centroids of the last assignment."""
+        return self.dist
 
 
-def _lloyd_bounded_impl(
-    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None,
-    gemm_threads: int | None,
-) -> tuple[torch.Tensor, int, float, torch.Tensor, torch.Tensor]:
-    """Exact Lloyd on one problem, x (n, d), cent (K, d), skipping provably unchanged rows.
+class _BoundedPasses:
+    """Exact assignment passes of one problem, x (n, d), that skip provably unchanged rows.
 
     Per row: ``upper`` >= distance to its centroid, ``lower`` <= distance to every other
     centroid (Hamerly, 2010). After centroids move by ``delta`` (K,), Hamerly lowers every
@@ -352,48 +344,49 @@ def _lloyd_bounded_impl(
     (n, d) x (d, m) product) and ``lower`` drops only by the largest move outside B. ``m`` is
     picked each pass to minimise predicted work. Rows with ``upper > lower`` get their upper
     bound tightened, then, if still ambiguous, a full top-2 search. Cluster sums are float64
-    and updated only for rows that changed cluster.
+    and updated only for rows that changed cluster. The passes give the codes of plain
+    passes; the interface is :class:`_PlainPasses`' with G = 1.
 
-    After the last centroid update the rows are assigned once more (same bounds), so the
-    function returns (centroids, passes, fraction of rows fully searched per pass after the
-    first, codes (n,), squared distances (n,) to the final centroids, computed as
-    ``||x - c||^2`` directly).
-    The objective tracked for ``tol`` (and appended to ``history``) is the exact mean squared
-    distance of each row to the mean of its cluster,
-    ``(sum ||x||^2 - sum_k ||S_k||^2 / n_k) / N``, non-increasing across passes.
+    Small tensor ops run on one thread, the large products on ``gemm_threads`` (see
+    :func:`_threads`).
     """
-    n, d = x.shape
-    k = cent.shape[0]
-    x_sq = (x * x).sum(1)
-    sq_total = float(x_sq.double().sum())
-    with _threads(gemm_threads):
-        codes, d1, d2 = Top2Search(x, x_sq, cent).search(None)
-    c_norm_max = float((cent * cent).sum(1).max().sqrt())
-    slack = BOUND_EPS * (x_sq.sqrt() + c_norm_max) ** 2  # rounding slack on squared distances
-    upper = (d1 + slack).clamp_min_(0.0).sqrt_()
-    lower = (d2 - slack).clamp_min_(0.0).sqrt_()
-    del d1, d2
-    sums = torch.zeros(k, d, dtype=torch.float64, device=x.device)
-    step = 2048
-    for s in range(0, n, step):
-        sums.index_add_(0, codes[s : s + step], x[s : s + step].double())
-    counts = torch.bincount(codes, minlength=k).double()
-    prev = None
-    recomputed = 0
-    it = 0
-    block = block_rows(x.unsqueeze(0), k)
-    for it in range(1, max_iter + 1):  # noqa: B007
-        obj = (sq_total - float((sums.pow(2).sum(1) / counts.clamp_min(1.0)).sum())) / n
-        if history is not None:
-            history.append([obj])
-        new = (sums / counts.clamp_min(1.0).unsqueeze(1)).float()
-        if bool((counts == 0).any()):
-            _reseed_empty(new, counts, x, upper)
-        delta = (new - cent).pow(2).sum(1).sqrt()
-        cent = new
-        done = (prev is not None and abs(prev - obj) / max(prev, 1e-30) < tol) or it == max_iter
-        prev = obj
-        # ---- choose B: the m largest movers, measured exactly --------------------------
+
+    def __init__(self, x: torch.Tensor, gemm_threads: int | None) -> None:
+        self.x, self.n = x, x.shape[0]
+        self.gemm_threads = gemm_threads
+        self.x_sq = (x * x).sum(1)
+        self.sq_total = self.x_sq.double().sum().reshape(1)
+        self.block = block_rows(x.unsqueeze(0), 1)
+        self.cent: torch.Tensor | None = None  # (K, d) of the last assignment
+
+    def assign(self, cent: torch.Tensor) -> tuple[int, int]:
+        """Assign the rows to cent (1, K, d) -> (changed, searched)."""
+        with _threads(1 if self.x.device.type == "cpu" else None):
+            if self.cent is None:
+                return self._first(cent[0])
+            return self._update(cent[0])
+
+    def _first(self, cent: torch.Tensor) -> tuple[int, int]:
+        x, n, k = self.x, self.n, cent.shape[0]
+        with _threads(self.gemm_threads):
+            codes, d1, d2 = Top2Search(x, self.x_sq, cent).search(None)
+        c_norm_max = float((cent * cent).sum(1).max().sqrt())
+        self.slack = BOUND_EPS * (self.x_sq.sqrt() + c_norm_max) ** 2  # rounding slack, squared
+        self.upper = (d1 + self.slack).clamp_min_(0.0).sqrt_()
+        self.lower = (d2 - self.slack).clamp_min_(0.0).sqrt_()
+        sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
+        for s in range(0, n, 2048):
+            sums.index_add_(0, codes[s : s + 2048], x[s : s + 2048].double())
+        self.sums, self.counts = sums.unsqueeze(0), torch.bincount(codes, minlength=k).double().unsqueeze(0)
+        self.codes, self.cent, self.block = codes, cent, block_rows(x.unsqueeze(0), k)
+        return n, n
+
+    def _update(self, new: torch.Tensor) -> tuple[int, int]:
+        x, n, k = self.x, self.n, new.shape[0]
+        codes, upper, lower, slack = self.codes, self.upper, self.lower, self.slack
+        delta = (new - self.cent).pow(2).sum(1).sqrt()
+        cent = self.cent = new
+        # ---- choose B: the m largest movers, measured exactly ------------------------------
         order = delta.argsort(descending=True)
         moves = torch.cat([delta[order], delta.new_zeros(1)])
         upper += delta[codes]
@@ -412,24 +405,22 @@ def _lloyd_bounded_impl(
             pos[big] = torch.arange(best_m, device=x.device)
             cb = cent[big]
             cb_sq = (cb * cb).sum(1)
-            buf = torch.empty(min(block, n), best_m, dtype=torch.float32, device=x.device)
-            gemm = _threads(gemm_threads)
-            gemm.__enter__()
-            for s in range(0, n, block):
-                e = min(n, s + block)
-                dist = buf[: e - s]
-                torch.addmm(cb_sq, x[s:e], cb.t(), alpha=-2.0, out=dist)
-                dist += x_sq[s:e].unsqueeze(1)
-                own = pos[codes[s:e]]
-                rows = (own >= 0).nonzero().squeeze(1)
-                if rows.numel():
-                    o = own[rows]
-                    upper[s + rows] = (dist[rows, o] + slack[s + rows]).clamp_min_(0.0).sqrt_()
-                    dist[rows, o] = float("inf")
-                near = (dist.amin(1) - slack[s:e]).clamp_min_(0.0).sqrt_()
-                torch.minimum(lower[s:e], near, out=lower[s:e])
-            gemm.__exit__(None, None, None)
-        # ---- rows that may change: tighten, then full search -----------------------------
+            buf = torch.empty(min(self.block, n), best_m, dtype=torch.float32, device=x.device)
+            with _threads(self.gemm_threads):
+                for s in range(0, n, self.block):
+                    e = min(n, s + self.block)
+                    dist = buf[: e - s]
+                    torch.addmm(cb_sq, x[s:e], cb.t(), alpha=-2.0, out=dist)
+                    dist += self.x_sq[s:e].unsqueeze(1)
+                    own = pos[codes[s:e]]
+                    rows = (own >= 0).nonzero().squeeze(1)
+                    if rows.numel():
+                        o = own[rows]
+                        upper[s + rows] = (dist[rows, o] + slack[s + rows]).clamp_min_(0.0).sqrt_()
+                        dist[rows, o] = float("inf")
+                    near = (dist.amin(1) - slack[s:e]).clamp_min_(0.0).sqrt_()
+                    torch.minimum(lower[s:e], near, out=lower[s:e])
+        # ---- rows that may change: tighten, then full search -------------------------------
         cand = (upper > lower).nonzero().squeeze(1)
         need = cand[:0]
         if cand.numel():
@@ -437,13 +428,9 @@ def _lloyd_bounded_impl(
             upper[cand] = exact
             need = cand[exact > lower[cand]]
         if need.numel() == 0:
-            if done:
-                break
-            continue
-        recomputed += int(need.numel())
-        searcher = Top2Search(x, x_sq, cent)
-        with _threads(gemm_threads if need.numel() >= 1024 else None):
-            new_codes, nd1, nd2 = searcher.search(need)
+            return 0, 0
+        with _threads(self.gemm_threads if need.numel() >= 1024 else None):
+            new_codes, nd1, nd2 = Top2Search(x, self.x_sq, cent).search(need)
         sl = slack[need]
         upper[need] = (nd1 + sl).clamp_min_(0.0).sqrt_()
         lower[need] = (nd2 - sl).clamp_min_(0.0).sqrt_()
@@ -451,45 +438,105 @@ def _lloyd_bounded_impl(
         moved = (new_codes != old_codes).nonzero().squeeze(1)
         if moved.numel():
             xm = x.index_select(0, need[moved]).double()
+            sums, counts = self.sums[0], self.counts[0]
             sums.index_add_(0, old_codes[moved], xm, alpha=-1.0)
             sums.index_add_(0, new_codes[moved], xm)
             counts -= torch.bincount(old_codes[moved], minlength=k).double()
             counts += torch.bincount(new_codes[moved], minlength=k).double()
             codes[need] = new_codes
-        logger.debug("pass %d: objective %.6g, B=%d, %d tightened, %d of %d rows searched, %d moved",
-                     it, obj, best_m, cand.numel(), need.numel(), n, moved.numel())
+        return int(moved.numel()), int(need.numel())
+
+    def farthest(self, gi: int, m: int) -> torch.Tensor:
+        """The m rows farthest from their centroid (exact distances), farthest first: (m, d)."""
+        far = self.final_dist()[0].topk(min(m, self.n)).indices
+        return self.x.index_select(0, far)
+
+    def final_dist(self) -> torch.Tensor:
+        """Squared distances (1, n) of the rows to their centroid, as ``||x - c||^2`` directly."""
+        return _sqdist_rows(self.x, None, self.cent, self.codes).unsqueeze(0)
+
+
+def lloyd_loop(
+    passes: _PlainPasses | _BoundedPasses, cent: torch.Tensor, *, max_iter: int, tol: float,
+    stats: list[LloydStats] | None = None, final_assign: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """The Lloyd loop (Lloyd, 1982) over assignment ``passes`` from cent (G, K, d).
+
+    Each iteration moves the centroids to the means of their clusters, re-seeds the empty
+    clusters (:func:`_reseed_empty`) and assigns the rows to the new centroids. It stops when
+    the relative change of the objective falls under ``tol`` (largest over the G problems)
+    or after ``max_iter`` iterations; the last assignment (skipped with ``final_assign=False``)
+    leaves in ``passes`` the codes of the returned centroids. Returns (centroids,
+    iterations); ``stats`` receives one :class:`LloydStats` per iteration."""
+    t0 = time.perf_counter()
+    passes.assign(cent)
+    prev = None
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007
+        cent, obj = _means(passes.sums, passes.counts, passes.sq_total, passes.n, cent.dtype)
+        reseeded = _reseed_empty(cent, passes.counts, passes)
+        done = it == max_iter or (
+            prev is not None and float(((prev - obj) / prev.clamp_min(1e-30)).abs().max()) < tol
+        )
+        prev = obj
+        changed = searched = 0
+        if final_assign or not done:
+            changed, searched = passes.assign(cent)
+        rec = LloydStats(it, obj.tolist(), reseeded, changed, searched, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        logger.debug("pass %d: objective %s, %d re-seeded, %d of %d rows searched, %d changed",
+                     it, [f"{v:.6g}" for v in rec.objective], reseeded, searched,
+                     passes.n * cent.shape[0], changed)
+        if stats is not None:
+            stats.append(rec)
         if done:
             break
-    # codes now hold the nearest centroid of every row for the final centroids
-    dist = _sqdist_rows(x, None, cent, codes)
-    frac = recomputed / max(1, n * it)
-    return cent, it, frac, codes, dist
+    return cent, it
+
+
+def _merge_stats(per_problem: list[list[LloydStats]]) -> list[LloydStats]:
+    """One record per iteration from the records of problems run one by one (a problem that
+    stopped earlier keeps its last objective)."""
+    out = []
+    for i in range(max(len(h) for h in per_problem)):
+        recs = [h[i] for h in per_problem if i < len(h)]
+        out.append(LloydStats(
+            i + 1, [h[min(i, len(h) - 1)].objective[0] for h in per_problem],
+            sum(r.reseeded for r in recs), sum(r.changed for r in recs),
+            sum(r.searched for r in recs), sum(r.seconds for r in recs),
+        ))
+    return out
 
 
 def _lloyd(
-    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float, history: list | None,
-    bounds: bool,
-) -> tuple[torch.Tensor, int, torch.Tensor | None]:
-    """Lloyd passes on x (G, N, d) from cent (G, K, d): bounded per problem, or plain batched.
-
-    Returns (centroids, passes, squared distances (G, N) of the rows to their nearest final
-    centroid, or None from the plain path)."""
+    x: torch.Tensor, cent: torch.Tensor, *, max_iter: int, tol: float,
+    stats: list[LloydStats] | None, bounds: bool, rows: int | None = None,
+    final_assign: bool = True,
+) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """:func:`lloyd_loop` on x (G, N, d) from cent (G, K, d): bounded passes per problem, or
+    plain batched passes (streamed in chunks of ``rows`` when given). Returns (centroids,
+    passes, squared distances (G, N) of the rows to their final centroids, or None without
+    ``final_assign``)."""
     if not bounds:
-        cent, it = _lloyd_plain(x, cent, max_iter=max_iter, tol=tol, history=history)
-        return cent, it, None
-    outs, dists, hists, passes = [], [], [], 0
+        passes = _PlainPasses(x, cent.device, rows)
+        cent, it = lloyd_loop(passes, cent, max_iter=max_iter, tol=tol, stats=stats,
+                              final_assign=final_assign)
+        return cent, it, passes.final_dist() if final_assign else None
+    threads = torch.get_num_threads() if x.device.type == "cpu" else None
+    outs, dists, hists = [], [], []
     for gi in range(x.shape[0]):
-        h: list = []
-        c, it, frac, _, dist = _lloyd_bounded(x[gi], cent[gi], max_iter=max_iter, tol=tol, history=h)
-        outs.append(c)
-        dists.append(dist)
-        hists.append([v[0] for v in h])
-        passes = max(passes, it)
-        logger.debug("problem %d: %d passes, %.1f%% of rows searched per pass", gi, it, 100 * frac)
-    if history is not None:
-        for i in range(max(len(h) for h in hists)):
-            history.append([h[min(i, len(h) - 1)] for h in hists])
-    return torch.stack(outs), passes, torch.stack(dists)
+        passes = _BoundedPasses(x[gi], threads)
+        h: list[LloydStats] = []
+        c, _ = lloyd_loop(passes, cent[gi : gi + 1], max_iter=max_iter, tol=tol, stats=h,
+                          final_assign=final_assign)
+        outs.append(c[0])
+        hists.append(h)
+        if final_assign:
+            dists.append(passes.final_dist()[0])
+    merged = _merge_stats(hists)
+    if stats is not None:
+        stats.extend(merged)
+    return torch.stack(outs), len(merged), torch.stack(dists) if final_assign else None
 
 
 @torch.no_grad()
@@ -504,7 +551,7 @@ def fit_kmeans(
     init_frames: int | None = None,
     warm_frames: int | None = None,
     bounds: bool | None = None,
-    history: list | None = None,
+    stats: list[LloydStats] | None = None,
     device: str | torch.device | None = None,
     memory_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -520,10 +567,10 @@ def fit_kmeans(
     centroids, which also skips the warm start), ``init_frames`` / ``warm_frames`` (subset
     sizes for seeding and warm start; defaults ``8 K`` and ``64 K``, ``warm_frames=0`` turns
     the warm start off), ``bounds`` (Hamerly pruning; default on for CPU tensors),
-    ``history`` (a list that receives, for every full-data pass, the objective of the new
-    assignment at its cluster means: a list of G floats; non-increasing), ``device`` (where
-    to compute; default x's), ``memory_budget`` (bytes: when x is larger, it stays in host
-    memory and the full-data passes stream it to the device in chunks, see
+    ``stats`` (a list that receives a :class:`LloydStats` per full-data pass: objective per
+    problem, non-increasing, re-seeded clusters, changed assignments, time), ``device``
+    (where to compute; default x's), ``memory_budget`` (bytes: when x is larger, it stays in
+    host memory and the full-data passes stream it to the device in chunks, see
     :func:`host_chunks`; seeding and warm start use their subsets in memory. All passes are
     plain Lloyd, as on GPU in memory, so the result equals an in-memory fit with
     ``bounds=False``).
@@ -550,7 +597,7 @@ def fit_kmeans(
         warm = 0
     elif init == "k-means++":
         n0 = min(n, init_frames or max(INIT_FRAMES_PER_CENTROID * k, 1024))
-        cent = kmeans_plusplus(_subset(x, n0, gen).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
+        cent = kmeans_plusplus(subsample(x, n0, gen, dim=1).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
         warm = WARM_FRAMES_PER_CENTROID * k if warm_frames is None else warm_frames
     else:
         raise ValueError(f"k-means: unknown init {init!r} (use 'k-means++' or a tensor)")
@@ -559,19 +606,20 @@ def fit_kmeans(
     elif bounds and rows is not None:
         raise ValueError("k-means: bounds=True needs the data in memory (no memory_budget)")
     if 0 < warm < n and max_iter > 1:
-        cent, w_it, _ = _lloyd(_subset(x, warm, gen).to(device), cent, max_iter=WARM_ITERS,
-                               tol=max(tol, WARM_TOL), history=None, bounds=bounds)
+        cent, w_it, _ = _lloyd(subsample(x, warm, gen, dim=1).to(device), cent, max_iter=WARM_ITERS,
+                               tol=max(tol, WARM_TOL), stats=None, bounds=bounds,
+                               final_assign=False)
         logger.debug("warm start: %d passes on %d rows", w_it, warm)
-    if rows is None:
-        cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, history=history,
-                                bounds=bounds)
-    else:
-        cent, it = _lloyd_plain(x, cent, max_iter=max_iter, tol=tol, history=history, rows=rows)
-        dist = None
-    logger.debug("full data: %d passes on %d rows", it, n)
-    if dist is None:
-        _, dist = assign(x, cent) if rows is None else assign_streamed(x, cent, rows)
+    stats = [] if stats is None else stats
+    first = len(stats)
+    cent, it, dist = _lloyd(x, cent, max_iter=max_iter, tol=tol, stats=stats, bounds=bounds,
+                            rows=rows)
     inertia = dist.double().mean(1).float()
+    run = stats[first:]
+    logger.info("k-means K=%d on %d x %d rows: %d passes, %d clusters re-seeded, %d rows "
+                "searched, %.1f s; inertia %s", k, g, n, it, sum(r.reseeded for r in run),
+                sum(r.searched for r in run), sum(r.seconds for r in run),
+                [round(v, 6) for v in inertia.tolist()])
     if squeeze:
         return cent[0], inertia[0]
     return cent, inertia

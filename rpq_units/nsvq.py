@@ -23,22 +23,24 @@ really moves away from its source and the two split the source's cell.
 
 The trainer is generic: it takes codebook tensors and a structure, ``"product"`` (codebook g
 quantizes its own sub-vector ``x[:, S_g]``: K-means is one group of all dims, PQ/RPQ one group
-per sub-vector) or ``"residual"`` (codebook m quantizes the residual left by codebooks < m).
-:class:`GradientVQ` exposes it as quantization methods ``"nsvq"`` and ``"ste"`` over
-``base = "kmeans" | "pq" | "rpq"``; :class:`rpq_units.rvq.ResidualVectorQuantizer` takes
-``trainer="nsvq"|"ste"``.
+per sub-vector), ``"residual"`` (codebook m quantizes the residual left by codebooks < m) or
+``"additive"`` (the frame is the sum of one codeword per codebook, chosen by the structure's
+own search; under STE codebook m learns from ``x`` minus the other codewords). A quantizer
+takes it as its ``trainer: nsvq | ste`` option (:meth:`rpq_units.base.Quantizer.gradient_trainer`):
+K-means, PQ and RPQ from Lloyd-fitted codebooks, RVQ from k-means++ seeds of each stage, AVQ
+from its residual initialisation.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
-from rpq_units.base import Quantizer, QuantizerError, make_quantizer
+from rpq_units.base import QuantizerError
 from rpq_units.search import assign
 
 logger = logging.getLogger(__name__)
@@ -130,6 +132,15 @@ class GradientTrainer:
         """x: (N, D); codebooks: (M, K, D), stage m quantizing the residual of stages < m."""
         return self._train(x, codebooks, "residual", None)
 
+    def train_additive(
+        self, x: torch.Tensor, codebooks: torch.Tensor,
+        search: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """x: (N, D); codebooks: (M, K, D) whose codewords add up to the frame; ``search``
+        maps a batch (B, D) and the codebooks to codes (B, M) (no gradient needed)."""
+        self._search = search
+        return self._train(x, codebooks, "additive", None)
+
     # ---- one forward pass ------------------------------------------------------------
     def _forward(
         self,
@@ -154,6 +165,20 @@ class GradientTrainer:
                 codes.append(c)
                 inputs.append(z)
             return loss / xb.shape[1], codes, inputs
+        if structure == "additive":
+            with torch.no_grad():
+                c_all = self._search(xb.detach(), books.detach())
+            qs = [books[i][c_all[:, i]] for i in range(g)]
+            total = sum(q.detach() for q in qs)
+            for i in range(g):
+                z = xb - (total - qs[i].detach())  # what codebook i has to represent
+                codes.append(c_all[:, i])
+                inputs.append(z.detach())
+                if self.method == "ste":
+                    loss = loss + self._vq_loss(z.detach(), qs[i], gen)
+            if self.method == "nsvq":
+                loss = self._vq_loss(xb, sum(qs), gen)
+            return loss / xb.shape[0], codes, inputs
         # residual: stage m sees z_m = x - sum_{j<m} q_j (q_j differentiable in codebook j)
         z = xb
         x_hat = torch.zeros_like(xb)
@@ -262,115 +287,3 @@ class GradientTrainer:
             logger.debug("replaced %d dead codewords", count)
         self.replaced += count
         return count
-
-
-# ---- quantization methods "nsvq" and "ste": K-means / PQ / RPQ with gradient-trained codebooks
-
-
-class GradientVQ(Quantizer):
-    """A K-means, PQ or RPQ quantizer whose codebooks are trained by NSVQ (method ``"nsvq"``).
-
-    ``make_quantizer("nsvq", base="pq", num_codebooks=4, codebook_size=256)`` wraps the
-    ``base`` quantizer (:mod:`rpq_units.kmeans`, :mod:`rpq_units.pq`): it is fitted with
-    ``init_iter`` Lloyd passes from k-means++ seeds, then its codebooks are trained by
-    :class:`GradientTrainer` (options in ``trainer_conf``). Encoding, decoding and the saved
-    state are the base quantizer's (its analysis surface is forwarded).
-
-    Args (keyword-only): ``base`` (``kmeans``, ``pq`` or ``rpq``), ``num_codebooks``,
-    ``codebook_size``, ``seed``, ``device``, ``init_iter``, ``base_conf`` (other keyword
-    arguments of the base, e.g. ``dims_ratio``, ``max_frames``), ``trainer_conf``.
-    """
-
-    method = "nsvq"
-    BASES = ("kmeans", "pq", "rpq")
-
-    def __init__(
-        self,
-        *,
-        base: str = "pq",
-        num_codebooks: int = 4,
-        codebook_size: int = 256,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        init_iter: int = 1,
-        base_conf: dict[str, Any] | None = None,
-        trainer_conf: dict[str, Any] | None = None,
-    ) -> None:
-        if base not in self.BASES:
-            raise QuantizerError(
-                f"unknown base {base!r} for {self.method}; choose one of {', '.join(self.BASES)}"
-            )
-        super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
-        )
-        self.base = base
-        self.init_iter = int(init_iter)
-        self.base_conf = dict(base_conf or {})
-        self.trainer_conf = dict(trainer_conf or {})
-        self.inner = make_quantizer(
-            base, num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed,
-            device=device, max_iter=self.init_iter, **self.base_conf,
-        )
-
-    def _groups(self, x: torch.Tensor) -> torch.Tensor:
-        """(G, N, d) sub-vectors the base's codebooks quantize."""
-        if self.base == "kmeans":
-            return x.unsqueeze(0)
-        return self.inner.sub_vectors(x)
-
-    def _fit(self, x: torch.Tensor) -> None:
-        inner = self.inner
-        inner.fit(x)
-        sub = self._groups(x)
-        widths = torch.tensor([len(s) for s in inner.subspace_indices()])
-        trainer = GradientTrainer(method=self.method, seed=self.seed, **self.trainer_conf)
-        inner.codebooks = trainer.train_product(sub, inner.codebooks, widths)
-        _, dist = assign(sub, inner.codebooks)
-        inner.inertia = dist.mean(1)
-        if hasattr(inner, "train_distortion"):
-            inner.train_distortion = inner.distortion(x)
-        logger.info("%s (base %s): %d dead codewords replaced; per-codebook MSE %s", self.method,
-                    self.base, trainer.replaced, [round(v, 6) for v in inner.inertia.tolist()])
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner._encode(x)
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.inner._decode(codes)
-
-    # analysis surface of the base quantizer
-    @property
-    def codebooks(self) -> torch.Tensor:
-        return self.inner.codebooks
-
-    @property
-    def inertia(self) -> torch.Tensor:
-        return self.inner.inertia
-
-    def subspace_indices(self) -> list[torch.Tensor]:
-        return self.inner.subspace_indices()
-
-    def distortion(self, x: Any) -> float:
-        return self.inner.distortion(x)
-
-    def sub_decode(self, codes: Any) -> list[torch.Tensor]:
-        """Per-sub-quantizer reconstructions (PQ/RPQ bases; K-means has a single codebook)."""
-        return self.inner.sub_decode(codes)
-
-    def _config(self) -> dict[str, Any]:
-        return {"base": self.base, "init_iter": self.init_iter, "base_conf": dict(self.base_conf),
-                "trainer_conf": dict(self.trainer_conf)}
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return self.inner._state()
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.inner.dim = self.dim
-        self.inner.meta = self.meta
-        self.inner._load_state(state)
-
-
-class STEVQ(GradientVQ):
-    """:class:`GradientVQ` trained with the straight-through estimator (method ``"ste"``)."""
-
-    method = "ste"

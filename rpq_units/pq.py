@@ -1,8 +1,12 @@
-"""Product quantization (PQ) and random product quantization (RPQ).
+"""K-means, product quantization (PQ) and random product quantization (RPQ).
 
-Both split a frame ``x: (D,)`` into M sub-vectors ``x[S_m]`` and quantize each with its own
-K-centroid k-means codebook, giving M unit streams per frame (codes ``(N, M)``):
+The three split a frame ``x: (D,)`` into M sub-vectors ``x[S_m]`` and quantize each with its
+own K-centroid k-means codebook, giving M unit streams per frame (codes ``(N, M)``); they differ
+only in the subsets ``S_m``:
 
+* **K-means** (the whole-vector structure; HuBERT-style units, ESPnet ``asr2``): M = 1 and
+  ``S_1`` is every dimension, so a frame becomes the index of its nearest centroid,
+  ``argmin_k ||x - c_k||^2``.
 * **PQ** (Jegou et al., 2011): ``S_m`` are M contiguous blocks of dimensions. When D is not
   divisible by M the first ``D % M`` blocks get one extra dimension.
 * **RPQ** (arXiv 2504.04721, "Random Product Quantization"): each ``S_m`` is a random subset
@@ -12,11 +16,12 @@ K-centroid k-means codebook, giving M unit streams per frame (codes ``(N, M)``):
   the model. The paper's argument: random subsets lower the correlation ``rho`` between the
   sub-quantizers' errors, and the RPQ error is lower-bounded by ``rho * eps_kmeans``.
 
-All M k-means problems are fitted together by :func:`rpq_units.lloyd.fit_kmeans` on a
-``(M, N, d_max)`` batch; PQ blocks narrower than ``d_max`` are padded with zero columns, which
-changes no distance, and their centroids keep zeros there.
+All M k-means problems are fitted together by :func:`rpq_units.lloyd.fit_kmeans` (Lloyd,
+1982, from a k-means++ seeding, Arthur & Vassilvitskii, 2007) on a ``(M, N, d_max)`` batch; PQ
+blocks narrower than ``d_max`` are padded with zero columns, which changes no distance, and
+their centroids keep zeros there.
 
-Analysis surface (also on :class:`rpq_units.kmeans.KMeansQuantizer`):
+Analysis surface (the same for the three):
 
 * ``codebooks``: ``(M, K, d_max)`` float32; sub-codebook m is ``codebooks[m, :, :len(S_m)]``.
 * :meth:`subspace_indices` -> list of M int64 tensors ``S_m`` (feature dims of sub-vector m).
@@ -35,8 +40,7 @@ from typing import Any
 import torch
 
 from rpq_units import lloyd, search
-from rpq_units.base import Quantizer, QuantizerError
-from rpq_units.kmeans import subsample
+from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +65,12 @@ def rpq_subsets(dim: int, m: int, size: int, generator: torch.Generator) -> list
 
 
 class _SubspaceQuantizer(Quantizer):
-    """Shared machinery: M k-means codebooks on the sub-vectors ``x[:, S_m]``."""
+    """Shared machinery: M codebooks on the sub-vectors ``x[:, S_m]``, learned by ``trainer``:
+    ``lloyd`` (k-means, :func:`rpq_units.lloyd.fit_kmeans`) or ``nsvq`` / ``ste`` (gradient
+    training, :class:`rpq_units.nsvq.GradientTrainer` with ``trainer_conf``, from the
+    codebooks of ``max_iter`` Lloyd passes)."""
 
+    trainers = ("lloyd", "nsvq", "ste")
     streams = True
 
     def __init__(
@@ -75,9 +83,12 @@ class _SubspaceQuantizer(Quantizer):
         max_iter: int = 100,
         tol: float = 1e-4,
         max_frames: int | None = None,
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if max_iter < 1:
             raise QuantizerError(f"max_iter must be >= 1, got {max_iter}")
@@ -108,9 +119,12 @@ class _SubspaceQuantizer(Quantizer):
 
     # ---- analysis helpers ------------------------------------------------------------------
     def sub_vectors(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (N, D)`` -> ``(M, N, d_max)``: sub-vector m in ``[m, :, :len(S_m)]``, zero padded."""
+        """``x: (N, D)`` -> ``(M, N, d_max)``: sub-vector m in ``[m, :, :len(S_m)]``, zero padded
+        (for the whole-vector structure, a view of x)."""
         n = x.shape[0]
         m, dmax = self._dims.shape
+        if m == 1 and dmax == x.shape[1]:  # one sorted subset of all D dims: x itself
+            return x.unsqueeze(0)
         out = torch.zeros(m, n, dmax, dtype=torch.float32, device=x.device)
         for i, s in enumerate(self.subspace_indices()):
             out[i, :, : len(s)] = x.index_select(1, s.to(x.device))
@@ -135,7 +149,7 @@ class _SubspaceQuantizer(Quantizer):
     # ---- Quantizer hooks -------------------------------------------------------------------
     def _fit(self, x: torch.Tensor) -> None:
         self._set_subsets(self._make_subsets(x.shape[1]))
-        x = subsample(x, self.max_frames, self._generator(1))
+        x = self._training_subset(x, self.max_frames, 1)
         if x.shape[0] < self.codebook_size:
             raise QuantizerError(
                 f"max_frames={self.max_frames} leaves {x.shape[0]} frames, fewer than "
@@ -147,6 +161,11 @@ class _SubspaceQuantizer(Quantizer):
             sub, self.codebook_size, max_iter=self.max_iter, tol=self.tol, seed=self.seed,
             device=self.device, memory_budget=getattr(self, "_memory_budget", None),
         )
+        if self.trainer in GRADIENT_TRAINERS:
+            trainer = self.gradient_trainer()
+            self.codebooks = trainer.train_product(sub, self.codebooks, self._widths)
+            self.inertia = search.assign(sub, self.codebooks)[1].mean(1)
+            logger.info("%s: %d dead codewords replaced", self.trainer, trainer.replaced)
         del sub
         self.train_distortion = self._train_distortion(x)
         logger.info(
@@ -197,9 +216,10 @@ class ProductQuantizer(_SubspaceQuantizer):
     """PQ: M contiguous blocks of dimensions, one K-means codebook each.
 
     Keyword-only args: ``num_codebooks`` (M), ``codebook_size`` (K), ``seed``, ``device``,
-    ``max_iter``, ``tol``, ``max_frames`` (fit on a seeded subset of at most this many frames).
+    ``max_iter``, ``tol``, ``max_frames`` (fit on a seeded subset of at most this many frames),
+    ``trainer`` (``lloyd``, ``nsvq`` or ``ste``) and ``trainer_conf``.
     Block m covers ``S_m`` (see :func:`pq_blocks`); decode concatenates the M sub-codewords.
-    With M = 1 this is exactly :class:`~rpq_units.kmeans.KMeansQuantizer`.
+    With M = 1 this is :class:`KMeansQuantizer`.
     """
 
     method = "pq"
@@ -216,6 +236,39 @@ class ProductQuantizer(_SubspaceQuantizer):
         for s, rec in zip(self.subspace_indices(), self.sub_decode(codes), strict=True):
             out[:, s] = rec
         return out
+
+
+class KMeansQuantizer(ProductQuantizer):
+    """K-means units: the whole-vector structure, one codebook over all D dims (M = 1).
+
+    Keyword-only args: as :class:`ProductQuantizer`, with ``num_codebooks`` 1 (use ``pq`` or
+    ``rpq`` for several streams). Saved state: ``codebooks`` (1, K, D) and ``inertia`` (1,).
+    """
+
+    method = "kmeans"
+
+    def __init__(self, *, num_codebooks: int = 1, **kwargs: Any) -> None:
+        if num_codebooks != 1:
+            raise QuantizerError(
+                f"kmeans has a single codebook (num_codebooks=1), got {num_codebooks}; "
+                "use method 'pq' or 'rpq' for several unit streams"
+            )
+        super().__init__(num_codebooks=1, **kwargs)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"codebooks": self.codebooks, "inertia": self.inertia}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        cb = state["codebooks"]
+        if cb.dim() != 3 or tuple(cb.shape) != (1, self.codebook_size, self.dim):
+            raise QuantizerError(
+                f"kmeans state: codebooks of shape {tuple(cb.shape)} do not match "
+                f"(1, {self.codebook_size}, {self.dim})"
+            )
+        self._set_subsets(self._make_subsets(self.dim))
+        self.codebooks = cb.float().to(self.device).contiguous()
+        self.inertia = state["inertia"].float().to(self.device)
+        self.train_distortion = float(self.inertia.sum())
 
 
 class RandomProductQuantizer(_SubspaceQuantizer):

@@ -75,6 +75,7 @@ class RandomProjectionQuantizer(Quantizer):
     """
 
     method = "random_projection"
+    trainers = ("frozen",)  # nothing is learned but the per-dim statistics
 
     def __init__(
         self,
@@ -85,9 +86,12 @@ class RandomProjectionQuantizer(Quantizer):
         device: str | torch.device = "cpu",
         proj_dim: int = 16,
         stack_frames: int = 4,
+        trainer: str | None = None,
+        trainer_conf: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if proj_dim < 1 or stack_frames < 1:
             raise QuantizerError(

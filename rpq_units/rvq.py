@@ -17,8 +17,10 @@ stages before it (B times the training points, as faiss does), on the best hypot
 only, or (default, ``beam_training="auto"``) the one of the two that does better on held-out
 frames: training on all hypotheses wins on some data and loses by several percent on others.
 
-``trainer="nsvq"`` or ``"ste"`` trains the codebooks by gradient descent instead of Lloyd
-iterations (:mod:`rpq_units.nsvq`), from k-means++ seeds of each stage's residual.
+The ``trainer`` option picks how each stage learns: ``progressive`` (default, the
+progressive-dimension k-means above), ``lloyd`` (k-means on all dims at once), or ``nsvq`` /
+``ste``, gradient descent on all stages together (:mod:`rpq_units.nsvq`) from k-means++ seeds
+of each stage's residual.
 """
 
 from __future__ import annotations
@@ -28,34 +30,13 @@ from typing import Any
 
 import torch
 
-from rpq_units.base import Quantizer, QuantizerError
-from rpq_units.kmeans import subsample
+from rpq_units.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
 from rpq_units.lloyd import fit_kmeans
-from rpq_units.search import assign, cluster_sums, sum_codewords, topk
+from rpq_units.search import assign, sum_codewords, topk
 
 logger = logging.getLogger(__name__)
 
-TRAINERS = ("lloyd", "nsvq", "ste")
 BEAM_TRAINING = ("auto", "all", "best")
-
-
-@torch.no_grad()
-def _lloyd_from(x: torch.Tensor, cent: torch.Tensor, max_iter: int, tol: float) -> torch.Tensor:
-    """Lloyd iterations from given centroids. x: (N, d), cent: (K, d) -> (K, d).
-    An empty cluster keeps its previous centroid."""
-    k = cent.shape[0]
-    prev = None
-    for _ in range(max_iter):
-        codes, dist = assign(x.unsqueeze(0), cent.unsqueeze(0))
-        codes = codes[0]
-        obj = float(dist.mean())
-        sums, counts = cluster_sums(x, codes, k)
-        counts = counts.to(sums.dtype).unsqueeze(1)
-        cent = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
-        if prev is not None and abs(prev - obj) <= tol * max(prev, 1e-12):
-            break
-        prev = obj
-    return cent
 
 
 @torch.no_grad()
@@ -87,7 +68,7 @@ def progressive_dim_kmeans(
             cent, _ = fit_kmeans(zi, k, max_iter=max_iter, tol=tol, seed=seed)
         else:
             cent = torch.cat([cent, cent.new_zeros(k, di - cent.shape[1])], dim=1)
-            cent = _lloyd_from(zi, cent, max_iter, tol)
+            cent, _ = fit_kmeans(zi, k, init=cent, max_iter=max_iter, tol=tol)
     return cent @ rot.T + mean
 
 
@@ -153,18 +134,42 @@ def residual_beam_encode(
     return residual_beam_search(x, codebooks, beam_width)[0][:, 0].contiguous()
 
 
-class ResidualVectorQuantizer(Quantizer):
+class SumOfCodewords(Quantizer):
+    """Structures whose frame is the sum of one full-dimension codeword of each of M codebooks
+    (residual, additive): decoding and the saved state, ``codebooks`` (M, K, D) float32."""
+
+    codebooks: torch.Tensor | None
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return sum_codewords(self.codebooks, codes)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"codebooks": self.codebooks}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        books = state["codebooks"]
+        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
+            raise QuantizerError(
+                f"{self.method} state: codebooks of shape {tuple(books.shape)} do not match "
+                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
+            )
+        self.codebooks = books.float().contiguous()
+
+
+class ResidualVectorQuantizer(SumOfCodewords):
     """Greedy residual VQ: ``num_codebooks`` stages of ``codebook_size`` full-dimension codewords.
 
     Args (keyword-only):
         beam_width: hypotheses kept per stage when encoding (1 = greedy).
         max_iter, tol: Lloyd iterations per k-means and relative-objective stopping tolerance.
         progressive_dim: steps of :func:`progressive_dim_kmeans` per stage (faiss uses 10;
-            5 costs about 4x one k-means and reaches nearly the same error); 0 = one k-means
-            on all dims.
+            5 costs about 4x one k-means and reaches nearly the same error).
         max_frames: fit on a seeded random subset of at most this many frames (None = all).
-        trainer: ``"lloyd"`` (k-means per stage), ``"nsvq"`` or ``"ste"`` (gradient training,
-            see :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``).
+        trainer: ``"progressive"`` (progressive-dimension k-means per stage), ``"lloyd"``
+            (k-means on all dims per stage), ``"nsvq"`` or ``"ste"`` (gradient training, see
+            :class:`rpq_units.nsvq.GradientTrainer`; options in ``trainer_conf``). As in
+            earlier versions' configs and files, ``"lloyd"`` with ``progressive_dim > 0`` is
+            read as ``"progressive"`` and ``progressive_dim = 0`` turns it into ``"lloyd"``.
         trainer_conf: keyword arguments of :class:`rpq_units.nsvq.GradientTrainer`.
         beam_training: with ``beam_width > 1``, what stage m >= 2 is trained on: ``"all"``
             (the residuals of all B beam paths through the earlier stages, as faiss),
@@ -176,6 +181,7 @@ class ResidualVectorQuantizer(Quantizer):
     """
 
     method = "rvq"
+    trainers = ("progressive", "lloyd", "nsvq", "ste")
 
     def __init__(
         self,
@@ -189,17 +195,18 @@ class ResidualVectorQuantizer(Quantizer):
         tol: float = 1e-4,
         progressive_dim: int = 5,
         max_frames: int | None = None,
-        trainer: str = "lloyd",
+        trainer: str | None = None,
         trainer_conf: dict[str, Any] | None = None,
         beam_training: str = "auto",
     ) -> None:
+        if trainer in (None, "lloyd", "progressive"):
+            trainer = "progressive" if progressive_dim > 0 else "lloyd"
         super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device
+            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
+            trainer=trainer, trainer_conf=trainer_conf,
         )
         if beam_width < 1:
             raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
-        if trainer not in TRAINERS:
-            raise QuantizerError(f"unknown trainer {trainer!r}; choose one of {', '.join(TRAINERS)}")
         if beam_training not in BEAM_TRAINING:
             raise QuantizerError(
                 f"unknown beam_training {beam_training!r}; choose one of {', '.join(BEAM_TRAINING)}"
@@ -210,23 +217,18 @@ class ResidualVectorQuantizer(Quantizer):
         self.tol = float(tol)
         self.progressive_dim = int(progressive_dim)
         self.max_frames = None if max_frames is None else int(max_frames)
-        self.trainer = trainer
-        self.trainer_conf = dict(trainer_conf or {})
         self.codebooks: torch.Tensor | None = None  # (M, K, D)
 
     # ---- fitting -------------------------------------------------------------------
     def _fit(self, x: torch.Tensor) -> None:
-        x = subsample(x, self.max_frames, self._generator(7919))
-        iters = self.max_iter if self.trainer == "lloyd" else 0  # 0: k-means++ seeds only
+        x = self._training_subset(x, self.max_frames, 7919)
+        iters = 0 if self.trainer in GRADIENT_TRAINERS else self.max_iter  # 0: k-means++ seeds
         mode = self.beam_training
         if self.beam_width > 1 and self.num_codebooks > 1 and mode == "auto":
             mode = self._choose_beam_training(x, iters)
         books = self._fit_stages(x, iters, mode)
-        if self.trainer != "lloyd":
-            from rpq_units.nsvq import GradientTrainer
-
-            gt = GradientTrainer(method=self.trainer, seed=self.seed, **self.trainer_conf)
-            books = gt.train_residual(x, books)
+        if self.trainer in GRADIENT_TRAINERS:
+            books = self.gradient_trainer().train_residual(x, books)
         self.codebooks = books.contiguous()
 
     def _choose_beam_training(self, x: torch.Tensor, iters: int) -> str:
@@ -272,7 +274,7 @@ class ResidualVectorQuantizer(Quantizer):
 
     def _stage_codebook(self, r: torch.Tensor, m: int, iters: int) -> torch.Tensor:
         """Codebook of stage ``m`` fitted on the residuals ``r`` (rows, D)."""
-        if self.progressive_dim > 0 and iters > 0:
+        if self.trainer == "progressive":
             return progressive_dim_kmeans(r, self.codebook_size, steps=self.progressive_dim,
                                           max_iter=iters, tol=self.tol, seed=self.seed + m)
         cent, _ = fit_kmeans(r, self.codebook_size, max_iter=iters, tol=self.tol, seed=self.seed + m)
@@ -282,9 +284,6 @@ class ResidualVectorQuantizer(Quantizer):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return residual_beam_encode(x, self.codebooks, self.beam_width)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return sum_codewords(self.codebooks, codes)
-
     # ---- persistence ---------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         return {
@@ -293,19 +292,5 @@ class ResidualVectorQuantizer(Quantizer):
             "tol": self.tol,
             "progressive_dim": self.progressive_dim,
             "max_frames": self.max_frames,
-            "trainer": self.trainer,
-            "trainer_conf": dict(self.trainer_conf),
             "beam_training": self.beam_training,
         }
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {"codebooks": self.codebooks}
-
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        books = state["codebooks"]
-        if tuple(books.shape[:2]) != (self.num_codebooks, self.codebook_size):
-            raise QuantizerError(
-                f"rvq state: codebooks of shape {tuple(books.shape)} do not match "
-                f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}"
-            )
-        self.codebooks = books.float().contiguous()

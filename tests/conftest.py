@@ -13,7 +13,7 @@ import torch
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from rpq_units.testing import make_data_dir, make_tiny_wavlm_checkpoint
+from asset_helpers import make_data_dir, make_tiny_wavlm_checkpoint
 
 # durations (s) of the shared tiny corpus: short enough for CPU, long enough for several frames
 DURATIONS = [0.6, 1.1, 0.5, 1.4, 0.8, 0.7, 1.2]

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as taf
+from asset_helpers import sine_speech, write_sine_speech
 
 from rpq_units.data import (
     AudioError,
@@ -16,7 +17,6 @@ from rpq_units.data import (
     load_data_dir,
     read_table,
 )
-from rpq_units.testing import sine_speech, write_sine_speech
 
 
 def write_dir(d, wav_lines, segments=None, text=None):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from asset_helpers import make_tiny_hubert_checkpoint, sine_speech
 
 from rpq_units.features import FeatureError, FeatureExtractor, available_upstreams
-from rpq_units.testing import make_tiny_hubert_checkpoint, sine_speech
 
 
 @pytest.fixture(scope="module")

@@ -45,11 +45,13 @@ def test_assign_small_cpu_blocks(monkeypatch):
 @pytest.mark.parametrize("bounds", [True, False])
 def test_objective_non_increasing_and_inertia_exact(bounds):
     x = blobs()
-    hist: list = []
+    stats: list = []
     cent, inertia = lloyd.fit_kmeans(x, 25, tol=0.0, max_iter=15, seed=1, bounds=bounds,
-                                     history=hist)
-    obj = [h[0] for h in hist]
+                                     stats=stats)
+    obj = [s.objective[0] for s in stats]
     assert len(obj) >= 2
+    assert [s.iteration for s in stats] == list(range(1, len(stats) + 1))
+    assert all(s.seconds >= 0 and 0 <= s.changed <= s.searched <= 3000 for s in stats)
     assert all(b <= a * (1 + 1e-6) for a, b in zip(obj, obj[1:], strict=False))
     _, v = brute(x, cent)
     assert float(inertia) == pytest.approx(float(v.mean()), rel=1e-5)
@@ -61,10 +63,14 @@ def test_bounded_passes_equal_plain_lloyd():
     init = x[torch.randperm(2500, generator=torch.Generator().manual_seed(5))[:30]]
     h1: list = []
     h2: list = []
-    c1, i1 = lloyd.fit_kmeans(x, 30, init=init, tol=0.0, max_iter=15, bounds=True, history=h1)
-    c2, i2 = lloyd.fit_kmeans(x, 30, init=init, tol=0.0, max_iter=15, bounds=False, history=h2)
+    c1, i1 = lloyd.fit_kmeans(x, 30, init=init, tol=0.0, max_iter=15, bounds=True, stats=h1)
+    c2, i2 = lloyd.fit_kmeans(x, 30, init=init, tol=0.0, max_iter=15, bounds=False, stats=h2)
     assert len(h1) == len(h2) == 15
-    np.testing.assert_allclose(np.array(h1), np.array(h2), rtol=1e-5)
+    np.testing.assert_allclose([s.objective for s in h1], [s.objective for s in h2], rtol=1e-5)
+    # the same assignments: the same rows change cluster, with far fewer rows searched
+    assert [s.changed for s in h1] == [s.changed for s in h2]
+    assert h1[0].changed > 0 and h2[-1].searched == 2500
+    assert sum(s.searched for s in h1[1:]) < sum(s.searched for s in h2[1:]) / 2
     torch.testing.assert_close(c1, c2, rtol=1e-4, atol=1e-4)
     assert float(i1) == pytest.approx(float(i2), rel=1e-5)
 
@@ -93,7 +99,10 @@ def test_empty_cluster_reseeded(bounds):
     x = blobs(n=2000, d=8, comps=10)
     init = x[:10].clone()
     init[3] = 1e4  # never nearest to anything
-    cent, inertia = lloyd.fit_kmeans(x, 10, init=init, tol=0.0, max_iter=20, bounds=bounds)
+    stats: list = []
+    cent, inertia = lloyd.fit_kmeans(x, 10, init=init, tol=0.0, max_iter=20, bounds=bounds,
+                                     stats=stats)
+    assert stats[0].reseeded == 1 and sum(s.reseeded for s in stats[1:]) == 0
     assert bool(torch.isfinite(cent).all())
     codes, v = brute(x, cent)
     counts = torch.bincount(codes, minlength=10)
@@ -103,6 +112,23 @@ def test_empty_cluster_reseeded(bounds):
     good = x[:10].clone()
     _, ref = lloyd.fit_kmeans(x, 10, init=good, tol=0.0, max_iter=20, bounds=bounds)
     assert float(inertia) <= float(ref) * 1.5
+
+
+def test_one_empty_cluster_rule_for_both_kinds_of_passes():
+    """Plain and bounded passes re-seed an empty cluster onto the same (farthest) row."""
+    x = blobs(n=2000, d=8, comps=10)
+    init = x[:10].clone()
+    init[[3, 6]] = 1e4
+    c1, i1 = lloyd.fit_kmeans(x, 10, init=init, tol=0.0, max_iter=2, bounds=True)
+    c2, i2 = lloyd.fit_kmeans(x, 10, init=init, tol=0.0, max_iter=2, bounds=False)
+    torch.testing.assert_close(c1, c2, rtol=1e-5, atol=1e-5)
+    # after the first update, the two empty clusters sit on the two farthest rows
+    _, d0 = brute(x, init)
+    far = d0.topk(2).indices
+    h: list = []
+    c, _ = lloyd.fit_kmeans(x, 10, init=init, tol=0.0, max_iter=1, bounds=False, stats=h)
+    assert h[0].reseeded == 2
+    assert torch.equal(c[3], x[far[0]]) and torch.equal(c[6], x[far[1]])
 
 
 def test_close_to_sklearn_lloyd():

@@ -8,10 +8,10 @@ import shutil
 import textwrap
 
 import pytest
+from asset_helpers import make_data_dir
 from recipe_helpers import ROOT, run
 
 from rpq_units.scoring import read_result
-from rpq_units.testing import make_data_dir
 
 pytestmark = pytest.mark.espnet
 

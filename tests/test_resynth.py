@@ -171,7 +171,7 @@ def test_mcd_aligns_in_time():
 def resynth_run(tmp_path_factory):
     """Sine-speech data dirs, K-means and PQ codebooks on the demo's log-mel, unit files,
     and one resynthesis run."""
-    from rpq_units.testing import make_data_dir
+    from asset_helpers import make_data_dir
 
     d = tmp_path_factory.mktemp("resynth")
     make_data_dir(d / "train", [1.2] * 6, prefix="tr")
@@ -509,8 +509,7 @@ def test_ssl_units_through_a_trained_vocoder(tmp_path):
     ``rpq-units train_vocoder`` on the continuous features turns decode(units) into 16 kHz audio
     of the original length; no copy-synthesis row."""
     import yaml
-
-    from rpq_units.testing import make_data_dir, make_tiny_wavlm_checkpoint
+    from asset_helpers import make_data_dir, make_tiny_wavlm_checkpoint
 
     ckpt = make_tiny_wavlm_checkpoint(tmp_path / "wavlm.pt")
     make_data_dir(tmp_path / "train", [0.8] * 3, prefix="tr")

@@ -145,14 +145,15 @@ def test_streamed_fit_equals_in_memory_fit():
     x = blobs(3000, 16, 40, 0)
     budget = x.numel() * 4 // 4
     assert lloyd.stream_rows(x.unsqueeze(0), budget) == 375
-    h_mem: list = []
-    h_str: list = []
-    c_mem, i_mem = lloyd.fit_kmeans(x, 25, seed=1, tol=0.0, max_iter=8, bounds=False, history=h_mem)
+    s_mem: list = []
+    s_str: list = []
+    c_mem, i_mem = lloyd.fit_kmeans(x, 25, seed=1, tol=0.0, max_iter=8, bounds=False, stats=s_mem)
     c_str, i_str = lloyd.fit_kmeans(x, 25, seed=1, tol=0.0, max_iter=8, bounds=False,
-                                    memory_budget=budget,
-                                    history=h_str)
+                                    memory_budget=budget, stats=s_str)
     assert torch.equal(c_mem, c_str) and torch.equal(i_mem, i_str)
-    assert h_mem == h_str and len(h_mem) == 8
+    assert len(s_mem) == 8
+    for a, b in zip(s_mem, s_str, strict=True):
+        assert (a.objective, a.reseeded, a.changed) == (b.objective, b.reseeded, b.changed)
 
 
 @pytest.mark.parametrize("method", ["kmeans", "pq", "rpq"])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from asset_helpers import make_data_dir
 
 from rpq_units.ssl.encoder import load_encoder
 from rpq_units.ssl.export import main as export_main
-from rpq_units.testing import make_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

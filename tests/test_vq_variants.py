@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rpq_units import QuantizerError, load_quantizer, make_quantizer
-from rpq_units.avq import sum_codewords
 from rpq_units.nsvq import GradientTrainer, nsvq_output
 from rpq_units.random_projection import RandomProjectionQuantizer
+from rpq_units.search import sum_codewords
 
 N, D, K = 1200, 8, 16
 
@@ -44,12 +44,14 @@ CASES = {
                         "trainer_conf": FAST_TRAIN}),
     "avq": ("avq", {"num_codebooks": 2, "codebook_size": 8, "beam_width": 2, "num_iters": 1,
                     "max_iter": 10}),
-    "nsvq_pq": ("nsvq", {"base": "pq", "num_codebooks": 3, "codebook_size": K,
-                         "trainer_conf": FAST_TRAIN}),
-    "ste_rpq": ("ste", {"base": "rpq", "num_codebooks": 3, "codebook_size": K,
-                        "base_conf": {"dims_ratio": 0.5}, "trainer_conf": FAST_TRAIN}),
-    "nsvq_kmeans": ("nsvq", {"base": "kmeans", "num_codebooks": 1, "codebook_size": K,
-                             "trainer_conf": FAST_TRAIN}),
+    "nsvq_pq": ("pq", {"trainer": "nsvq", "max_iter": 1, "num_codebooks": 3, "codebook_size": K,
+                       "trainer_conf": FAST_TRAIN}),
+    "ste_rpq": ("rpq", {"trainer": "ste", "max_iter": 1, "num_codebooks": 3, "codebook_size": K,
+                        "dims_ratio": 0.5, "trainer_conf": FAST_TRAIN}),
+    "nsvq_kmeans": ("kmeans", {"trainer": "nsvq", "max_iter": 1, "num_codebooks": 1,
+                               "codebook_size": K, "trainer_conf": FAST_TRAIN}),
+    "ste_avq": ("avq", {"trainer": "ste", "num_codebooks": 2, "codebook_size": 8,
+                        "beam_width": 2, "max_iter": 10, "trainer_conf": FAST_TRAIN}),
     "random_projection": ("random_projection", {"num_codebooks": 2, "codebook_size": 64,
                                                 "proj_dim": 4, "stack_frames": 4}),
 }
@@ -183,12 +185,37 @@ def test_dead_codewords_are_replaced_by_perturbed_copies() -> None:
 
 
 def test_gradient_training_lowers_the_error(x: np.ndarray) -> None:
-    for method in ("nsvq", "ste"):
-        seeds = make_quantizer(method, base="pq", num_codebooks=2, codebook_size=K,
-                               trainer_conf={"epochs": 0}).fit(x)
-        trained = make_quantizer(method, base="pq", num_codebooks=2, codebook_size=K,
-                                 trainer_conf={"epochs": 4}).fit(x)
+    for trainer in ("nsvq", "ste"):
+        seeds = make_quantizer("pq", trainer=trainer, max_iter=1, num_codebooks=2,
+                               codebook_size=K, trainer_conf={"epochs": 0}).fit(x)
+        trained = make_quantizer("pq", trainer=trainer, max_iter=1, num_codebooks=2,
+                                 codebook_size=K, trainer_conf={"epochs": 4}).fit(x)
         assert mse(x, trained) < mse(x, seeds)
+
+
+def test_former_nsvq_and_ste_methods_are_pq_rpq_kmeans_with_a_trainer(x: np.ndarray) -> None:
+    """``method: nsvq|ste`` with ``base``/``base_conf``/``init_iter`` (configs of earlier
+    versions) builds the structure with that trainer: same config, same codes."""
+    old = make_quantizer("ste", base="rpq", num_codebooks=2, codebook_size=K, init_iter=2,
+                         base_conf={"dims_ratio": 0.5}, trainer_conf={"epochs": 1}, seed=1)
+    new = make_quantizer("rpq", trainer="ste", num_codebooks=2, codebook_size=K, max_iter=2,
+                         dims_ratio=0.5, trainer_conf={"epochs": 1}, seed=1)
+    assert old.method == "rpq" and old.config() == new.config()
+    np.testing.assert_array_equal(old.fit(x).encode(x), new.fit(x).encode(x))
+    assert make_quantizer("nsvq", num_codebooks=2, codebook_size=K).method == "pq"  # base: pq
+
+
+def test_ste_trained_additive_codebooks(x: np.ndarray) -> None:
+    """The additive structure with the STE trainer: from the same residual initialisation,
+    gradient steps through the free-order beam search lower the error, and every codebook
+    moves (each learns from x minus the other codewords)."""
+    kw = {"num_codebooks": 2, "codebook_size": 8, "beam_width": 4, "max_iter": 10, "seed": 2}
+    init = make_quantizer("avq", trainer="ste", trainer_conf={"epochs": 0}, **kw).fit(x)
+    ste = make_quantizer("avq", trainer="ste", trainer_conf={"epochs": 6, "lr": 1e-2}, **kw).fit(x)
+    assert mse(x, ste) < mse(x, init)
+    for m in range(2):
+        assert not torch.equal(ste.codebooks[m], init.codebooks[m])
+    assert ste.config()["trainer"] == "ste" and ste.config()["trainer_conf"]["epochs"] == 6
 
 
 def test_random_projection_matches_hand_computed_case() -> None:
@@ -257,5 +284,11 @@ def test_bad_options() -> None:
         make_quantizer("nsvq", base="avq")
     with pytest.raises(QuantizerError, match="trainer"):
         make_quantizer("rvq", trainer="adam")
+    with pytest.raises(QuantizerError, match="unknown trainer 'lloyd'"):
+        make_quantizer("random_projection", trainer="lloyd")
+    with pytest.raises(QuantizerError, match="trainer_conf"):
+        make_quantizer("pq", trainer_conf={"epochs": 1})
+    with pytest.raises(TypeError, match="epoch"):
+        make_quantizer("pq", trainer="nsvq", trainer_conf={"epoch": 1})
     with pytest.raises(QuantizerError, match="beam_width"):
         make_quantizer("avq", beam_width=0)

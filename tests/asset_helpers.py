@@ -1,4 +1,4 @@
-"""Tiny assets for tests and demos: random-weight s3prl checkpoints, synthetic speech, data dirs.
+"""Tiny assets for the tests: random-weight s3prl checkpoints, synthetic speech, data dirs.
 
 The checkpoints are built with s3prl's own model classes and saved in the exact formats its
 ``wavlm_local`` / ``hubert_local`` entries load, so the loading path is the one a real
