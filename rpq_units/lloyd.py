@@ -43,6 +43,7 @@ from collections.abc import Iterator
 
 import torch
 
+from rpq_units import search
 from rpq_units.search import (  # noqa: F401  (assign, assign_lowp, LOWP_*: re-exported)
     BOUND_EPS,
     LOWP_EPS,
@@ -290,7 +291,12 @@ def _lloyd_plain(
     (centroids, passes). ``history`` gets, per pass, the objective of the new codes at their
     cluster means. With ``rows``, x stays where it is (host memory) and each pass streams it
     to the device in chunks of ``rows`` (:func:`host_chunks`): the same passes (assignments,
-    sums in row order, objective, re-seeding) with only two chunks on the device."""
+    sums in row order, objective, re-seeding) with only two chunks on the device.
+
+    Where :func:`assign` runs the fused search and x is on the device, the rows are prepared
+    for it once (:func:`rpq_units.search.prepare_rows`: centred on their mean, scaled,
+    rounded to fp16) instead of in every pass, and the passes skip the distances unless a
+    cluster comes out empty (its re-seeding needs them)."""
     g, n, d = x.shape
     k = cent.shape[1]
     dev = cent.device
@@ -300,17 +306,32 @@ def _lloyd_plain(
         sq_rows[:, s:e] = (xd * xd).sum(-1).to(x.device)
     sq_total = sq_rows.double().sum(-1).to(dev)  # (G,)
     del sq_rows
+    prep = None
+    if rows >= n and x.device == dev and search.uses_fused(dev):
+        try:
+            prep = search.prepare_rows(x)
+        except torch.OutOfMemoryError:
+            logger.info("k-means: no device memory for the prepared fp16 rows; preparing "
+                        "them in every pass")
     prev = None
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
         sums = _new_sums(g, k, d, x, dev)
         counts = torch.zeros(g, k, dtype=torch.long, device=dev)
-        dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
+        dist: torch.Tensor | None = torch.empty(g, n, dtype=torch.float32, device=x.device)
         for s, e, xd in host_chunks(x, rows, dev):
-            codes, dd = assign(xd, cent)
+            codes, dd = assign(xd, cent, prepared=prep, need_dist=False)
             _accumulate(sums, counts, xd, codes)
-            dist[:, s:e] = dd.to(x.device)
+            if dd is None:
+                dist = None
+            elif dist is not None:
+                dist[:, s:e] = dd.to(x.device)
+        old = cent
         cent, obj = _means(sums, counts, sq_total, n, cent.dtype)
+        if dist is None and bool((counts == 0).any()):  # the distances of this pass's codes
+            dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
+            for s, e, xd in host_chunks(x, rows, dev):
+                dist[:, s:e] = assign(xd, old, prepared=prep)[1].to(x.device)
         for gi in range(g):
             ne = int((counts[gi] == 0).sum())
             if ne:  # re-seed empty clusters with the farthest rows
