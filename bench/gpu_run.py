@@ -110,20 +110,75 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     log(f"lloyd: fused first call (compile + autotune) {time.perf_counter() - t:.1f} s")
     t_f = timeit(fused_pass, reps)
     t_f_a = timeit(lambda: search.assign_fused(x3, c3), reps)
-    codes_f = fused
+    rows.append(("fused Triton fp16 (assign_fused), rows prepared per call, + segment sum", t_f,
+                 t_f_a, 100.0 * float((fused == ref).float().mean())))
+    log(f"lloyd: fused pass, per-call preparation {t_f:.4f} s")
+    # what lloyd.fit_kmeans runs: rows prepared once per fit, no distances in the passes
+    prep = search.prepare_rows(x3)
+    t_prep_once = timeit(lambda: search.prepare_rows(x3), reps)
+    st_p: dict = {}
+    fused_p = search.assign_fused(x3, c3, prepared=prep, need_dist=False, stats=st_p)[0][0]
+
+    def prepared_pass():
+        codes, _ = search.assign_fused(x3, c3, prepared=prep, need_dist=False)
+        sums, counts = search.cluster_sums(x, codes[0], k, out=torch.zeros(k, d, dtype=torch.float64, device=dev))
+        return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+    t_p = timeit(prepared_pass, reps)
+    t_p_a = timeit(lambda: search.assign_fused(x3, c3, prepared=prep, need_dist=False), reps)
+    rows.append(("**fused Triton fp16, rows prepared once per fit (lloyd.fit_kmeans) + segment sum**",
+                 t_p, t_p_a, 100.0 * float((fused_p == ref).float().mean())))
+    log(f"lloyd: fused pass, rows prepared once {t_p:.4f} s (assign {t_p_a:.4f} s; preparation "
+        f"{t_prep_once:.4f} s once per fit)")
+    # uncertified fast mode: tier 1 only
+    st_u: dict = {}
+    fast = search.assign_fused(x3, c3, prepared=prep, need_dist=False, certify=False, stats=st_u)[0][0]
+
+    def fast_pass():
+        codes, _ = search.assign_fused(x3, c3, prepared=prep, need_dist=False, certify=False)
+        sums, counts = search.cluster_sums(x, codes[0], k, out=torch.zeros(k, d, dtype=torch.float64, device=dev))
+        return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+    t_u = timeit(fast_pass, reps)
+    t_u_a = timeit(lambda: search.assign_fused(x3, c3, prepared=prep, need_dist=False,
+                                               certify=False), reps)
+    rows.append(("uncertified fast mode (`certify=False`, tier 1 only), rows prepared once",
+                 t_u, t_u_a, 100.0 * float((fast == ref).float().mean())))
+    log(f"lloyd: uncertified pass {t_u:.4f} s")
+    codes_f = fused_p
     t_upd = timeit(lambda: search.cluster_sums(x, codes_f, k, out=torch.zeros(k, d, dtype=torch.float64, device=dev)), reps)
     t_idx = timeit(lambda: update(x, codes_f, k), reps)
-    rows.append(("fused Triton fp16 (assign_fused) + segment sum", t_f, t_f_a,
-                 100.0 * float((fused == ref).float().mean())))
-    log(f"lloyd: fused pass {t_f:.4f} s (assign {t_f_a:.4f}, segment sum {t_upd:.4f}, "
-        f"index_add_ {t_idx:.4f})")
+    # where the time of a pass goes (synchronised at each phase end; median of reps)
+    phases = ("prep", "kernel", "rescore", "fallback", "dist")
+    breakdown: dict = {}
+    for label, kw in (("prepared once, no distances", {"prepared": prep, "need_dist": False}),
+                      ("prepared per call, with distances", {})):
+        runs = []
+        for _ in range(max(1, reps)):
+            stt: dict = {"timing": True}
+            search.assign_fused(x3, c3, stats=stt, **kw)
+            runs.append(stt)
+        breakdown[label] = {p: sorted(r.get(f"t_{p}", 0.0) for r in runs)[len(runs) // 2]
+                            for p in phases}
+    tuned = "n/a (interpreter)"
+    try:
+        from rpq_units import search_triton
+
+        best = getattr(search_triton._top2_tuned, "best_config", None)
+        if best is not None:
+            tuned = f"{best.kwargs}, num_warps={best.num_warps}, num_stages={best.num_stages}"
+    except Exception as e:  # noqa: BLE001  (report, never fail the part on it)
+        tuned = f"unknown ({e})"
+    log(f"lloyd: breakdown {breakdown}; update {t_upd:.4f} s; tile {tuned}")
+    fused = fused_p
     # exactness on a subset against float64
     m = min(n, args.exact_rows)
     d64 = torch.cdist(x[:m].double(), cent.double())
     truth = d64.argmin(1)
     del d64
     exact = {name: 100.0 * float((c[:m] == truth).float().mean())
-             for name, c in (("fp32", ref), ("TF32", tf32), ("lowp", low), ("fused", fused))}
+             for name, c in (("fp32", ref), ("TF32", tf32), ("lowp", low), ("fused", fused),
+                             ("uncertified fast mode", fast))}
     st_b: dict = {"rows": 1, "rescored": 0, "fallback": 0}
     if os.environ.get("TRITON_INTERPRET") != "1":  # the interpreter's bf16 tl.dot is wrong
         st_b = {}
@@ -136,13 +191,30 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     ]
     for name, tp, ta, eq in rows:
         report.append(f"| {name} | {tp:.4f} | {ta:.4f} | {eq:.4f} | {t_ref / tp:.2f}x |")
+    def pct(st: dict, key: str) -> str:
+        return f"{100 * st[key] / max(st['rows'], 1):.3f} %"
+
     report += [
         "",
+        "Where the time of one fused assignment goes (seconds, synchronised per phase, median "
+        f"of {max(1, reps)}; the update is the segment sum):", "",
+        "| variant | " + " | ".join(phases) + " | update |",
+        "|---|" + "---|" * (len(phases) + 1),
+    ]
+    for label, b in breakdown.items():
+        report.append(f"| {label} | " + " | ".join(f"{b[p]:.4f}" for p in phases)
+                      + f" | {t_upd:.4f} |")
+    report += [
+        "",
+        f"Preparation of the rows, once per fit: {t_prep_once:.4f} s. Kernel tile chosen by the "
+        f"autotuner: {tuned}.",
+        "",
         f"Update alone: segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
-        f"Rows rescored / searched again in fp32: certified fp16 "
-        f"{100 * st_low['rescored'] / st_low['rows']:.2f} % / {100 * st_low['fallback'] / st_low['rows']:.3f} %, "
-        f"fused {100 * st_f['rescored'] / st_f['rows']:.2f} % / {100 * st_f['fallback'] / st_f['rows']:.3f} %, "
-        f"fused bf16 {100 * st_b['rescored'] / st_b['rows']:.2f} % / {100 * st_b['fallback'] / st_b['rows']:.3f} %.",
+        f"Rows rescored / searched again in fp32: certified fp16 (torch) "
+        f"{pct(st_low, 'rescored')} / {pct(st_low, 'fallback')}, "
+        f"fused {pct(st_f, 'rescored')} / {pct(st_f, 'fallback')}, "
+        f"fused, prepared once {pct(st_p, 'rescored')} / {pct(st_p, 'fallback')}, "
+        f"fused bf16 {pct(st_b, 'rescored')} / {pct(st_b, 'fallback')}.",
         "",
         f"Codes equal to a float64 search on the first {m:,} rows: "
         + ", ".join(f"{kk} {v:.4f} %" for kk, v in exact.items()) + ".", "",
