@@ -130,6 +130,20 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
                  t_p, t_p_a, 100.0 * float((fused_p == ref).float().mean())))
     log(f"lloyd: fused pass, rows prepared once {t_p:.4f} s (assign {t_p_a:.4f} s; preparation "
         f"{t_prep_once:.4f} s once per fit)")
+    # the two-step variant: cuBLAS fp32-output GEMM per row block + a Triton scan
+    fused_g = search.assign_fused(x3, c3, prepared=prep, need_dist=False, kernel="gemm")[0][0]
+
+    def gemm_pass():
+        codes, _ = search.assign_fused(x3, c3, prepared=prep, need_dist=False, kernel="gemm")
+        sums, counts = search.cluster_sums(x, codes[0], k, out=torch.zeros(k, d, dtype=torch.float64, device=dev))
+        return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+    t_g = timeit(gemm_pass, reps)
+    t_g_a = timeit(lambda: search.assign_fused(x3, c3, prepared=prep, need_dist=False,
+                                               kernel="gemm"), reps)
+    rows.append(("certified fp16, rows prepared once, `kernel=\"gemm\"` (cuBLAS GEMM + Triton scan)",
+                 t_g, t_g_a, 100.0 * float((fused_g == ref).float().mean())))
+    log(f"lloyd: gemm + scan pass {t_g:.4f} s (assign {t_g_a:.4f} s)")
     # uncertified fast mode: tier 1 only
     st_u: dict = {}
     fast = search.assign_fused(x3, c3, prepared=prep, need_dist=False, certify=False, stats=st_u)[0][0]
@@ -152,6 +166,8 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     phases = ("prep", "kernel", "rescore", "fallback", "dist")
     breakdown: dict = {}
     for label, kw in (("prepared once, no distances", {"prepared": prep, "need_dist": False}),
+                      ("same, `kernel=\"gemm\"`", {"prepared": prep, "need_dist": False,
+                                                    "kernel": "gemm"}),
                       ("prepared per call, with distances", {})):
         runs = []
         for _ in range(max(1, reps)):

@@ -67,6 +67,9 @@ FUSED_MARGIN = 1.25
 #: best approximate codeword of every row ("uncertified fast mode"; not exact, see
 #: bench/RESULTS.md for the measured share of codes equal to fp32).
 GPU_CERTIFY = True
+#: products of the fused search: "triton" (one fused kernel, :func:`search_triton.top2`) or
+#: "gemm" (cuBLAS fp32-output GEMM per row block + a Triton scan, :func:`search_triton.top2_gemm`)
+FUSED_KERNEL = "triton"
 #: absolute error per feature dimension from inputs that fall in the subnormal range
 #: (fp16 only: bf16 has the fp32 exponent range), for inputs scaled to |x| <= 1, |c| <= 2.
 LOWP_TINY = {torch.float16: 2.0**-23, torch.bfloat16: 0.0}
@@ -409,6 +412,7 @@ def assign_fused(
     prepared: PreparedRows | None = None,
     certify: bool = True,
     need_dist: bool = True,
+    kernel: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`assign` with the fused Triton kernel (:mod:`rpq_units.search_triton`), certified.
 
@@ -428,10 +432,16 @@ def assign_fused(
     ``E_i``; tier 3 searches the remaining rows in fp32. ``certify=False`` stops after tier
     1 (not exact). Same contract as :func:`assign` (``need_dist=False``: distances None);
     ``stats`` as in :func:`assign_lowp`, plus with ``stats["timing"] = True`` the seconds
-    per phase ``t_prep``, ``t_kernel``, ``t_rescore``, ``t_fallback``, ``t_dist``. Runs on
-    CPU under ``TRITON_INTERPRET=1`` (tests).
+    per phase ``t_prep``, ``t_kernel``, ``t_rescore``, ``t_fallback``, ``t_dist``.
+    ``kernel``: "triton" or "gemm" (default :data:`FUSED_KERNEL`). Runs on CPU under
+    ``TRITON_INTERPRET=1`` (tests).
     """
     from rpq_units import search_triton as st
+
+    kernel = kernel or FUSED_KERNEL
+    if kernel not in ("triton", "gemm"):
+        raise ValueError(f"assign_fused: unknown kernel {kernel!r} (triton or gemm)")
+    top2 = st.top2 if kernel == "triton" else st.top2_gemm
 
     g, n, d = x.shape
     k = centroids.shape[1]
@@ -464,7 +474,7 @@ def assign_fused(
                 xh, nrm, res = st.prepare(xb, mu, dtype, dp, out=buf[: e - s])
             timer("prep")
             scale = 2.0 * beta * nrm  # (b,)
-            i1, i2, v1, v2, v3 = st.top2(xh, ch, cnp, scale)
+            i1, i2, v1, v2, v3 = top2(xh, ch, cnp, scale)
             timer("kernel")
             code = i1.long()
             if certify:

@@ -9,6 +9,9 @@
   and third-best score per row: the ``(N, K)`` score matrix never exists. Tile sizes, warps
   and pipeline stages are chosen by ``triton.autotune`` per (K, d) on the first call of at least
   :data:`TUNE_MIN_ROWS` rows.
+* :func:`top2_gemm`: the same results with the products from the vendor GEMM (cuBLAS, fp32
+  output) and a Triton scan of the score block for the top-3 (an alternative measured by
+  bench/gpu_run.py).
 * :func:`pair_dist`: exact fp32 squared distances ``||x_r - c_j||^2`` of given rows to a few
   given codewords each (the rescoring of uncertain rows, and the distances of the winners),
   computed from the differences: no cancellation, no ``(N, d)`` temporary.
@@ -94,6 +97,30 @@ def prepare(x: torch.Tensor, mu: torch.Tensor, dtype: torch.dtype, dp: int,
 
 
 @triton.jit
+def _merge_top3(s, lane, n0, b1, b2, b3, j1, j2):
+    """Merge the three best scores of the tile s (BM, BN) (columns n0 + lane) into the running
+    best b1 <= b2 <= b3 with the indices j1, j2 of the first two; ties: lowest index."""
+    m1, a1 = tl.min(s, axis=1, return_indices=True)
+    s = tl.where(lane[None, :] == a1[:, None], float("inf"), s)
+    m2, a2 = tl.min(s, axis=1, return_indices=True)
+    s = tl.where(lane[None, :] == a2[:, None], float("inf"), s)
+    m3 = tl.min(s, axis=1)
+    a1 = a1 + n0
+    a2 = a2 + n0
+    # merge the sorted (b1, b2, b3) and (m1, m2, m3); on equal scores the earlier tile wins
+    t1 = m1 < b1
+    t2a = m2 < b1  # used when t1
+    t2b = m1 < b2  # used when not t1
+    n1 = tl.where(t1, m1, b1)
+    k1 = tl.where(t1, a1, j1)
+    n2 = tl.where(t1, tl.where(t2a, m2, b1), tl.where(t2b, m1, b2))
+    k2 = tl.where(t1, tl.where(t2a, a2, j1), tl.where(t2b, a1, j2))
+    n3 = tl.where(t1, tl.where(t2a, tl.minimum(b1, m3), tl.minimum(b2, m2)),
+                  tl.where(t2b, tl.minimum(b2, m2), tl.minimum(b3, m1)))
+    return n1, n2, n3, k1, k2
+
+
+@triton.jit
 def _top2_kernel(
     X, C, CN, SCALE, I1, I2, V1, V2, V3,
     n, stride_x, stride_c,
@@ -124,25 +151,7 @@ def _top2_kernel(
             acc = tl.dot(a, b, acc)
         cn = tl.load(CN + cols)
         s = cn[None, :] - scale[:, None] * acc
-        # the tile's three best (ties: lowest index)
-        m1, a1 = tl.min(s, axis=1, return_indices=True)
-        s = tl.where(lane[None, :] == a1[:, None], float("inf"), s)
-        m2, a2 = tl.min(s, axis=1, return_indices=True)
-        s = tl.where(lane[None, :] == a2[:, None], float("inf"), s)
-        m3 = tl.min(s, axis=1)
-        a1 = a1 + n0
-        a2 = a2 + n0
-        # merge the sorted (b1, b2, b3) and (m1, m2, m3); on equal scores the earlier tile wins
-        t1 = m1 < b1
-        t2a = m2 < b1  # used when t1
-        t2b = m1 < b2  # used when not t1
-        n1 = tl.where(t1, m1, b1)
-        k1 = tl.where(t1, a1, j1)
-        n2 = tl.where(t1, tl.where(t2a, m2, b1), tl.where(t2b, m1, b2))
-        k2 = tl.where(t1, tl.where(t2a, a2, j1), tl.where(t2b, a1, j2))
-        n3 = tl.where(t1, tl.where(t2a, tl.minimum(b1, m3), tl.minimum(b2, m2)),
-                      tl.where(t2b, tl.minimum(b2, m2), tl.minimum(b3, m1)))
-        b1, b2, b3, j1, j2 = n1, n2, n3, k1, k2
+        b1, b2, b3, j1, j2 = _merge_top3(s, lane, n0, b1, b2, b3, j1, j2)
     tl.store(I1 + rows, j1, mask=rmask)
     tl.store(I2 + rows, j2, mask=rmask)
     tl.store(V1 + rows, b1, mask=rmask)
@@ -200,6 +209,75 @@ def top2(
     else:
         _top2_tuned[lambda meta: (triton.cdiv(n, meta["BM"]),)](*args, k=k, d=d)
     return i1, i2, v1, v2, v3
+
+
+@triton.jit
+def _scan_kernel(S, CN, SCALE, I1, I2, V1, V2, V3, n, stride_s,
+                 k: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BM + tl.arange(0, BM)
+    rmask = rows < n
+    scale = tl.load(SCALE + rows, mask=rmask, other=0.0)
+    lane = tl.arange(0, BN)
+    b1 = tl.full([BM], float("inf"), tl.float32)
+    b2 = tl.full([BM], float("inf"), tl.float32)
+    b3 = tl.full([BM], float("inf"), tl.float32)
+    j1 = tl.zeros([BM], tl.int32)
+    j2 = tl.zeros([BM], tl.int32)
+    for n0 in range(0, k, BN):
+        cols = n0 + lane
+        dots = tl.load(S + rows[:, None] * stride_s + cols[None, :], mask=rmask[:, None], other=0.0)
+        cn = tl.load(CN + cols)
+        s = cn[None, :] - scale[:, None] * dots
+        b1, b2, b3, j1, j2 = _merge_top3(s, lane, n0, b1, b2, b3, j1, j2)
+    tl.store(I1 + rows, j1, mask=rmask)
+    tl.store(I2 + rows, j2, mask=rmask)
+    tl.store(V1 + rows, b1, mask=rmask)
+    tl.store(V2 + rows, b2, mask=rmask)
+    tl.store(V3 + rows, b3, mask=rmask)
+
+
+#: rows per product block of :func:`top2_gemm` (its fp32 (rows, K) block: 1 GiB at K = 2048)
+GEMM_BLOCK_BYTES = 1 << 30
+
+
+def top2_gemm(
+    xh: torch.Tensor, ch: torch.Tensor, cn: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """:func:`top2` in two steps: the products of a block of rows with the codebook by the
+    vendor GEMM (cuBLAS; fp16/bf16 inputs, fp32 accumulation and output: the same products
+    and error bound as the fused kernel), then a Triton scan of the (rows, K) fp32 block for
+    the same top-3. Same arguments and results as :func:`top2`; costs one (rows, K) fp32
+    block of memory traffic per row block instead of nothing."""
+    n, d = xh.shape
+    k = ch.shape[0]
+    if (k, d) != padded(k, d):
+        raise ValueError(f"top2_gemm: codebook shape {(k, d)} is not padded to {padded(k, d)}")
+    dev = xh.device
+    cn, scale = cn.float().contiguous(), scale.float().contiguous()
+    out = [torch.empty(n, dtype=torch.int32, device=dev) for _ in range(2)]
+    out += [torch.empty(n, dtype=torch.float32, device=dev) for _ in range(3)]
+    if n == 0:
+        return tuple(out)
+    step = max(1, min(n, GEMM_BLOCK_BYTES // (4 * k)))
+    buf = torch.empty(step, k, dtype=torch.float32, device=dev)
+    bm, bn = (64, 32) if INTERPRET else (64, 128)
+    old = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        for s0 in range(0, n, step):
+            e = min(n, s0 + step)
+            sc = buf[: e - s0]
+            if dev.type == "cuda":
+                torch.mm(xh[s0:e], ch.t(), torch.float32, out=sc)
+            else:  # products of fp16/bf16 values are exact in fp32, as on the GPU
+                torch.mm(xh[s0:e].float(), ch.float().t(), out=sc)
+            _scan_kernel[(triton.cdiv(e - s0, bm),)](
+                sc, cn, scale[s0:e], *(o[s0:e] for o in out), e - s0, sc.stride(0),
+                k=k, BM=bm, BN=bn)
+    finally:
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = old
+    return tuple(out)
 
 
 @triton.jit

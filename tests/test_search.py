@@ -91,7 +91,7 @@ def test_fused_search_closer_ties_than_fp32(kernels):
     assert torch.equal(codes[0].cpu(), brute(x, c)[0])
 
 
-def test_fused_kernel_top3(kernels):
+def test_fused_kernel_top3(kernels, monkeypatch):
     """The kernel's running best, second best (indices) and third-best score per row."""
     st, dev = kernels
     g = torch.Generator().manual_seed(2)
@@ -115,6 +115,11 @@ def test_fused_kernel_top3(kernels):
     v, i = sc.sort(dim=1, stable=True)
     assert torch.equal(i1.cpu().long(), i[:, 0]) and torch.equal(i2.cpu().long(), i[:, 1])
     torch.testing.assert_close(torch.stack([v1, v2, v3], 1).cpu(), v[:, :3], rtol=1e-5, atol=1e-5)
+    # the two-step variant: GEMM products, then the Triton scan (several row blocks)
+    monkeypatch.setattr(st, "GEMM_BLOCK_BYTES", 4 * kp * 30)
+    j1, j2, w1, w2, w3 = st.top2_gemm(xhp.to(dev), chp.to(dev), cnp.to(dev), scale.to(dev))
+    assert torch.equal(j1.cpu().long(), i[:, 0]) and torch.equal(j2.cpu().long(), i[:, 1])
+    torch.testing.assert_close(torch.stack([w1, w2, w3], 1).cpu(), v[:, :3], rtol=1e-5, atol=1e-5)
 
 
 def test_segment_sum_equals_index_add(kernels):
@@ -253,9 +258,10 @@ def test_fused_search_prepared_rows(kernels):
     xs, cs = torch.stack([x, x2]).to(dev), torch.stack([c, c2]).to(dev)
     prep = search.prepare_rows(xs)
     torch.testing.assert_close(prep.mu, xs.mean(1))
-    for shift in (0.0, 0.5):  # a second "pass": moved codewords, the same prepared rows
+    for shift, kernel in ((0.0, "triton"), (0.5, "triton"), (0.5, "gemm")):
+        # a second "pass": moved codewords, the same prepared rows; the two-step kernel
         stats: dict = {"timing": True}
-        codes, dist = search.assign_fused(xs, cs + shift, prepared=prep, stats=stats)
+        codes, dist = search.assign_fused(xs, cs + shift, prepared=prep, stats=stats, kernel=kernel)
         plain, _ = search.assign_fused(xs, cs + shift, need_dist=False)
         for gi in range(2):
             i, v = brute(xs[gi].cpu(), cs[gi].cpu() + shift)
