@@ -77,10 +77,38 @@ class BadUtterance(UserError):
 # ---- shared loop ---------------------------------------------------------------------------
 
 
-def _progress(it: Sequence[Any], desc: str) -> Any:
+def _progress(it: Any, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
-    return tqdm(it, desc=desc, unit="utt", mininterval=2.0, dynamic_ncols=True)
+    return tqdm(it, desc=desc, unit="utt", mininterval=2.0, dynamic_ncols=True, total=total)
+
+
+def _loaded_ahead(
+    utts: Sequence[Utterance], load: AudioLoader, ahead: int
+) -> Iterator[tuple[Utterance, np.ndarray | None, AudioError | None]]:
+    """``(utterance, waveform, None)`` or ``(utterance, None, error)`` in order, the audio read
+    by one background thread up to ``ahead`` utterances in advance, so reading and decoding
+    overlap the upstream's forward (soundfile and the pipe reads release the GIL). One
+    thread: the loader's cache of piped recordings sees the utterances in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    def one(utt: Utterance) -> tuple[np.ndarray | None, AudioError | None]:
+        try:
+            return load(utt), None
+        except AudioError as e:
+            return None, e
+
+    with ThreadPoolExecutor(1) as pool:
+        todo = iter(utts)
+        queue = deque((u, pool.submit(one, u)) for u in islice(todo, max(1, ahead)))
+        while queue:
+            utt, fut = queue.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(one, nxt)))
+            yield (utt, *fut.result())
 
 
 def _features(
@@ -141,12 +169,11 @@ def _features(
                 yield utt, done.pop(utt.uttid)
         pending.clear()
 
-    for utt in _progress(utts, desc):
-        try:
-            pending.append((utt, load(utt)))
-        except AudioError as e:
-            bad(utt, e)
+    for utt, wav, err in _progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)):
+        if err is not None:
+            bad(utt, err)
             continue
+        pending.append((utt, wav))
         if len(pending) >= window:
             yield from flush()
     if pending:
