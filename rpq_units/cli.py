@@ -354,7 +354,8 @@ def fit(
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
-    q.fit(x, lengths, memory_budget=None if memory_budget is None else int(memory_budget * 2**30))
+    budget = None if memory_budget is None else int(memory_budget * 2**30)
+    q.fit(x, lengths, memory_budget=budget)
     t_fit = time.time() - t0
     info = shards.info
     q.meta = {
@@ -369,7 +370,7 @@ def fit(
     }
     out_path = Path(out)
     q.save(out_path)
-    distortion = reconstruction_mse(q, x, lengths)
+    distortion = reconstruction_mse(q, x, lengths, memory_budget=budget)
     metrics = {
         "method": method,
         "frames": int(x.shape[0]),
@@ -528,7 +529,8 @@ def encode(
     write_units(out, units)
     if arks is not None:
         arks.close()
-    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped)}
+    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
+               "from_feats_dir": len(dumped)}
     logger.info(
         "encode: wrote %s (%d utterances, %d frames, %d skipped)",
         out,
