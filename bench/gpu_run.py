@@ -279,7 +279,9 @@ def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
         f"{res['audio_per_second_bare']:.0f} s of audio per second. Loading the upstream "
         f"(checkpoint, s3prl; built without random initialisation) took "
         f"{res['upstream_load_seconds']:.1f} s and happens {res['upstream_loads']} time(s) in "
-        f"stages 2-4; without those loads the ratio is {res['ratio_without_loads']:.3f}. Reading "
+        f"stages 2-4; without those loads the ratio is {res['ratio_without_loads']:.3f}, and "
+        f"without the loads and the fit (the costs that do not grow with the audio) "
+        f"{res['ratio_per_audio']:.3f}. Reading "
         f"all the audio (one thread): {res['audio_read_seconds']:.1f} s (overlapped with the "
         f"forward in stages 2 and 4).", "",
         f"bf16 vs fp32 on {ag.get('utterances', 0)} utterances: feature relative error "

@@ -214,7 +214,10 @@ def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch
     res.update(times, total_seconds=total, bare_forward_seconds=bare,
                ratio=bare / total, audio_per_second_bare=secs / bare,
                upstream_load_seconds=t_load, upstream_loads=loads, audio_read_seconds=t_audio,
-               ratio_without_loads=bare / max(total - loads * t_load, 1e-9))
+               ratio_without_loads=bare / max(total - loads * t_load, 1e-9),
+               # what grows with the audio: stages 2-4 without the upstream loads and the fit
+               # (both of fixed size here); the ratio a corpus-scale run approaches
+               ratio_per_audio=bare / max(total - loads * t_load - times["stage3_fit"], 1e-9))
     if autocast:
         res["agreement"] = agreement(ckpt, layer, udir / "codebook.pt", wavs[:check_utts], device,
                                      autocast)
