@@ -452,7 +452,10 @@ def assign_fused(
     if prepared is not None:
         step = max(1, n)
     else:
-        step = max(1, min(n, block_rows or ((1 << 28) // (dp * elem) if x.is_cuda else 4096)))
+        # row blocks of at least 256 MiB of rounded rows (and at least TUNE_MIN_ROWS rows: the
+        # kernel's autotuned tiles)
+        default = max(st.TUNE_MIN_ROWS, (1 << 28) // (dp * elem)) if x.is_cuda else 4096
+        step = max(1, min(n, block_rows or default))
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device) if need_dist else None
     rescored = fallback = 0

@@ -43,7 +43,7 @@ INTERP_BLOCKS = {"BM": 64, "BN": 32, "BK": 32}
 
 #: calls with fewer rows use :data:`SMALL_CONFIG` (BM, BN, BK, warps, stages) instead of the
 #: autotuned tiles (a tuning run costs about a second per codebook shape)
-TUNE_MIN_ROWS = 1 << 18
+TUNE_MIN_ROWS = 1 << 17
 SMALL_CONFIG = (128, 128, 64, 8, 3)
 
 
