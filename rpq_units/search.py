@@ -56,8 +56,6 @@ LOWP_MIN_K = 768
 #: error of one reduced-precision dot product, per unit ``||x|| ||c||``: rounding of both
 #: inputs and of the output (3u) plus fp32 accumulation, times a safety margin of 4/3.
 LOWP_EPS = {torch.float16: 4 * 2.0**-11, torch.bfloat16: 4 * 2.0**-8}
-#: unit roundoff of the reduced-precision inputs of :func:`assign_fused`
-UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 #: error of fp32 accumulation per product term, per unit ``||x^|| ||c^||`` (tensor cores may
 #: truncate instead of rounding: 2^-23, not 2^-24)
 ACC_EPS = 2.0**-23
