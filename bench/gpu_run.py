@@ -5,16 +5,20 @@
    mid-fit centroids of ``bench_lloyd_gpu.make_data``): plain torch fp32 (chunked ``addmm``,
    ``argmin``, ``index_add_``), the same with TF32, the certified fp16 search
    ``search.assign_lowp`` + ``index_add_``, and the fused Triton search
-   ``search.assign_fused`` + the segment-sum update ``search.cluster_sums`` (what
-   ``lloyd.fit_kmeans`` runs on CUDA). Median of ``--reps``; codes equal to fp32 in %, and
-   codes against a float64 search on a row subset. The bf16 variant of the fused kernel is
-   checked for exactness too (Triton's CPU interpreter cannot run it).
+   ``search.assign_fused`` + the segment-sum update ``search.cluster_sums``: rows prepared per
+   call, rows prepared once (``search.prepare_rows``; what ``lloyd.fit_kmeans`` runs on CUDA),
+   the GEMM + scan variant (``kernel="gemm"``) and the uncertified fast mode
+   (``certify=False``), each with the seconds per phase (preparation, kernel, rescoring,
+   fallback, distances). Median of ``--reps``; codes equal to fp32 in %, and codes against a
+   float64 search on a row subset. The bf16 variant of the fused kernel is checked for
+   exactness too (Triton's CPU interpreter cannot run it).
 2. **Streamed fit**: ``lloyd.fit_kmeans`` on frames 4x larger than ``memory_budget``, from host
    memory, against the same fit with the frames on the device (time, equal result).
-3. **Rehearsal** (``bench/rehearsal_gpu.py``): WavLM-Large-shaped random checkpoint, generated
-   audio, recipe stages 2-4; wall time and ratio to the bare upstream forward.
+3. **Rehearsal** (``bench/rehearsal_gpu.py``): WavLM-Large-shaped random checkpoint, 3 h of
+   generated audio, recipe stages 2-4 (stage 4 encoding stage 2's sample from its dumped
+   features); wall time and ratio to the bare upstream forward.
 
-    python bench/gpu_run.py --out "$OUT"            # full size (about 6 minutes on one H100)
+    python bench/gpu_run.py --out "$OUT"            # full size (about 5 minutes on one H200)
     python bench/gpu_run.py --tiny --out /tmp/gpu   # CPU smoke test of every part
 """
 
@@ -75,11 +79,6 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     sync()
     log(f"lloyd: data {n} x {d}, K={k} on {dev}")
 
-    def fused_pass():
-        codes, _ = search.assign_fused(x3, c3)
-        sums, counts = search.cluster_sums(x, codes[0], k, out=torch.zeros(k, d, dtype=torch.float64, device=dev))
-        return (sums / counts.clamp_min(1).unsqueeze(1)).float()
-
     def lowp_pass():
         return update(x, search.assign_lowp(x3, c3)[0][0], k)
 
@@ -103,27 +102,75 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     rows.append(("certified fp16, torch (assign_lowp) + index_add_", t_low, t_low_a,
                  100.0 * float((low == ref).float().mean())))
     log(f"lloyd: certified fp16 pass {t_low:.4f} s")
-    st_f: dict = {}
     t = time.perf_counter()
-    fused = search.assign_fused(x3, c3, stats=st_f)[0][0]  # first call: autotuning, compilation
+    search.assign_fused(x3, c3)  # first call: compilation and autotuning of the kernels
     sync()
     log(f"lloyd: fused first call (compile + autotune) {time.perf_counter() - t:.1f} s")
-    t_f = timeit(fused_pass, reps)
-    t_f_a = timeit(lambda: search.assign_fused(x3, c3), reps)
-    codes_f = fused
-    t_upd = timeit(lambda: search.cluster_sums(x, codes_f, k, out=torch.zeros(k, d, dtype=torch.float64, device=dev)), reps)
+    prep = search.prepare_rows(x3)
+    t_prep_once = timeit(lambda: search.prepare_rows(x3), reps)
+    new_sums = lambda: torch.zeros(k, d, dtype=torch.float64, device=dev)  # noqa: E731
+    once = {"prepared": prep, "need_dist": False}
+    variants = [
+        ("fused", "fused Triton fp16, rows prepared per call (with distances)", {}),
+        ("fused, prepared once",
+         "**fused Triton fp16, rows prepared once per fit (as `lloyd.fit_kmeans`)**", once),
+        ("gemm", "certified fp16, rows prepared once, `kernel=\"gemm\"` (cuBLAS fp32-output GEMM "
+                 "+ Triton top-3 scan)", {**once, "kernel": "gemm"}),
+        ("uncertified fast mode", "uncertified fast mode (`certify=False`: tier 1 only), rows "
+                                  "prepared once", {**once, "certify": False}),
+    ]
+    phases = ("prep", "kernel", "rescore", "fallback", "dist")
+    codes_of: dict = {}
+    stats_of: dict = {}
+    breakdown: dict = {}
+    failed: list = []
+    for key, label, kw in variants:
+        try:
+            st: dict = {}
+            codes_v = search.assign_fused(x3, c3, stats=st, **kw)[0][0]
+
+            def one_pass(kw=kw):
+                codes, _ = search.assign_fused(x3, c3, **kw)
+                sums, counts = search.cluster_sums(x, codes[0], k, out=new_sums())
+                return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+            t_v = timeit(one_pass, reps)
+            t_v_a = timeit(lambda kw=kw: search.assign_fused(x3, c3, **kw), reps)
+            runs = []
+            for _ in range(max(1, reps)):
+                stt: dict = {"timing": True}
+                search.assign_fused(x3, c3, stats=stt, **kw)
+                runs.append(stt)
+            breakdown[label] = {p: sorted(r.get(f"t_{p}", 0.0) for r in runs)[len(runs) // 2]
+                                for p in phases}
+            rows.append((label + " + segment sum", t_v, t_v_a,
+                         100.0 * float((codes_v == ref).float().mean())))
+            codes_of[key], stats_of[key] = codes_v, st
+            log(f"lloyd: {key}: pass {t_v:.4f} s, assign {t_v_a:.4f} s, phases {breakdown[label]}")
+        except Exception as e:  # noqa: BLE001  (one variant must not lose the others)
+            traceback.print_exc()
+            failed.append(f"{label}: FAILED ({type(e).__name__}: {str(e)[:300]})")
+            log(f"lloyd: {key} FAILED: {e}")
+    codes_f = codes_of.get("fused, prepared once", codes_of.get("fused"))
+    t_upd = timeit(lambda: search.cluster_sums(x, codes_f, k, out=new_sums()), reps)
     t_idx = timeit(lambda: update(x, codes_f, k), reps)
-    rows.append(("fused Triton fp16 (assign_fused) + segment sum", t_f, t_f_a,
-                 100.0 * float((fused == ref).float().mean())))
-    log(f"lloyd: fused pass {t_f:.4f} s (assign {t_f_a:.4f}, segment sum {t_upd:.4f}, "
-        f"index_add_ {t_idx:.4f})")
+    tuned = "n/a (interpreter)"
+    try:
+        from rpq_units import search_triton
+
+        best = getattr(search_triton._top2_tuned, "best_config", None)
+        if best is not None:
+            tuned = f"{best.kwargs}, num_warps={best.num_warps}, num_stages={best.num_stages}"
+    except Exception as e:  # noqa: BLE001  (report, never fail the part on it)
+        tuned = f"unknown ({e})"
+    log(f"lloyd: update {t_upd:.4f} s; tile {tuned}")
     # exactness on a subset against float64
     m = min(n, args.exact_rows)
     d64 = torch.cdist(x[:m].double(), cent.double())
     truth = d64.argmin(1)
     del d64
     exact = {name: 100.0 * float((c[:m] == truth).float().mean())
-             for name, c in (("fp32", ref), ("TF32", tf32), ("lowp", low), ("fused", fused))}
+             for name, c in (("fp32", ref), ("TF32", tf32), ("lowp", low), *codes_of.items())}
     st_b: dict = {"rows": 1, "rescored": 0, "fallback": 0}
     if os.environ.get("TRITON_INTERPRET") != "1":  # the interpreter's bf16 tl.dot is wrong
         st_b = {}
@@ -136,14 +183,32 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     ]
     for name, tp, ta, eq in rows:
         report.append(f"| {name} | {tp:.4f} | {ta:.4f} | {eq:.4f} | {t_ref / tp:.2f}x |")
+    def pct(st: dict, key: str) -> str:
+        return f"{100 * st[key] / max(st['rows'], 1):.3f} %"
+
     report += [
         "",
-        f"Update alone: segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
-        f"Rows rescored / searched again in fp32: certified fp16 "
-        f"{100 * st_low['rescored'] / st_low['rows']:.2f} % / {100 * st_low['fallback'] / st_low['rows']:.3f} %, "
-        f"fused {100 * st_f['rescored'] / st_f['rows']:.2f} % / {100 * st_f['fallback'] / st_f['rows']:.3f} %, "
-        f"fused bf16 {100 * st_b['rescored'] / st_b['rows']:.2f} % / {100 * st_b['fallback'] / st_b['rows']:.3f} %.",
+        "Where the time of one fused assignment goes (seconds, synchronised per phase, median "
+        f"of {max(1, reps)}; the update is the segment sum):", "",
+        "| variant | " + " | ".join(phases) + " | update |",
+        "|---|" + "---|" * (len(phases) + 1),
+    ]
+    for label, b in breakdown.items():
+        report.append(f"| {label} | " + " | ".join(f"{b[p]:.4f}" for p in phases)
+                      + f" | {t_upd:.4f} |")
+    report += [
         "",
+        f"Preparation of the rows, once per fit: {t_prep_once:.4f} s. Kernel tile chosen by the "
+        f"autotuner: {tuned}.",
+        "",
+        f"Update alone: segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
+        f"Rows rescored / searched again in fp32: certified fp16 (torch) "
+        f"{pct(st_low, 'rescored')} / {pct(st_low, 'fallback')}, "
+        + "".join(f"{kk} {pct(v, 'rescored')} / {pct(v, 'fallback')}, "
+                  for kk, v in stats_of.items())
+        + f"fused bf16 {pct(st_b, 'rescored')} / {pct(st_b, 'fallback')}.",
+        "",
+        *([f"- {f}" for f in failed] + ([""] if failed else [])),
         f"Codes equal to a float64 search on the first {m:,} rows: "
         + ", ".join(f"{kk} {v:.4f} %" for kk, v in exact.items()) + ".", "",
     ]
@@ -155,7 +220,10 @@ def part_stream(args, dev: torch.device, report: list[str]) -> None:
     from rpq_units import lloyd, search
 
     n, d, k = args.stream_n, args.d, args.stream_k
-    x, _ = make_data(n, d, k, 1, dev)
+    x, c0 = make_data(n, d, k, 1, dev)
+    # compile and autotune the kernels for this codebook shape before anything is timed
+    search.assign(x[: min(n, 1 << 19)].unsqueeze(0), c0.unsqueeze(0))
+    sync()
     x = x.cpu()
     budget = x.numel() * 4 // 4
     log(f"stream: {n} x {d} ({x.numel() * 4 / 1e9:.2f} GB) on the host, budget {budget / 1e9:.2f} GB")
@@ -203,14 +271,19 @@ def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
         "| step | wall s |", "|---|---|",
         f"| stage 2: features of 30 % of the audio | {res['stage2_features']:.1f} |",
         f"| stage 3: k-means fit ({res['fit_frames']:,} frames; fit itself {res['fit_seconds_inside']:.1f} s) | {res['stage3_fit']:.1f} |",
-        f"| stage 4: encode all (features on the fly) | {res['stage4_encode']:.1f} |",
+        f"| stage 4: encode all ({res['encoded_from_feats']} utterances from stage 2's features, "
+        f"the others through the upstream) | {res['stage4_encode']:.1f} |",
         f"| **stages 2-4** | **{res['total_seconds']:.1f}** |",
         f"| bare upstream forward over all the audio | {res['bare_forward_seconds']:.1f} |", "",
-        f"Ratio bare forward / stages 2-4: **{res['ratio']:.3f}** (at most {res['ratio_bound']:.3f}: "
-        f"stages 2 and 4 both run the forward). Bare forward: {res['audio_per_second_bare']:.0f} s "
-        f"of audio per second. Loading the upstream (checkpoint, s3prl) took "
-        f"{res['upstream_load_seconds']:.1f} s and happens in stages 2 and 4; without those two "
-        f"loads the ratio is {res['ratio_without_loads']:.3f}.", "",
+        f"Ratio bare forward / stages 2-4: **{res['ratio']:.3f}**. Bare forward: "
+        f"{res['audio_per_second_bare']:.0f} s of audio per second. Loading the upstream "
+        f"(checkpoint, s3prl; built without random initialisation) took "
+        f"{res['upstream_load_seconds']:.1f} s and happens {res['upstream_loads']} time(s) in "
+        f"stages 2-4; without those loads the ratio is {res['ratio_without_loads']:.3f}, and "
+        f"without the loads and the fit (the costs that do not grow with the audio) "
+        f"{res['ratio_per_audio']:.3f}. Reading "
+        f"all the audio (one thread): {res['audio_read_seconds']:.1f} s (overlapped with the "
+        f"forward in stages 2 and 4).", "",
         f"bf16 vs fp32 on {ag.get('utterances', 0)} utterances: feature relative error "
         f"{ag.get('feature_rel_error', math.nan):.4g}, mean cosine {ag.get('feature_cosine', math.nan):.6f}, "
         f"units equal {ag.get('units_equal_pct', math.nan):.3f} %.", "",
@@ -231,7 +304,7 @@ def main() -> int:
     ap.add_argument("--stream_n", type=int, default=1_000_000)
     ap.add_argument("--stream_k", type=int, default=1000)
     ap.add_argument("--stream_iters", type=int, default=8)
-    ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--batch_size", type=int, default=16)
     args = ap.parse_args()
     if args.tiny:

@@ -69,14 +69,16 @@ logger = logging.getLogger(__name__)
 _BLOCK = 1 << 16  # frames per encode/decode block
 
 
-def _blocks(n: int, lengths: list[int] | None) -> list[tuple[int, int, list[int] | None]]:
-    """``(start, end, lengths)`` blocks of about ``_BLOCK`` frames; with ``lengths`` each block
+def _blocks(
+    n: int, lengths: list[int] | None, block: int = _BLOCK
+) -> list[tuple[int, int, list[int] | None]]:
+    """``(start, end, lengths)`` blocks of about ``block`` frames; with ``lengths`` each block
     holds whole utterances (so no window of frames is cut at a block edge)."""
     if lengths is None:
-        return [(s, min(s + _BLOCK, n), None) for s in range(0, n, _BLOCK)]
+        return [(s, min(s + block, n), None) for s in range(0, n, block)]
     out, start, cur = [], 0, []
     for ln in lengths:
-        if cur and sum(cur) + ln > _BLOCK:
+        if cur and sum(cur) + ln > block:
             out.append((start, start + sum(cur), cur))
             start, cur = start + sum(cur), []
         cur.append(ln)
@@ -86,24 +88,38 @@ def _blocks(n: int, lengths: list[int] | None) -> list[tuple[int, int, list[int]
 
 
 def reconstruct(
-    q: Quantizer, x: np.ndarray, lengths: list[int] | None = None
+    q: Quantizer, x: np.ndarray, lengths: list[int] | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes ``(N, M)`` int64 and per-frame squared errors ``||x_t - x_hat_t||^2`` ``(N,)`` of
-    frames ``x: (N, D)``, the utterances of ``lengths`` frames each (default: frame-wise)."""
+    frames ``x: (N, D)``, the utterances of ``lengths`` frames each (default: frame-wise).
+
+    The frames go to the quantizer's device block by block (at most ``_BLOCK`` frames, and at
+    most ``memory_budget`` bytes of frames when given); only codes and errors come back."""
     codes = np.empty((x.shape[0], q.num_codebooks), np.int64)
     sq = np.empty(x.shape[0], np.float64)
-    for s, e, lens in _blocks(x.shape[0], lengths):
-        xb = torch.from_numpy(np.ascontiguousarray(x[s:e], dtype=np.float32))
+    block = _BLOCK
+    if memory_budget is not None and x.shape[0]:
+        block = max(1, min(block, int(memory_budget) // (4 * max(1, x.shape[1]))))
+    dev = torch.device(q.device)
+    for s, e, lens in _blocks(x.shape[0], lengths, block):
+        xb = torch.from_numpy(np.ascontiguousarray(x[s:e], dtype=np.float32)).to(dev)
         c = q.encode(xb, lens)
-        xh = torch.as_tensor(q.decode(c, lens)).to(xb.device)
+        xh = torch.as_tensor(q.decode(c, lens)).to(dev)
         codes[s:e] = c.cpu().numpy()
-        sq[s:e] = ((xb.to(xh.device) - xh) ** 2).sum(1).double().cpu().numpy()
+        sq[s:e] = ((xb - xh) ** 2).sum(1).double().cpu().numpy()
     return codes, sq
 
 
-def reconstruction_mse(q: Quantizer, x: np.ndarray, lengths: list[int] | None = None) -> float:
-    """``1/N sum_t ||x_t - decode(encode(x))_t||^2`` (utterances of ``lengths`` frames)."""
-    return float(reconstruct(q, x, lengths)[1].mean()) if x.shape[0] else float("nan")
+def reconstruction_mse(
+    q: Quantizer, x: np.ndarray, lengths: list[int] | None = None,
+    memory_budget: int | None = None,
+) -> float:
+    """``1/N sum_t ||x_t - decode(encode(x))_t||^2`` (utterances of ``lengths`` frames; blocks
+    of at most ``memory_budget`` bytes on the device, see :func:`reconstruct`)."""
+    if not x.shape[0]:
+        return float("nan")
+    return float(reconstruct(q, x, lengths, memory_budget)[1].mean())
 
 
 def code_stats(codes: np.ndarray, codebook_size: int) -> list[dict[str, float]]:

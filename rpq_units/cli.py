@@ -77,10 +77,38 @@ class BadUtterance(UserError):
 # ---- shared loop ---------------------------------------------------------------------------
 
 
-def _progress(it: Sequence[Any], desc: str) -> Any:
+def _progress(it: Any, desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
-    return tqdm(it, desc=desc, unit="utt", mininterval=2.0, dynamic_ncols=True)
+    return tqdm(it, desc=desc, unit="utt", mininterval=2.0, dynamic_ncols=True, total=total)
+
+
+def _loaded_ahead(
+    utts: Sequence[Utterance], load: AudioLoader, ahead: int
+) -> Iterator[tuple[Utterance, np.ndarray | None, AudioError | None]]:
+    """``(utterance, waveform, None)`` or ``(utterance, None, error)`` in order, the audio read
+    by one background thread up to ``ahead`` utterances in advance, so reading and decoding
+    overlap the upstream's forward (soundfile and the pipe reads release the GIL). One
+    thread: the loader's cache of piped recordings sees the utterances in order."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    def one(utt: Utterance) -> tuple[np.ndarray | None, AudioError | None]:
+        try:
+            return load(utt), None
+        except AudioError as e:
+            return None, e
+
+    with ThreadPoolExecutor(1) as pool:
+        todo = iter(utts)
+        queue = deque((u, pool.submit(one, u)) for u in islice(todo, max(1, ahead)))
+        while queue:
+            utt, fut = queue.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(one, nxt)))
+            yield (utt, *fut.result())
 
 
 def _features(
@@ -141,12 +169,11 @@ def _features(
                 yield utt, done.pop(utt.uttid)
         pending.clear()
 
-    for utt in _progress(utts, desc):
-        try:
-            pending.append((utt, load(utt)))
-        except AudioError as e:
-            bad(utt, e)
+    for utt, wav, err in _progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)):
+        if err is not None:
+            bad(utt, err)
             continue
+        pending.append((utt, wav))
         if len(pending) >= window:
             yield from flush()
     if pending:
@@ -241,6 +268,7 @@ def dump_feats(
         "portion": portion,
         "seed": seed,
         "format": format,
+        "batch_size": batch_size,
     }
     write_feats_json(out, info)
     summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped)}
@@ -326,7 +354,8 @@ def fit(
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
-    q.fit(x, lengths, memory_budget=None if memory_budget is None else int(memory_budget * 2**30))
+    budget = None if memory_budget is None else int(memory_budget * 2**30)
+    q.fit(x, lengths, memory_budget=budget)
     t_fit = time.time() - t0
     info = shards.info
     q.meta = {
@@ -341,7 +370,7 @@ def fit(
     }
     out_path = Path(out)
     q.save(out_path)
-    distortion = reconstruction_mse(q, x, lengths)
+    distortion = reconstruction_mse(q, x, lengths, memory_budget=budget)
     metrics = {
         "method": method,
         "frames": int(x.shape[0]),
@@ -357,6 +386,55 @@ def fit(
     write_text_atomic(out_path.with_suffix(".metrics.json"), json.dumps(metrics, indent=2) + "\n")
     logger.info("fit: wrote %s (distortion %.6g, %.1f s)", out_path, distortion, t_fit)
     return metrics
+
+
+def _dumped_features(
+    feats_dir: str, *, data_dir: str, upstream: str, ckpt: str | None, sha: str | None,
+    layer: int, autocast: str | None, batch_size: int,
+) -> tuple[dict[str, np.ndarray], int]:
+    """The features ``dump_feats`` wrote to ``feats_dir`` by utterance id (memory-mapped
+    views) and their dimension, when they were computed from ``data_dir`` with the same
+    upstream, checkpoint, layer, precision and batch size as the features ``encode`` would
+    compute; else ``({}, 0)`` with a log line saying what differs."""
+    shards = FeatureShards(feats_dir)
+    info = shards.info
+    lay = info.get("layer")
+    num_layers = info.get("num_layers")
+    want_layer = layer % num_layers if isinstance(num_layers, int) and num_layers > 0 else layer
+    want = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "upstream": upstream,
+        "upstream_ckpt": None if ckpt is None else str(Path(ckpt).resolve()),
+        "layer": want_layer,
+        "autocast": autocast,
+        "batch_size": batch_size,
+        "format": "npy",
+    }
+    have = {**info, "layer": lay, "batch_size": info.get("batch_size", 1)}
+    differ = [f"{k} {have.get(k)!r} (here {v!r})" for k, v in want.items() if have.get(k) != v]
+    if sha and info.get("upstream_sha256") not in (None, sha):
+        differ.append("upstream_sha256")
+    if differ:
+        logger.info("encode: not using the features in %s: %s differ", feats_dir,
+                    ", ".join(differ))
+        return {}, 0
+    out: dict[str, np.ndarray] = dict(shards.utterances())
+    return out, shards.dim
+
+
+def _merge_in_order(
+    utts: Sequence[Utterance], dumped: dict[str, np.ndarray],
+    computed: Iterator[tuple[Utterance, np.ndarray]],
+) -> Iterator[tuple[Utterance, np.ndarray]]:
+    """``(utterance, feats)`` in the order of ``utts``: from ``dumped`` where there, else from
+    ``computed`` (the others, in order; an utterance it skipped is left out)."""
+    nxt = next(computed, None)
+    for utt in utts:
+        if utt.uttid in dumped:
+            yield utt, _check_feats(utt, np.array(dumped[utt.uttid], dtype=np.float32))
+        elif nxt is not None and nxt[0].uttid == utt.uttid:
+            yield nxt
+            nxt = next(computed, None)
 
 
 def encode(
@@ -375,10 +453,16 @@ def encode(
     chunk_s: float = 30.0,
     strict: bool = False,
     autocast: str | None = None,
+    feats_dir: str | None = None,
 ) -> dict[str, Any]:
     """Units of shard ``rank`` of ``data_dir``, features computed on the fly with the
     codebook's upstream/layer (or the given overrides); writes ``out`` (sorted unit text) and,
-    with ``ark``, a kaldiio ark + scp (``ark`` with ``.scp``) of ``(T, M)`` int32 codes."""
+    with ``ark``, a kaldiio ark + scp (``ark`` with ``.scp``) of ``(T, M)`` int32 codes.
+
+    ``feats_dir``: a ``dump_feats`` output of the same data dir (the features a codebook was
+    fit on): its utterances are encoded from those features, only the others run through the
+    upstream (which is not loaded at all when every utterance is there). Used only when the
+    features were made with the same upstream, checkpoint, layer, autocast and batch size."""
     from rpq_units.features import FeatureExtractor
 
     q = load_quantizer(codebook, device=device)
@@ -394,26 +478,41 @@ def encode(
         lay = meta.get("layer", -1) if same else -1
     utts = load_data_dir(data_dir)
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
-    fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device, chunk_s=chunk_s,
-                          autocast=autocast)
     sha = meta.get("upstream_sha256")
-    if same and sha and fx.ckpt_sha256 != sha:
-        raise QuantizerError(
-            f"codebook {codebook} was fit on features of a checkpoint with sha256 {sha[:12]}..., "
-            f"but {fx.ckpt} has sha256 {(fx.ckpt_sha256 or '')[:12]}... (another or changed file)"
-        )
-    if fx.dim != q.dim:
-        raise QuantizerError(
-            f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
-            f"layer {fx.layer} gives {fx.dim}-dim features"
-        )
+    dumped: dict[str, np.ndarray] = {}
+    if feats_dir is not None:
+        dumped, dim = _dumped_features(
+            feats_dir, data_dir=data_dir, upstream=up, ckpt=ckpt, sha=sha if same else None,
+            layer=lay, autocast=autocast, batch_size=batch_size)
+        dumped = {u.uttid: dumped[u.uttid] for u in mine if u.uttid in dumped}
+        if dumped and dim != q.dim:
+            raise QuantizerError(f"codebook {codebook} was trained on {q.dim}-dim features but "
+                                 f"{feats_dir} has {dim}-dim features")
+        logger.info("encode: %d of %d utterances from the features in %s, %d through the "
+                    "upstream", len(dumped), len(mine), feats_dir, len(mine) - len(dumped))
+    rest = [u for u in mine if u.uttid not in dumped]
+    computed: Iterator[tuple[Utterance, np.ndarray]] = iter(())
+    skipped: list[str] = []
+    if rest:
+        fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
+                              chunk_s=chunk_s, autocast=autocast)
+        if same and sha and fx.ckpt_sha256 != sha:
+            raise QuantizerError(
+                f"codebook {codebook} was fit on features of a checkpoint with sha256 "
+                f"{sha[:12]}..., but {fx.ckpt} has sha256 {(fx.ckpt_sha256 or '')[:12]}... "
+                "(another or changed file)"
+            )
+        if fx.dim != q.dim:
+            raise QuantizerError(
+                f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
+                f"layer {fx.layer} gives {fx.dim}-dim features"
+            )
+        computed = _features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
+                             desc=f"encode.{rank}")
     units: dict[str, str] = {}
     arks = UnitArkWriter(ark) if ark else None
-    skipped: list[str] = []
     frames = 0
-    for utt, feats in _features(
-        mine, fx, strict=strict, skipped=skipped, batch_size=batch_size, desc=f"encode.{rank}"
-    ):
+    for utt, feats in _merge_in_order(mine, dumped, computed):
         try:
             codes = q.encode(feats)
         except QuantizerError as e:
@@ -430,7 +529,8 @@ def encode(
     write_units(out, units)
     if arks is not None:
         arks.close()
-    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped)}
+    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
+               "from_feats_dir": len(dumped)}
     logger.info(
         "encode: wrote %s (%d utterances, %d frames, %d skipped)",
         out,
@@ -639,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "codebook", required=True, help="codebook from fit")
     _opt(p, "out", required=True, help="unit text file")
     _opt(p, "ark", default=None, help="also write a kaldiio ark (+ .scp) of (T, M) codes")
+    _opt(p, "feats_dir", default=None,
+         help="dump_feats output of this data dir: its utterances are encoded from those "
+         "features (same upstream, layer, autocast and batch size), the rest on the fly")
     feature_opts(p, required=False)
 
     p = sub.add_parser(

@@ -177,6 +177,69 @@ def _ssl_kind_hint(ckpt: str) -> str:
     return f"; {ckpt} is an rpq_units SSL encoder file: use --upstream {RPQ_SSL}"
 
 
+#: random initialisers made no-ops while an s3prl entry builds a model it then loads
+_INIT_FUNCS = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
+               "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def _load_without_init() -> Iterator[list]:
+    """While an s3prl entry builds its model from a checkpoint: the random initialisers of
+    ``torch.nn.init`` and ``Tensor.normal_`` / ``Tensor.uniform_`` do nothing (the values are
+    overwritten by the checkpoint; for WavLM Large they are 315 M random numbers drawn on
+    the CPU), and ``torch.load`` maps a file (``mmap=True``) instead of reading it into memory
+    first. Yields the list of modules that then got a strict ``load_state_dict``, so the
+    caller can check that every parameter and buffer was loaded (:func:`_all_loaded`).
+    Written by hand: s3prl builds and loads in one constructor, with no option to skip the
+    initialisation (transformers' ``no_init_weights`` does the same for its own models)."""
+    loaded: list = []
+    init = torch.nn.init
+    saved_init = {name: getattr(init, name) for name in _INIT_FUNCS if hasattr(init, name)}
+    saved_tensor = {name: getattr(torch.Tensor, name) for name in ("normal_", "uniform_")}
+    saved_load, saved_lsd = torch.load, torch.nn.Module.load_state_dict
+
+    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(f, (str, os.PathLike)) and "mmap" not in kwargs:
+            try:
+                return saved_load(f, *args, mmap=True, **kwargs)
+            except (RuntimeError, ValueError):  # e.g. the legacy (non-zip) format: no mmap
+                pass
+        return saved_load(f, *args, **kwargs)
+
+    def load_state_dict(self: torch.nn.Module, state_dict: Any, strict: bool = True,
+                        *args: Any, **kwargs: Any) -> Any:
+        out = saved_lsd(self, state_dict, strict, *args, **kwargs)
+        if strict:
+            loaded.append(self)
+        return out
+
+    for name in saved_init:
+        setattr(init, name, keep)
+    for name in saved_tensor:
+        setattr(torch.Tensor, name, keep)
+    torch.load, torch.nn.Module.load_state_dict = load, load_state_dict
+    try:
+        yield loaded
+    finally:
+        for name, fn in saved_init.items():
+            setattr(init, name, fn)
+        for name, fn in saved_tensor.items():
+            setattr(torch.Tensor, name, fn)
+        torch.load, torch.nn.Module.load_state_dict = saved_load, saved_lsd
+
+
+def _all_loaded(model: Any, loaded: list) -> bool:
+    """Whether every parameter and persistent buffer of ``model`` belongs to a module that got
+    a strict ``load_state_dict`` (:func:`_load_without_init`)."""
+    if not isinstance(model, torch.nn.Module):
+        return False
+    covered = {id(t) for m in loaded for t in m.state_dict(keep_vars=True).values()}
+    return all(id(t) in covered for t in model.state_dict(keep_vars=True).values())
+
+
 def file_sha256(path: str) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -242,11 +305,18 @@ class FeatureExtractor:
         self.device = torch.device(device)
         if self.ckpt is not None and not Path(self.ckpt).is_file():
             raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
+        sha = None
+        if self.ckpt is not None:  # hashed while the model is built (hashlib releases the GIL)
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(1)
+            sha = pool.submit(file_sha256, self.ckpt)
+            pool.shutdown(wait=False)
         self.model = (
             _load_ssl_upstream(self.ckpt) if upstream == RPQ_SSL else self._load_s3prl(upstream)
         )
         self.kind = self.model.encoder.method if upstream == RPQ_SSL else "s3prl"
-        self.ckpt_sha256 = file_sha256(self.ckpt) if self.ckpt is not None else None
+        self.ckpt_sha256 = sha.result() if sha is not None else None
         self.model.to(self.device).eval()
         rates = self.model.get_downsample_rates("hidden_states")
         with torch.no_grad():
@@ -298,6 +368,15 @@ class FeatureExtractor:
         elif upstream.endswith("_local"):
             raise FeatureError(f"upstream {upstream} needs a checkpoint path (--upstream_ckpt)")
         try:
+            if self.ckpt is None:
+                return entry(*args, **kwargs)
+            with _load_without_init() as loaded:
+                model = entry(*args, **kwargs)
+            if _all_loaded(model, loaded):
+                return model
+            # something was not loaded from the checkpoint: build it again, initialised
+            logger.info("upstream %s: not every weight comes from %s; building it with its "
+                        "own initialisation", upstream, self.ckpt)
             return entry(*args, **kwargs)
         except FeatureError:
             raise

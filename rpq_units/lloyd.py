@@ -50,6 +50,7 @@ from collections.abc import Iterator
 
 import torch
 
+from rpq_units import search
 from rpq_units.search import (  # noqa: F401  (assign, assign_lowp, LOWP_*: re-exported)
     BOUND_EPS,
     LOWP_EPS,
@@ -303,6 +304,15 @@ class _PlainPasses:
         self.sq_total = sq_rows.double().sum(-1).to(device)  # (G,)
         self.codes: torch.Tensor | None = None
         self.dist: torch.Tensor | None = None
+        # where assign runs the fused search on rows held on the device, the rows are prepared
+        # for it once (centred on their mean, scaled, rounded to fp16) instead of in every pass
+        self.prep = None
+        if self.rows >= n and x.device == device and search.uses_fused(device):
+            try:
+                self.prep = search.prepare_rows(x)
+            except torch.OutOfMemoryError:
+                logger.info("k-means: no device memory for the prepared fp16 rows; preparing "
+                            "them in every pass")
 
     def assign(self, cent: torch.Tensor) -> tuple[int, int]:
         """Assign every row to its nearest centroid of cent (G, K, d) -> (changed, searched)."""
@@ -316,7 +326,7 @@ class _PlainPasses:
         codes = torch.empty(g, n, dtype=torch.long, device=self.x.device)
         dist = torch.empty(g, n, dtype=torch.float32, device=self.x.device)
         for s, e, xd in host_chunks(self.x, self.rows, self.device):
-            c, dd = assign(xd, cent)
+            c, dd = assign(xd, cent, prepared=self.prep)
             for gi in range(g):
                 counts[gi] += cluster_sums(xd[gi], c[gi], k, out=sums[gi])[1]
             codes[:, s:e], dist[:, s:e] = c.to(self.x.device), dd.to(self.x.device)

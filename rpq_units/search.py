@@ -9,6 +9,8 @@ per row block, so the ``(N, K)`` score matrix never exists in memory as a whole:
   those of an exact search: the fused Triton kernel of :mod:`rpq_units.search_triton`
   (:func:`assign_fused`, fp16 products with fp32 accumulation, a running top-3 per row) when
   triton is importable, else :func:`assign_lowp` (fp16 product per row block in torch).
+  Repeated searches of the same rows (Lloyd passes) prepare them once
+  (:func:`prepare_rows`: centred, scaled, rounded) and pass them as ``prepared``.
 * :class:`Top2Search`: nearest and second-nearest distances (Hamerly's bounds in
   :mod:`rpq_units.lloyd`).
 * :func:`topk`: the ``k`` nearest codewords of each row (beam searches of RVQ and AVQ).
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -52,6 +56,18 @@ LOWP_MIN_K = 768
 #: error of one reduced-precision dot product, per unit ``||x|| ||c||``: rounding of both
 #: inputs and of the output (3u) plus fp32 accumulation, times a safety margin of 4/3.
 LOWP_EPS = {torch.float16: 4 * 2.0**-11, torch.bfloat16: 4 * 2.0**-8}
+#: error of fp32 accumulation per product term, per unit ``||x^|| ||c^||`` (tensor cores may
+#: truncate instead of rounding: 2^-23, not 2^-24)
+ACC_EPS = 2.0**-23
+#: safety factor on the per-row error bound of :func:`assign_fused`
+FUSED_MARGIN = 1.25
+#: :func:`assign` certifies the fused search's codes (tiers 2 and 3). False: tier 1 only, the
+#: best approximate codeword of every row ("uncertified fast mode"; not exact, see
+#: bench/RESULTS.md for the measured share of codes equal to fp32).
+GPU_CERTIFY = True
+#: products of the fused search: "triton" (one fused kernel, :func:`search_triton.top2`) or
+#: "gemm" (cuBLAS fp32-output GEMM per row block + a Triton scan, :func:`search_triton.top2_gemm`)
+FUSED_KERNEL = "gemm"
 #: absolute error per feature dimension from inputs that fall in the subnormal range
 #: (fp16 only: bf16 has the fp32 exponent range), for inputs scaled to |x| <= 1, |c| <= 2.
 LOWP_TINY = {torch.float16: 2.0**-23, torch.bfloat16: 0.0}
@@ -80,8 +96,19 @@ def fused_available(device: torch.device) -> bool:
     return True
 
 
+def uses_fused(device: torch.device) -> bool:
+    """Whether :func:`assign` on ``device`` runs :func:`assign_fused`."""
+    return GPU_LOWP and not torch.backends.cuda.matmul.allow_tf32 and fused_available(device)
+
+
 @torch.no_grad()
-def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def assign(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    *,
+    prepared: PreparedRows | None = None,
+    need_dist: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Nearest centroid per row.
 
     x: (G, N, d), centroids: (G, K, d) -> codes (G, N) int64, squared distances (G, N) float32.
@@ -91,18 +118,22 @@ def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torc
     forces the plain fp32 product). Where the caller allowed TF32
     (``torch.backends.cuda.matmul.allow_tf32 = True``) the plain product runs in TF32 instead:
     not exact (99.97 % of codes equal to fp32 in bench/RESULTS.md).
+
+    ``prepared``: x prepared by :func:`prepare_rows` (used by the fused search, ignored by the
+    others). ``need_dist=False`` lets the fused search skip the distances (returned as None).
     """
     global GPU_FUSED
-    if x.is_cuda and GPU_LOWP and not torch.backends.cuda.matmul.allow_tf32:
-        if fused_available(x.device):
-            try:
-                return assign_fused(x, centroids)
-            except Exception:  # e.g. a GPU or driver the Triton build cannot compile for
-                logger.warning("fused Triton search failed; using the torch certified search "
-                               "from now on", exc_info=True)
-                GPU_FUSED = False
-        if centroids.shape[1] >= LOWP_MIN_K:
-            return assign_lowp(x, centroids)
+    if uses_fused(x.device):
+        try:
+            return assign_fused(x, centroids, prepared=prepared, need_dist=need_dist,
+                                certify=GPU_CERTIFY)
+        except Exception:  # e.g. a GPU or driver the Triton build cannot compile for
+            logger.warning("fused Triton search failed; using the torch certified search "
+                           "from now on", exc_info=True)
+            GPU_FUSED = False
+    if x.is_cuda and GPU_LOWP and not torch.backends.cuda.matmul.allow_tf32 \
+            and centroids.shape[1] >= LOWP_MIN_K:
+        return assign_lowp(x, centroids)
     return assign_exact(x, centroids)
 
 
@@ -279,6 +310,95 @@ def assign_lowp(
     return codes, dist
 
 
+@dataclass
+class PreparedRows:
+    """Rows prepared once for repeated fused searches (:func:`prepare_rows`).
+
+    ``mu`` (G, d) float32: the centre; ``xh`` (G, N, dp) ``dtype``: the centred rows divided by
+    their norms and rounded (dp: d padded for the kernel, zero columns); ``nrm`` (G, N): the
+    norms ``||x - mu||``; ``res`` (G, N): the norms of the rounding residuals."""
+
+    mu: torch.Tensor
+    xh: torch.Tensor
+    nrm: torch.Tensor
+    res: torch.Tensor
+    dtype: torch.dtype
+
+
+@torch.no_grad()
+def prepare_rows(
+    x: torch.Tensor, *, dtype: torch.dtype = torch.float16, centre: torch.Tensor | None = None
+) -> PreparedRows:
+    """Prepare x (G, N, d) float32 for :func:`assign_fused` (``prepared=``): centred on
+    ``centre`` (G, d) (default: the mean of the rows, which does not change between Lloyd
+    passes), divided by the row norms, rounded to ``dtype``, in one pass of a Triton kernel.
+    Costs ``N dp`` elements of ``dtype`` on x's device."""
+    from rpq_units import search_triton
+
+    g, n, d = x.shape
+    mu = (x.mean(1) if centre is None else centre).float().reshape(g, d)
+    dp = search_triton.padded(1, d)[1]
+    xh = torch.empty(g, n, dp, dtype=dtype, device=x.device)
+    nrm = torch.empty(g, n, dtype=torch.float32, device=x.device)
+    res = torch.empty(g, n, dtype=torch.float32, device=x.device)
+    for gi in range(g):
+        _, nrm[gi], res[gi] = search_triton.prepare(x[gi], mu[gi], dtype, dp, out=xh[gi])
+    return PreparedRows(mu, xh, nrm, res, dtype)
+
+
+def fused_codebook(
+    c: torch.Tensor, mu: torch.Tensor, dtype: torch.dtype, kp: int, dp: int
+) -> tuple[torch.Tensor, ...]:
+    """Codebook side of :func:`assign_fused`: c (K, d) float32, centre mu (d,) -> centred
+    codewords cc (K, d), their squared norms cc_sq (K,), ``beta = max ||cc_j||`` (0-dim),
+    the rounded unit-scale codebook ch (kp, dp) ``dtype`` padded with zeros, the kernel's
+    norms (kp,) padded with +inf, and ``rho``, the largest rounding residual norm (0-dim)."""
+    k, d = c.shape
+    cc = c - mu
+    cc_sq = (cc * cc).sum(1)
+    beta = cc_sq.max().sqrt().clamp_min(1e-30)
+    cn = cc / beta
+    ch = torch.zeros(kp, dp, dtype=dtype, device=c.device)
+    ch[:k, :d] = cn.to(dtype)
+    rho = torch.linalg.vector_norm(cn - ch[:k, :d].float(), dim=1).max()
+    cnp = torch.full((kp,), float("inf"), device=c.device)
+    cnp[:k] = cc_sq
+    return cc, cc_sq, beta, ch, cnp, rho
+
+
+def fused_error(
+    scale: torch.Tensor, res: torch.Tensor, rho: torch.Tensor, cmax: torch.Tensor, dp: int
+) -> torch.Tensor:
+    """Bound on the error of the fused kernel's scores (see :func:`assign_fused`): scale
+    ``2 s_i beta`` (n,), residual norms res (n,), rho and ``cmax = beta^2`` (0-dim), padded
+    dimension dp -> (n,)."""
+    u_acc = dp * ACC_EPS
+    return (scale * ((res + rho + res * rho) + u_acc * (1.0 + res) * (1.0 + rho)) * FUSED_MARGIN
+            + 2.0**-20 * cmax + 2.0**-22 * scale)
+
+
+class _Timer:
+    """Wall time per phase into ``stats["t_<phase>"]`` when ``stats["timing"]`` is true (with a
+    device synchronisation at each phase end, so only for measurements)."""
+
+    def __init__(self, stats: dict | None, device: torch.device):
+        self.stats = stats if stats is not None and stats.get("timing") else None
+        self.cuda = device.type == "cuda"
+        self.t = self._now() if self.stats is not None else 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        if self.stats is not None:
+            now = self._now()
+            key = f"t_{phase}"
+            self.stats[key] = self.stats.get(key, 0.0) + now - self.t
+            self.t = now
+
+
 @torch.no_grad()
 def assign_fused(
     x: torch.Tensor,
@@ -287,53 +407,103 @@ def assign_fused(
     dtype: torch.dtype = torch.float16,
     block_rows: int | None = None,
     stats: dict | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    prepared: PreparedRows | None = None,
+    certify: bool = True,
+    need_dist: bool = True,
+    kernel: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`assign` with the fused Triton kernel (:mod:`rpq_units.search_triton`), certified.
 
-    Rows and codewords are centred on the codeword mean ``mu``; row ``i`` is divided by its
-    own norm ``s_i = ||x'_i||`` and the codewords by ``beta = max_j ||c'_j||`` before rounding
-    to ``dtype`` (no overflow, and every rounded input has norm <= 1). The kernel forms
+    Rows and codewords are centred on ``mu`` (the centre of ``prepared``, else the codeword
+    mean); row ``i`` is divided by its own norm ``s_i = ||x'_i||`` and the codewords by
+    ``beta = max_j ||c'_j||`` before rounding to ``dtype`` (no overflow; unit vectors
+    ``x^_i``, ``c^_j`` of norm <= 1 up to the rounding residuals ``r_i`` = ``||x^_i - x'_i /
+    s_i||`` and ``rho = max_j ||c^_j - c'_j / beta||``, both measured). The kernel forms
     ``score_ij = ||c'_j||^2 - 2 s_i beta <x^_i, c^_j>`` tile by tile (fp32 accumulation) and
-    keeps per row the two best codewords and the third-best score. The error of a score is at
-    most ``E_i = 2 s_i beta (eps + d tiny) + 2^-22 (||c'||^2_max + 2 s_i beta)`` (inputs,
-    accumulation, fp32 epilogue). Tier 1 accepts the best when the runner-up is more than
-    ``2 E_i`` above it; tier 2 rescores the two best exactly and accepts the better when it is
-    below the third-best score minus ``E_i``; tier 3 searches the remaining rows in fp32.
-    Same contract as :func:`assign`; ``stats`` as in :func:`assign_lowp`. Runs on CPU under
+    keeps per row the two best codewords and the third-best score. By Cauchy-Schwarz the
+    error of a score is at most ``E_i = 2 s_i beta m (r_i + rho + r_i rho + dp a (1 + r_i)(1 +
+    rho)) + 2^-20 ||c'||^2_max + 2^-22 2 s_i beta`` (rounded inputs, fp32 accumulation with
+    ``a`` = :data:`ACC_EPS` over ``dp`` terms, margin ``m`` = :data:`FUSED_MARGIN`, fp32
+    norms and epilogue). Tier 1 accepts the best when the runner-up is more than ``2 E_i``
+    above it; tier 2 computes the exact distances to the two best (:func:`search_triton.
+    pair_dist`) and accepts the nearer when its score is below the third-best score minus
+    ``E_i``; tier 3 searches the remaining rows in fp32. ``certify=False`` stops after tier
+    1 (not exact). Same contract as :func:`assign` (``need_dist=False``: distances None);
+    ``stats`` as in :func:`assign_lowp`, plus with ``stats["timing"] = True`` the seconds
+    per phase ``t_prep``, ``t_kernel``, ``t_rescore``, ``t_fallback``, ``t_dist``.
+    ``kernel``: "triton" or "gemm" (default :data:`FUSED_KERNEL`). Runs on CPU under
     ``TRITON_INTERPRET=1`` (tests).
     """
-    from rpq_units import search_triton
+    from rpq_units import search_triton as st
+
+    kernel = kernel or FUSED_KERNEL
+    if kernel not in ("triton", "gemm"):
+        raise ValueError(f"assign_fused: unknown kernel {kernel!r} (triton or gemm)")
+    top2 = st.top2 if kernel == "triton" else st.top2_gemm
 
     g, n, d = x.shape
-    eps, tiny = LOWP_EPS[dtype], LOWP_TINY[dtype] * d
-    step = max(1, min(n, block_rows or (1 << 20 if x.is_cuda else 4096)))
+    k = centroids.shape[1]
+    if prepared is not None:
+        dtype = prepared.dtype
+    kp, dp = st.padded(k, d)
+    elem = torch.finfo(dtype).bits // 8
+    if prepared is not None:
+        step = max(1, n)
+    else:
+        # row blocks of at least 256 MiB of rounded rows (and at least TUNE_MIN_ROWS rows: the
+        # kernel's autotuned tiles)
+        default = max(st.TUNE_MIN_ROWS, (1 << 28) // (dp * elem)) if x.is_cuda else 4096
+        step = max(1, min(n, block_rows or default))
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
-    dist = torch.empty(g, n, dtype=torch.float32, device=x.device)
+    dist = torch.empty(g, n, dtype=torch.float32, device=x.device) if need_dist else None
     rescored = fallback = 0
+    timer = _Timer(stats, x.device)
+    buf = None
     for gi in range(g):
-        c = centroids[gi]
-        mu = c.mean(0)
-        cc = c - mu
-        cc_sq = (cc * cc).sum(1)
-        cmax = cc_sq.max()
-        beta = cmax.sqrt().clamp_min(1e-30)
-        ch = (cc / beta).to(dtype).contiguous()
+        c = centroids[gi].float()
+        mu = prepared.mu[gi] if prepared is not None else c.mean(0)
+        cc, cc_sq, beta, ch, cnp, rho = fused_codebook(c, mu, dtype, kp, dp)
+        cmax = beta.square()
         for s in range(0, n, step):
             e = min(n, s + step)
-            xc = x[gi, s:e] - mu
-            nrm = torch.linalg.vector_norm(xc, dim=1).clamp_min_(1e-30)
-            xh = (xc / nrm.unsqueeze(1)).to(dtype)
+            xb = x[gi, s:e]
+            if prepared is not None:
+                xh, nrm, res = prepared.xh[gi, s:e], prepared.nrm[gi, s:e], prepared.res[gi, s:e]
+            else:
+                if buf is None:
+                    buf = torch.empty(min(step, n), dp, dtype=dtype, device=x.device)
+                xh, nrm, res = st.prepare(xb, mu, dtype, dp, out=buf[: e - s])
+            timer("prep")
             scale = 2.0 * beta * nrm  # (b,)
-            i1, i2, v1, v2, v3 = search_triton.top2(xh, ch, cc_sq, scale)
-            err = scale * (eps + tiny) + 2.0**-22 * (cmax + scale)
+            i1, i2, v1, v2, v3 = top2(xh, ch, cnp, scale)
+            timer("kernel")
             code = i1.long()
-            unsure = (v2 - v1 <= 2.0 * err).nonzero().squeeze(1)
-            if unsure.numel():
-                rescored += int(unsure.numel())
-                cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)], 1)
-                limit = v3.index_select(0, unsure) - err.index_select(0, unsure)
-                fallback += _tiers_2_3(xc, nrm, code, unsure, cand.long(), limit, cc, cc_sq)
-            dist[gi, s:e] = _store(codes[gi, s:e], code, xc, cc)
+            if certify:
+                err = fused_error(scale, res, rho, cmax, dp)
+                unsure = (v2 - v1 <= 2.0 * err).nonzero().squeeze(1)
+                if unsure.numel():
+                    rescored += int(unsure.numel())
+                    cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)],
+                                       1).long()
+                    pd = st.pair_dist(xb, unsure, c, cand)  # (u, 2) exact squared distances
+                    second = (pd[:, 1] < pd[:, 0]) | ((pd[:, 1] == pd[:, 0])
+                                                      & (cand[:, 1] < cand[:, 0]))
+                    pick = second.long().unsqueeze(1)
+                    best = pd.gather(1, pick).squeeze(1)
+                    code[unsure] = cand.gather(1, pick).squeeze(1)
+                    nu2 = nrm.index_select(0, unsure).square()
+                    slack = 2.0**-18 * (best + nu2 + cmax)
+                    limit = v3.index_select(0, unsure) - err.index_select(0, unsure)
+                    bad = unsure[~(best - nu2 + slack < limit)]
+                    timer("rescore")
+                    if bad.numel():
+                        fallback += int(bad.numel())
+                        code[bad] = _fallback_rows(xb.index_select(0, bad) - mu, cc, cc_sq)
+                        timer("fallback")
+            codes[gi, s:e] = code
+            if dist is not None:
+                dist[gi, s:e] = st.pair_dist(xb, None, c, code.unsqueeze(1)).squeeze(1)
+                timer("dist")
     _count(stats, g * n, rescored, fallback)
     return codes, dist
 

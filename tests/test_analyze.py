@@ -17,6 +17,7 @@ from rpq_units.analyze import (
     dim_correlation,
     ensemble_terms,
     error_correlation,
+    reconstruct,
     reconstruction_mse,
     rho_codes,
     rho_energy,
@@ -69,6 +70,12 @@ def test_mse_equals_decode_encode_distortion(fitted, x, tmp_path, method):
     direct = float(((x.astype(np.float64) - q.decode(q.encode(x))) ** 2).sum(1).mean())
     assert reconstruction_mse(q, x) == pytest.approx(direct, rel=1e-6)
     assert q.distortion(x) == pytest.approx(direct, rel=1e-5)
+    # under a memory budget of 100 frames the blocks are smaller: the same codes and errors
+    codes, sq = reconstruct(q, x)
+    codes_b, sq_b = reconstruct(q, x, memory_budget=4 * x.shape[1] * 100)
+    np.testing.assert_array_equal(codes_b, codes)
+    np.testing.assert_allclose(sq_b, sq, rtol=1e-6)
+    assert x.shape[0] > 100
     q.save(tmp_path / "cb.pt")
     write_feats(tmp_path / "feats", x)
     rep = analyze(codebook=tmp_path / "cb.pt", feats_dir=tmp_path / "feats", out_dir=tmp_path / "a")

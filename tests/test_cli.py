@@ -464,3 +464,51 @@ def test_programming_errors_keep_their_traceback(tmp_path, capsys):
     assert "Traceback (most recent call last)" in r.stderr
     assert "in bug" in r.stderr and "ValueError: invalid literal for int()" in r.stderr
     assert "error: " not in r.stderr
+
+
+def test_encode_reuses_dumped_features(codebooks, feats, tiny_data, tiny_wavlm, tmp_path, capsys,
+                                       monkeypatch, caplog):
+    """``encode --feats_dir``: the utterances dumped by ``dump_feats`` are encoded from those
+    features (the upstream runs on the others only, or is not loaded when all are there);
+    units and ark order equal those of on-the-fly encoding. Features made with another layer
+    are not used."""
+    import logging
+
+    from rpq_units.features import FeatureExtractor
+
+    cb = codebooks["kmeans"]
+    base = ["encode", "--data_dir", tiny_data, "--codebook", cb, "--log_level", "INFO"]
+    assert run(capsys, *base, "--out", tmp_path / "ref", "--ark", tmp_path / "ref.ark")[0] == 0
+    half = tmp_path / "half"
+    assert run(capsys, "dump_feats", "--data_dir", tiny_data, "--out_dir", half, "--upstream",
+               "wavlm_local", "--upstream_ckpt", tiny_wavlm, "--layer", "2", "--portion", "0.5",
+               "--seed", "3")[0] == 0
+    calls = []
+    real_extract = FeatureExtractor.extract
+
+    def extract(self, wav):
+        calls.append(1)
+        return real_extract(self, wav)
+
+    monkeypatch.setattr(FeatureExtractor, "extract", extract)
+    caplog.set_level(logging.INFO, logger="rpq_units.cli")
+    assert run(capsys, *base, "--out", tmp_path / "u1", "--ark", tmp_path / "u1.ark",
+               "--feats_dir", half)[0] == 0
+    assert len(calls) == 3  # 7 utterances, 4 of them dumped
+    assert "4 of 7 utterances from the features" in caplog.text
+    assert (tmp_path / "u1").read_text() == (tmp_path / "ref").read_text()
+    assert (tmp_path / "u1.scp").read_text().split()[::2] == (tmp_path / "ref.scp").read_text().split()[::2]
+
+    def no_upstream(self, **kw):
+        raise AssertionError("the upstream must not be loaded")
+
+    monkeypatch.setattr(FeatureExtractor, "__init__", no_upstream)
+    assert run(capsys, *base, "--out", tmp_path / "u2", "--feats_dir", feats)[0] == 0
+    assert (tmp_path / "u2").read_text() == (tmp_path / "ref").read_text()
+    monkeypatch.undo()
+    caplog.clear()
+    # features of layer 2 are not those of layer 1: computed again
+    assert run(capsys, *base, "--layer", "1", "--out", tmp_path / "l1")[0] == 0
+    assert run(capsys, *base, "--layer", "1", "--out", tmp_path / "l1d", "--feats_dir", feats)[0] == 0
+    assert "not using the features" in caplog.text and "layer 2 (here 1)" in caplog.text
+    assert (tmp_path / "l1d").read_text() == (tmp_path / "l1").read_text()

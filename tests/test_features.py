@@ -146,3 +146,31 @@ def test_demo_upstream_configs_load_with_their_frame_rate(conf):
     f = fx.extract(sine_speech(2.0))
     assert f.shape[1] == 80
     assert abs(f.shape[0] - 2000 / hop_ms) <= 2
+
+
+def test_upstream_built_without_random_init(tiny_wavlm, monkeypatch):
+    """The upstream is built with the random initialisers switched off and the checkpoint
+    memory-mapped: the features equal those of a model built with its own initialisation,
+    and the initialisers are restored afterwards."""
+    import rpq_units.features as features
+
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    checks: list[bool] = []
+    real = features._all_loaded
+
+    def spy(model, loaded):
+        checks.append(real(model, loaded))
+        return checks[-1]
+
+    monkeypatch.setattr(features, "_all_loaded", spy)
+    fast = FeatureExtractor(upstream="wavlm_local", ckpt=str(tiny_wavlm), layer=2).extract(wav)
+    assert checks == [True]  # every weight came from the checkpoint: no rebuild
+    assert torch.nn.init.normal_.__name__ == "normal_" and torch.Tensor.normal_.__name__ == "normal_"
+    monkeypatch.setattr(features, "_all_loaded", lambda model, loaded: False)  # the rebuild path
+    slow = FeatureExtractor(upstream="wavlm_local", ckpt=str(tiny_wavlm), layer=2).extract(wav)
+    np.testing.assert_array_equal(fast, slow)
+    # a module whose second layer is never loaded is detected
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    with features._load_without_init() as loaded:
+        net[0].load_state_dict(torch.nn.Linear(3, 3).state_dict())
+    assert not real(net, loaded) and real(net[0], loaded)

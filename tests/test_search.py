@@ -91,7 +91,7 @@ def test_fused_search_closer_ties_than_fp32(kernels):
     assert torch.equal(codes[0].cpu(), brute(x, c)[0])
 
 
-def test_fused_kernel_top3(kernels):
+def test_fused_kernel_top3(kernels, monkeypatch):
     """The kernel's running best, second best (indices) and third-best score per row."""
     st, dev = kernels
     g = torch.Generator().manual_seed(2)
@@ -99,11 +99,27 @@ def test_fused_kernel_top3(kernels):
     ch = torch.randn(37, 24, generator=g).half()
     cn = torch.rand(37, generator=g)
     scale = torch.rand(70, generator=g) + 0.5
-    i1, i2, v1, v2, v3 = st.top2(xh.to(dev), ch.to(dev), cn.to(dev), scale.to(dev))
+    # the kernel takes the codebook padded: zero codewords with infinite norms, zero columns
+    kp, dp = st.padded(37, 24)
+    assert kp % 32 == 0 and kp >= 37 and dp % 32 == 0 and dp >= 24
+    chp = torch.zeros(kp, dp, dtype=torch.half)
+    chp[:37, :24] = ch
+    cnp = torch.full((kp,), float("inf"))
+    cnp[:37] = cn
+    xhp = torch.zeros(70, dp, dtype=torch.half)
+    xhp[:, :24] = xh
+    with pytest.raises(ValueError, match="not padded"):
+        st.top2(xh.to(dev), ch.to(dev), cn.to(dev), scale.to(dev))
+    i1, i2, v1, v2, v3 = st.top2(xhp.to(dev), chp.to(dev), cnp.to(dev), scale.to(dev))
     sc = cn - scale[:, None] * (xh.float() @ ch.float().t())
     v, i = sc.sort(dim=1, stable=True)
     assert torch.equal(i1.cpu().long(), i[:, 0]) and torch.equal(i2.cpu().long(), i[:, 1])
     torch.testing.assert_close(torch.stack([v1, v2, v3], 1).cpu(), v[:, :3], rtol=1e-5, atol=1e-5)
+    # the two-step variant: GEMM products, then the Triton scan (several row blocks)
+    monkeypatch.setattr(st, "GEMM_BLOCK_BYTES", 4 * kp * 30)
+    j1, j2, w1, w2, w3 = st.top2_gemm(xhp.to(dev), chp.to(dev), cnp.to(dev), scale.to(dev))
+    assert torch.equal(j1.cpu().long(), i[:, 0]) and torch.equal(j2.cpu().long(), i[:, 1])
+    torch.testing.assert_close(torch.stack([w1, w2, w3], 1).cpu(), v[:, :3], rtol=1e-5, atol=1e-5)
 
 
 def test_segment_sum_equals_index_add(kernels):
@@ -171,3 +187,118 @@ def test_quantizer_fit_with_memory_budget(method):
     assert torch.equal(q_str.codebooks, cent) and torch.equal(q_str.inertia, inertia)
     q_mem = make_quantizer(method, **kw).fit(x)
     assert q_str.distortion(x) == pytest.approx(q_mem.distortion(x), rel=1e-2)
+
+
+def test_prepare_kernel(kernels):
+    """Rows centred, divided by their norms and rounded in one kernel pass; the residual norms
+    are those of the actual rounding; padding columns are zero."""
+    st, dev = kernels
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, 37, generator=g) * 3.0 + 20.0
+    x[7] = 20.0  # a row at the centre: norm clamped, no NaN
+    mu = torch.full((37,), 20.0)
+    xh, nrm, res = st.prepare(x.to(dev), mu.to(dev), torch.float16, 64)
+    xh, nrm, res = xh.cpu(), nrm.cpu(), res.cpu()
+    xc = x - mu
+    ref_n = xc.norm(dim=1).clamp_min(1e-30)
+    torch.testing.assert_close(nrm, ref_n, rtol=1e-6, atol=1e-30)
+    xn = xc / ref_n[:, None]
+    assert xh.shape == (50, 64) and float(xh[:, 37:].abs().max()) == 0.0
+    torch.testing.assert_close(xh[:, :37].float(), xn, rtol=2**-10, atol=1e-7)
+    torch.testing.assert_close(res, (xn - xh[:, :37].float()).norm(dim=1), rtol=1e-3, atol=1e-9)
+    assert bool(torch.isfinite(xh.float()).all()) and float(res.max()) < 2**-10
+
+
+def test_pair_dist(kernels):
+    st, dev = kernels
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(40, 70, generator=g) + 8.0
+    c = torch.randn(9, 70, generator=g) + 8.0
+    rows = torch.tensor([3, 0, 39, 3])
+    cand = torch.randint(9, (4, 2), generator=g)
+    out = st.pair_dist(x.to(dev), rows.to(dev), c.to(dev), cand.to(dev)).cpu()
+    ref = ((x[rows][:, None, :].double() - c[cand].double()) ** 2).sum(-1)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
+    all_rows = st.pair_dist(x.to(dev), None, c.to(dev), torch.zeros(40, 1, dtype=torch.long).to(dev))
+    torch.testing.assert_close(all_rows.cpu()[:, 0].double(), ((x.double() - c[0].double()) ** 2).sum(1),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_fused_error_bound_holds(kernels):
+    """The kernel's best and second-best scores are within the certificate's bound of the
+    float64 scores ``||c'_j||^2 - 2 <x', c'_j>``, on offset data with near-ties; the bound is
+    far below the old worst-case one (4 u per unit product)."""
+    st, dev = kernels
+    x, c = hard_case(3, n=300)
+    x, c = x.to(dev), c.to(dev)
+    k, d = c.shape
+    kp, dp = st.padded(k, d)
+    mu = x.mean(0)
+    cc, cc_sq, beta, ch, cnp, rho = search.fused_codebook(c, mu, torch.float16, kp, dp)
+    xh, nrm, res = st.prepare(x, mu, torch.float16, dp)
+    scale = 2.0 * beta * nrm
+    i1, i2, v1, v2, _ = st.top2(xh, ch, cnp, scale)
+    err = search.fused_error(scale, res, rho, beta.square(), dp).double().cpu()
+    xc = x.double().cpu() - mu.double().cpu()
+    ccd = c.double().cpu() - mu.double().cpu()
+    f = (ccd * ccd).sum(1)[None] - 2.0 * xc @ ccd.t()  # (n, K)
+    for i, v in ((i1, v1), (i2, v2)):
+        true = f.gather(1, i.long().cpu()[:, None]).squeeze(1)
+        assert bool(((v.double().cpu() - true).abs() <= err).all())
+    old = 4 * 2.0**-11 * scale.double().cpu()
+    assert float((err / old).max()) < 0.6
+
+
+def test_fused_search_prepared_rows(kernels):
+    """Rows prepared once (centred on their own mean) give the exact codes against changing
+    codebooks, for two problems at once; ``need_dist=False`` skips the distances; the
+    uncertified mode returns the kernel's best (exact here, on well-separated data)."""
+    _, dev = kernels
+    x, c = hard_case(4)
+    x2, c2 = hard_case(5)
+    xs, cs = torch.stack([x, x2]).to(dev), torch.stack([c, c2]).to(dev)
+    prep = search.prepare_rows(xs)
+    torch.testing.assert_close(prep.mu, xs.mean(1))
+    for shift, kernel in ((0.0, "triton"), (0.5, "triton"), (0.5, "gemm")):
+        # a second "pass": moved codewords, the same prepared rows; the two-step kernel
+        stats: dict = {"timing": True}
+        codes, dist = search.assign_fused(xs, cs + shift, prepared=prep, stats=stats, kernel=kernel)
+        plain, _ = search.assign_fused(xs, cs + shift, need_dist=False)
+        for gi in range(2):
+            i, v = brute(xs[gi].cpu(), cs[gi].cpu() + shift)
+            assert torch.equal(codes[gi].cpu(), i) and torch.equal(plain[gi].cpu(), i)
+            torch.testing.assert_close(dist[gi].cpu().double(), v, rtol=1e-4, atol=1e-3)
+        assert stats["rescored"] > 0 and all(stats[f"t_{p}"] > 0 for p in ("prep", "kernel", "dist"))
+    assert search.assign_fused(xs, cs, prepared=prep, need_dist=False)[1] is None
+    xb = blobs(500, 24, 10, 7).to(dev)
+    cb = xb[:10] + 0.01
+    stats = {}
+    fast, _ = search.assign_fused(xb[None], cb[None], certify=False, stats=stats)
+    assert torch.equal(fast[0].cpu(), brute(xb.cpu(), cb.cpu())[0]) and stats["rescored"] == 0
+
+
+def test_fit_with_fused_search_equals_plain_fit(kernels, monkeypatch):
+    """The Lloyd passes of a fit through the fused search (rows prepared once, distances only
+    for the passes with an empty cluster) give the centroids of the fp32 fit bit for bit; an
+    initial centroid far from all rows exercises the re-seeding."""
+    _, dev = kernels
+    x = blobs(600, 16, 12, 8).to(dev)
+    init = x[:10].clone()
+    init[3] = 1e3  # no row is nearest: empty in the first pass
+    kw = {"seed": 0, "max_iter": 4, "tol": 0.0, "bounds": False, "init": init}
+    h_ref: list = []
+    c_ref, i_ref = lloyd.fit_kmeans(x, 10, history=h_ref, **kw)
+    calls = []
+    real_prepare = search.prepare_rows
+
+    def prepare(*a, **k):
+        calls.append(1)
+        return real_prepare(*a, **k)
+
+    monkeypatch.setattr(search, "uses_fused", lambda device: True)  # CPU: the interpreter
+    monkeypatch.setattr(search, "prepare_rows", prepare)
+    h_fused: list = []
+    c_fused, i_fused = lloyd.fit_kmeans(x, 10, history=h_fused, **kw)
+    assert len(calls) == 1  # once per fit, not per pass
+    assert torch.equal(c_fused, c_ref) and h_fused == h_ref
+    torch.testing.assert_close(i_fused, i_ref)

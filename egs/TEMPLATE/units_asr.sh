@@ -61,6 +61,10 @@ layer=-1                # upstream layer (-1: last)
 feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
                         # with the checkpoint's file name instead of <upstream> when one is given)
 feats_portion=0.3       # portion of the training utterances used to fit the discretizers
+feats_autocast=none     # precision of the upstream forward in dump_feats/encode: none (fp32), bf16
+                        # or fp16 (torch.autocast; bf16 agreement with fp32: bench/RESULTS.md)
+feats_batch_size=1      # utterances per upstream forward in dump_feats/encode (1: one at a time,
+                        # exact; more: padded batches of similar lengths, faster on a GPU)
 on_encode_error=fail    # an utterance that cannot be encoded: fail (stop stage 4) or delete (left
                         # out of training; scored as a full deletion; named in the log with the count)
 max_frames=0            # at most this many frames to fit on (0: all sampled)
@@ -116,6 +120,11 @@ done
 case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 2 ;; esac
 case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
 case "${train_jobs}" in ''|*[!0-9]*|0) echo "$0: --train_jobs must be a positive integer" >&2; exit 2 ;; esac
+case "${feats_autocast}" in none|bf16|fp16) ;; *) echo "$0: --feats_autocast must be none, bf16 or fp16" >&2; exit 2 ;; esac
+case "${feats_batch_size}" in ''|*[!0-9]*|0) echo "$0: --feats_batch_size must be a positive integer" >&2; exit 2 ;; esac
+# the upstream forward options of dump_feats and encode (defaults: fp32, one utterance at a time)
+fwd_opts="--batch_size ${feats_batch_size}"
+[ "${feats_autocast}" = none ] || fwd_opts+=" --autocast ${feats_autocast}"
 case "${on_encode_error}" in fail|delete) ;; *) echo "$0: --on_encode_error must be fail or delete" >&2; exit 2 ;; esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
@@ -163,10 +172,14 @@ load_data_sigs() {  # content hash of each set's utterance ids, transcripts and 
     done
 }
 # Each st_* prints the "key=value" settings of one result, those of its inputs included.
+st_fwd() {  # the forward options, recorded when not the defaults (older stamps stay valid)
+    [ "${feats_autocast}" = none ] || echo "feats_autocast=${feats_autocast}"
+    [ "${feats_batch_size}" = 1 ] || echo "feats_batch_size=${feats_batch_size}"
+}
 st_feats() {
     echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
     echo "upstream=${upstream}"; echo "upstream_ckpt=${ckpt_sig}"
-    echo "layer=${layer}"; echo "feats_portion=${feats_portion}"
+    echo "layer=${layer}"; echo "feats_portion=${feats_portion}"; st_fwd
 }
 st_units() {  # <discretizer>
     st_feats; echo "units_config.$1=$(file_sig "${units_conf_dir}/$1.yaml")"; echo "max_frames=${max_frames}"
@@ -194,7 +207,7 @@ st_decode() {  # <discretizer> <set> <nolm|lm>
 }
 st_cfeats() {  # <set>: the frozen features of one set (continuous reference, stage 11)
     echo "upstream=${upstream}"; echo "upstream_ckpt=${ckpt_sig}"; echo "layer=${layer}"
-    echo "data.$1=${data_sig[$1]}"
+    echo "data.$1=${data_sig[$1]}"; st_fwd
 }
 st_ctrain() {
     st_cfeats "${train_set}"; st_cfeats "${valid_set}"; st_tokens; echo "valid_set=${valid_set}"
@@ -281,7 +294,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${featdir}/log/dump_feats.JOB.log" \
             bash -c "rpq-units dump_feats --data_dir ${datadir}/${train_set} --out_dir ${featdir} \
                 --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${feats_portion} \
-                --seed 0 --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+                --seed 0 --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
         stamp_write "${featdir}/.done" "${stamp}"
     fi
     stage_end "feature sample"
@@ -331,9 +344,15 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             mkdir -p "${odir}"
             stamp_write "${odir}/.stamp" "${stamp}"
             log "encoding ${s} with ${d} -> ${odir}/units"
+            # the training utterances of stage 2's sample are encoded from its features
+            reuse=""
+            if [ "${s}" = "${train_set}" ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)"; then
+                reuse="--feats_dir ${featdir}"
+            fi
             if ! ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
                 bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
-                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict}"; then
+                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict} \
+                    ${fwd_opts} ${reuse}"; then
                 log "error: encoding ${s} with ${d} failed: $(grep -h '^error: ' "${odir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
                     "(logs: ${odir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
                 exit 1
@@ -689,7 +708,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${fdir}/log/dump_feats.JOB.log" \
             bash -c "rpq-units dump_feats --data_dir ${datadir}/${s} --out_dir ${fdir} --format ark \
                 --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion 1 \
-                --nshard ${_nj} --rank \$((JOB - 1)) --device ${device}"
+                --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
         parts=()
         for ((j = 0; j < _nj; j++)); do parts+=("${fdir}/feats.${j}.scp"); done
         utils/merge_sorted.sh "${fdir}/feats.scp" "${parts[@]}"
