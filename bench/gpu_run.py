@@ -20,6 +20,7 @@
 
     python bench/gpu_run.py --out "$OUT"            # full size (about 5 minutes on one H200)
     python bench/gpu_run.py --tiny --out /tmp/gpu   # CPU smoke test of every part
+    python bench/gpu_run.py --parts lloyd,stream --out "$OUT"   # some parts only (about 45 s)
 """
 
 from __future__ import annotations
@@ -103,21 +104,29 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
                  100.0 * float((low == ref).float().mean())))
     log(f"lloyd: certified fp16 pass {t_low:.4f} s")
     t = time.perf_counter()
-    search.assign_fused(x3, c3)  # first call: compilation and autotuning of the kernels
+    for kern in ("gemm", "triton"):  # first calls: compilation and autotuning of the kernels
+        search.assign_fused(x3, c3, kernel=kern)
     sync()
     log(f"lloyd: fused first call (compile + autotune) {time.perf_counter() - t:.1f} s")
     prep = search.prepare_rows(x3)
     t_prep_once = timeit(lambda: search.prepare_rows(x3), reps)
     new_sums = lambda: torch.zeros(k, d, dtype=torch.float64, device=dev)  # noqa: E731
     once = {"prepared": prep, "need_dist": False}
+    # the segment sum's tile is tuned on its first call: on the exact codes, before any variant
+    search.cluster_sums(x, ref, k, out=new_sums())
     variants = [
-        ("fused", "fused Triton fp16, rows prepared per call (with distances)", {}),
-        ("fused, prepared once",
-         "**fused Triton fp16, rows prepared once per fit (as `lloyd.fit_kmeans`)**", once),
-        ("gemm", "certified fp16, rows prepared once, `kernel=\"gemm\"` (cuBLAS fp32-output GEMM "
-                 "+ Triton top-3 scan)", {**once, "kernel": "gemm"}),
-        ("uncertified fast mode", "uncertified fast mode (`certify=False`: tier 1 only), rows "
-                                  "prepared once", {**once, "certify": False}),
+        ("gemm", "**certified fp16, `kernel=\"gemm\"` (the default: cuBLAS fp32-output GEMM + "
+                 "Triton top-3 scan), rows prepared once per fit (as `lloyd.fit_kmeans`)**",
+         {**once, "kernel": "gemm"}),
+        ("gemm, per call", "certified fp16, `kernel=\"gemm\"`, rows prepared per call (with "
+                           "distances)", {"kernel": "gemm"}),
+        ("fused", "fused Triton fp16 (`kernel=\"triton\"`), rows prepared per call (with "
+                  "distances)", {"kernel": "triton"}),
+        ("fused, prepared once", "fused Triton fp16 (`kernel=\"triton\"`), rows prepared once "
+                                 "per fit", {**once, "kernel": "triton"}),
+        ("uncertified fast mode", "uncertified fast mode (`certify=False`: tier 1 only), "
+                                  "`kernel=\"gemm\"`, rows prepared once",
+         {**once, "kernel": "gemm", "certify": False}),
     ]
     phases = ("prep", "kernel", "rescore", "fallback", "dist")
     codes_of: dict = {}
@@ -151,9 +160,12 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
             traceback.print_exc()
             failed.append(f"{label}: FAILED ({type(e).__name__}: {str(e)[:300]})")
             log(f"lloyd: {key} FAILED: {e}")
-    codes_f = codes_of.get("fused, prepared once", codes_of.get("fused"))
-    t_upd = timeit(lambda: search.cluster_sums(x, codes_f, k, out=new_sums()), reps)
-    t_idx = timeit(lambda: update(x, codes_f, k), reps)
+    # the update alone, on the exact (fp32) codes: its time depends on the cluster sizes (one
+    # program per cluster in the segment sum, atomics on the same rows in index_add_), so it
+    # is timed on the codes every correct search gives, not on those of a variant under test
+    t_upd = timeit(lambda: search.cluster_sums(x, ref, k, out=new_sums()), reps)
+    t_idx = timeit(lambda: update(x, ref, k), reps)
+    sizes = torch.bincount(ref, minlength=k)
     tuned = "n/a (interpreter)"
     try:
         from rpq_units import search_triton
@@ -201,7 +213,8 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
         f"Preparation of the rows, once per fit: {t_prep_once:.4f} s. Kernel tile chosen by the "
         f"autotuner: {tuned}.",
         "",
-        f"Update alone: segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
+        f"Update alone, on the fp32 codes (cluster sizes {int(sizes.min())}-{int(sizes.max())}): "
+        f"segment sum {t_upd:.4f} s, `index_add_` {t_idx:.4f} s. "
         f"Rows rescored / searched again in fp32: certified fp16 (torch) "
         f"{pct(st_low, 'rescored')} / {pct(st_low, 'fallback')}, "
         + "".join(f"{kk} {pct(v, 'rescored')} / {pct(v, 'fallback')}, "
@@ -295,7 +308,8 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_run_out"))
     ap.add_argument("--work", default=None, help="scratch dir (default: /tmp/gpu_run)")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
-    ap.add_argument("--parts", default="lloyd,stream,rehearsal")
+    ap.add_argument("--parts", default="lloyd,stream,rehearsal",
+                    help="comma-separated parts to run, of lloyd, stream, rehearsal (default all)")
     ap.add_argument("--n", type=int, default=2_000_000)
     ap.add_argument("--d", type=int, default=1024)
     ap.add_argument("--k", type=int, default=2000)
@@ -307,6 +321,11 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--batch_size", type=int, default=16)
     args = ap.parse_args()
+    parts = {"lloyd": part_lloyd, "stream": part_stream, "rehearsal": part_rehearsal}
+    chosen = [p for p in args.parts.split(",") if p]
+    unknown = [p for p in chosen if p not in parts]
+    if unknown or not chosen:
+        ap.error(f"--parts {args.parts!r}: unknown part(s) {unknown} (choose from {', '.join(parts)})")
     if args.tiny:
         args.n, args.d, args.k, args.reps, args.exact_rows = 800, 32, 20, 1, 800
         args.stream_n, args.stream_k, args.stream_iters = 4000, 30, 3
@@ -327,8 +346,7 @@ def main() -> int:
               f"{sys.version.split()[0]}; TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}."
               f" Command: `{' '.join(sys.argv)}`", ""]
     status = {}
-    parts = {"lloyd": part_lloyd, "stream": part_stream, "rehearsal": part_rehearsal}
-    for p in args.parts.split(","):
+    for p in chosen:
         log(f"=== part {p}")
         t = time.perf_counter()
         try:

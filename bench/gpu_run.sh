@@ -8,6 +8,8 @@
 #
 #   bash bench/gpu_run.sh                 # full size, needs CUDA, torch, triton, numpy
 #   bash bench/gpu_run.sh --tiny          # CPU smoke test (Triton interpreter), a few minutes
+#   bash bench/gpu_run.sh --parts lloyd,stream   # some parts only (of lloyd, stream, rehearsal;
+#                                                # these two: about 45 s plus the start on one H200)
 #
 # Without this repository's venv, the extra pure-Python / small wheels for the rehearsal are
 # installed from WHEELS_DIR (default: ./wheels) when that directory exists.

@@ -6,9 +6,10 @@ per row block, so the ``(N, K)`` score matrix never exists in memory as a whole:
 * :func:`assign`: nearest codeword of each row for ``G`` problems at once,
   ``x: (G, N, d)``, ``codebooks: (G, K, d)`` -> codes ``(G, N)``, squared distances ``(G, N)``.
   On CPU an fp32 product; on CUDA a certified reduced-precision search whose codes equal
-  those of an exact search: the fused Triton kernel of :mod:`rpq_units.search_triton`
-  (:func:`assign_fused`, fp16 products with fp32 accumulation, a running top-3 per row) when
-  triton is importable, else :func:`assign_lowp` (fp16 product per row block in torch).
+  those of an exact search: :func:`assign_fused` with the kernels of
+  :mod:`rpq_units.search_triton` (fp16 products with fp32 accumulation by cuBLAS, a Triton
+  scan keeping the top-3 per row; :data:`FUSED_KERNEL`) when triton is importable, else
+  :func:`assign_lowp` (fp16 product per row block in torch).
   Repeated searches of the same rows (Lloyd passes) prepare them once
   (:func:`prepare_rows`: centred, scaled, rounded) and pass them as ``prepared``.
 * :class:`Top2Search`: nearest and second-nearest distances (Hamerly's bounds in
@@ -65,8 +66,10 @@ FUSED_MARGIN = 1.25
 #: best approximate codeword of every row ("uncertified fast mode"; not exact, see
 #: bench/RESULTS.md for the measured share of codes equal to fp32).
 GPU_CERTIFY = True
-#: products of the fused search: "triton" (one fused kernel, :func:`search_triton.top2`) or
-#: "gemm" (cuBLAS fp32-output GEMM per row block + a Triton scan, :func:`search_triton.top2_gemm`)
+#: products of the fused search: "gemm" (cuBLAS fp32-output GEMM per row block + a Triton
+#: top-3 scan, :func:`search_triton.top2_gemm`; correct and the fastest on one H200) or
+#: "triton" (one fused kernel, :func:`search_triton.top2`; its autotuned tile gave wrong
+#: codes on an H200, see :func:`search_triton.top2`)
 FUSED_KERNEL = "gemm"
 #: absolute error per feature dimension from inputs that fall in the subnormal range
 #: (fp16 only: bf16 has the fp32 exponent range), for inputs scaled to |x| <= 1, |c| <= 2.

@@ -3,7 +3,8 @@
 * :func:`prepare`: rows centred on a given centre, divided by their norm and rounded to
   fp16/bf16 in one pass, with the norm of the rounding residual of every row (the certificate
   of :func:`rpq_units.search.assign_fused` uses it instead of a worst-case bound).
-* :func:`top2`: fused nearest-codeword search. Per block of rows, the products with one tile of
+* :func:`top2`: fused nearest-codeword search (not the default: its autotuned tile gave
+  wrong codes on an H200, see its docstring). Per block of rows, the products with one tile of
   codewords at a time (fp16/bf16 inputs, fp32 accumulation, ``tl.dot``), the scores
   ``||c'_j||^2 - scale_i <x^_i, c^_j>`` formed in registers, and a running best, second best
   and third-best score per row: the ``(N, K)`` score matrix never exists. Tile sizes, warps
@@ -181,7 +182,13 @@ def top2(
     fp32, scale: (n,) fp32 -> best index i1 (n,) int32, second i2 (n,) int32, and the best,
     second and third scores v1, v2, v3 (n,) fp32 of ``cn_j - scale_i <xh_i, ch_j>``
     (``inf`` where K has fewer codewords). (K, d) must be padded as :func:`padded` says
-    (rows of ch beyond the codebook: zeros with ``cn = inf``)."""
+    (rows of ch beyond the codebook: zeros with ``cn = inf``).
+
+    Failed the H200 check of bench/gpu_run.py (triton 3.6.0, N = 2M, d = 1024, K = 2000,
+    autotuned tile BM 64, BN 256, BK 64, 8 warps, 4 stages): codes equal to fp32 on only
+    23 % of the rows after certification, the certificate failing on every row. Hence
+    :data:`rpq_units.search.FUSED_KERNEL` is "gemm" (:func:`top2_gemm`); this kernel stays
+    selectable (``kernel="triton"``) for measurements."""
     n, d = xh.shape
     k = ch.shape[0]
     if (k, d) != padded(k, d):

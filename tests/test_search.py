@@ -302,3 +302,61 @@ def test_fit_with_fused_search_equals_plain_fit(kernels, monkeypatch):
     assert len(calls) == 1  # once per fit, not per pass
     assert torch.equal(c_fused, c_ref) and h_fused == h_ref
     torch.testing.assert_close(i_fused, i_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the autotuned "
+                    "tiles of the fused search run on GPU only (the interpreter uses fixed ones)")
+@pytest.mark.parametrize("kernel", ["gemm", "triton"])
+def test_fused_search_autotuned_on_gpu(kernel, monkeypatch):
+    """At least TUNE_MIN_ROWS rows, so the autotuned tiles run (the CPU tests cannot reach
+    them): the fused search with each kernel, rows prepared per call and once, gives the codes
+    of the fp32 search on at least 99.9 % of the rows (fp32's own near-tie errors aside)."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    import rpq_units.search_triton as st
+
+    dev = torch.device("cuda")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    n, d, k = st.TUNE_MIN_ROWS, 1024, 2000
+    x = blobs(n, d, 300, 11).to(dev)
+    c = (x[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].to(dev)]
+         + 0.1 * torch.randn(k, d, device=dev))
+    ref, _ = search.assign_exact(x[None], c[None])
+    codes, _ = search.assign_fused(x[None], c[None], kernel=kernel)
+    assert float((codes == ref).float().mean()) >= 0.999
+    prep = search.prepare_rows(x[None])
+    codes_p, _ = search.assign_fused(x[None], c[None], prepared=prep, need_dist=False,
+                                     kernel=kernel)
+    assert float((codes_p == ref).float().mean()) >= 0.999
+
+
+def test_streamed_fit_equals_in_memory_fit_fused(kernels, monkeypatch):
+    """With the fused search (the interpreter on CPU): the in-memory fit prepares its rows once,
+    the streamed fit (a budget of a quarter of the data) searches chunk by chunk; both run the
+    default kernel and give the same centroids and objective history."""
+    _, dev = kernels
+    x = blobs(600, 16, 12, 9)
+    init = x[:10].clone()
+    kw = {"seed": 0, "max_iter": 3, "tol": 0.0, "bounds": False, "init": init, "device": dev}
+    monkeypatch.setattr(search, "uses_fused", lambda device: True)  # CPU: the interpreter
+    kernels_run: list = []
+    real_fused = search.assign_fused
+
+    def fused(*a, **k):
+        kernels_run.append((k.get("kernel") or search.FUSED_KERNEL, k.get("prepared") is not None))
+        return real_fused(*a, **k)
+
+    monkeypatch.setattr(search, "assign_fused", fused)
+    h_mem: list = []
+    h_str: list = []
+    c_mem, i_mem = lloyd.fit_kmeans(x.to(dev), 10, history=h_mem, **kw)
+    n_mem = len(kernels_run)
+    budget = x.numel() * 4 // 4
+    c_str, i_str = lloyd.fit_kmeans(x, 10, history=h_str, memory_budget=budget, **kw)
+    assert {kern for kern, _ in kernels_run} == {"gemm"}
+    assert any(p for _, p in kernels_run[:n_mem]) and not any(p for _, p in kernels_run[n_mem:])
+    if dev.type == "cpu":  # index_add_ in row order: the same bits
+        assert torch.equal(c_mem.cpu(), c_str.cpu()) and h_mem == h_str
+    else:  # float64 segment sums per chunk: the same up to the last bit of fp32
+        torch.testing.assert_close(c_mem, c_str, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(i_mem.cpu(), i_str.cpu())
