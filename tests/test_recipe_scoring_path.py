@@ -36,22 +36,31 @@ def test_continuous_row_is_cer_under_its_cer_header(tmp_path):
     write_table(recipe / "data" / ML / "text", ml_ref)
     write_table(recipe / "data" / ML / "utt2lang", {"mlsuperb_u1": "eng", "mlsuperb_u2": "deu"})
     write_table(recipe / "data" / LS / "text", ls_ref)
-    # a finished continuous reference (stage 11's training and decoding markers are there)
+    common = ["--run_continuous", "true", "--test_sets", f"{LS} {ML}", "--nlsyms_txt", "nlsyms.txt",
+              "--discretizers", ""]
+
+    def stamp(result):
+        """What the engine's done marker of `result` records under the current settings."""
+        r = run(["./run.sh", *common, "--show_stamp", result], cwd=recipe)
+        assert r.returncode == 0 and "upstream=" in r.stdout, r.stderr[-3000:]
+        return r.stdout
+
+    # a finished continuous reference: stage 11's training and decoding markers, with the stamps
+    # stage 11 writes (a decode without its stamp is not current and is left out of the table)
     adir = recipe / "exp" / "asr_wavlm_large_l21_continuous"
     for marker in ("stats/.done", ".done_train"):
         (adir / marker).parent.mkdir(parents=True, exist_ok=True)
-        (adir / marker).write_text("done\n")
+        (adir / marker).write_text(stamp("ctrain"))
     for s, ref, hyp in ((ML, ml_ref, ml_hyp), (LS, ls_ref, ls_hyp)):
         d = adir / f"decode_{s}_nolm"
         write_table(d / "ref", ref)
         write_table(d / "hyp", hyp)
-        (d / ".done").write_text("done\n")
+        (d / ".done").write_text(stamp(f"cdecode {s}"))
 
     # stage 10 scores every current decode, the continuous reference's included; stage 12 tables it
     for st in ("10", "12"):
-        r = run(["./run.sh", "--stage", st, "--stop_stage", st, "--run_continuous", "true",
-                 "--test_sets", f"{LS} {ML}", "--local_score_opts", f"--test_sets {ML}",
-                 "--nlsyms_txt", "nlsyms.txt", "--discretizers", ""], cwd=recipe)
+        r = run(["./run.sh", "--stage", st, "--stop_stage", st, *common,
+                 "--local_score_opts", f"--test_sets {ML}"], cwd=recipe)
         assert r.returncode == 0, r.stderr[-3000:]
 
     ml = adir / f"decode_{ML}_nolm" / "result.txt"
@@ -65,3 +74,10 @@ def test_continuous_row_is_cer_under_its_cer_header(tmp_path):
     table = (recipe / "RESULTS.md").read_text()
     assert f"| model | units | configs | train (min) | {LS} (WER) | {ML} (CER) |" in table
     assert "| wavlm_large_l21_continuous | continuous | `conf/asr/train_continuous_ebranchformer.yaml` | - | 50.0 | 5.0 |" in table
+
+
+def test_show_stamp_names_the_results_it_knows(tmp_path):
+    recipe = recipe_copy(tmp_path)
+    r = run(["./run.sh", "--test_sets", LS, "--show_stamp", "nonsense"], cwd=recipe)
+    assert r.returncode == 2 and "no result named 'nonsense'" in r.stderr and "cdecode" in r.stderr
+    assert not (recipe / "data").exists()  # nothing ran: stage 1 was not started

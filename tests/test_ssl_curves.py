@@ -26,3 +26,10 @@ def test_collapsed_label_streams_are_named():
     assert msgs[0].startswith("train ppl_enhanced is 1.00 at epoch 2 (below 2 since epoch 2)")
     assert msgs[1].startswith("valid ppl_enhanced is 1.00 at epoch 2 (below 2 since epoch 1)")
     assert not any("ppl_anchor" in m for m in msgs)
+
+
+def test_collapse_is_dated_from_the_last_stretch_below_the_threshold():
+    mod = load()
+    stats = {e: {"train": {"ppl_enhanced": v}} for e, v in ((1, 1.0), (2, 5.0), (3, 1.5), (4, 1.0))}
+    assert mod.collapsed(mod.curves(stats)) == [
+        "train ppl_enhanced is 1.00 at epoch 4 (below 2 since epoch 3): those labels collapsed to one code"]

@@ -38,6 +38,8 @@ min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done
 # General
 stage=1                 # first stage to run
 stop_stage=13           # last stage to run
+show_stamp=""           # "<result> [args]": print the settings that result's done marker records
+                        # (e.g. "cdecode test_clean", "decode kmeans test_clean nolm") and exit
 nj=2                    # parallel jobs for feature dump and encoding
 inference_nj=2          # parallel jobs for decoding
 ngpu=0                  # GPUs for ESPnet training (0: CPU)
@@ -250,6 +252,17 @@ keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a mode
         fi
     done
 }
+
+if [ -n "${show_stamp}" ]; then
+    read -r -a _st <<< "${show_stamp}"
+    if ! declare -F "st_${_st[0]}" > /dev/null; then
+        echo "$0: --show_stamp: no result named '${_st[0]}' (one of: $(declare -F | awk '$3 ~ /^st_/ { printf "%s ", substr($3, 4) }'))" >&2
+        exit 2
+    fi
+    load_data_sigs
+    stamp_of "st_${_st[0]}" "${_st[@]:1}"
+    exit 0
+fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_begin 1 "data preparation: ${data_sh} ${data_opts}"

@@ -50,7 +50,11 @@ def collapsed(data: dict, threshold: float = 2.0) -> list[str]:
     out = []
     for (part, name), points in sorted(data.items()):
         if name.startswith("ppl_") and points and points[-1][1] < threshold:
-            first = next(e for e, v in points if v < threshold)
+            first = points[-1][0]  # start of the last stretch of epochs below the threshold
+            for e, v in reversed(points):
+                if v >= threshold:
+                    break
+                first = e
             out.append(f"{part} {name} is {points[-1][1]:.2f} at epoch {points[-1][0]} (below "
                        f"{threshold:g} since epoch {first}): those labels collapsed to one code")
     return out
