@@ -81,3 +81,42 @@ def test_show_stamp_names_the_results_it_knows(tmp_path):
     r = run(["./run.sh", "--test_sets", LS, "--show_stamp", "nonsense"], cwd=recipe)
     assert r.returncode == 2 and "no result named 'nonsense'" in r.stderr and "cdecode" in r.stderr
     assert not (recipe / "data").exists()  # nothing ran: stage 1 was not started
+
+
+def test_results_tags_join_other_feature_tags_while_their_decodes_stand(tmp_path):
+    """Stage 12 of one feature tag tables the rows another tag's stage 12 tabled, checked against
+    their decodes' done markers (a decode redone since is left out with a warning)."""
+    recipe = recipe_copy(tmp_path)
+    ref = {"ls_1-2-3": "A B C D", "ls_1-2-4": "E F"}
+    write_table(recipe / "data" / LS / "text", ref)
+    hyps = {21: {"ls_1-2-3": "A B C D", "ls_1-2-4": "E F"}, 12: {"ls_1-2-3": "A B X D"}}
+    for layer, hyp in hyps.items():
+        opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "", "--layer", str(layer)]
+        r = run(["./run.sh", *opts, "--show_stamp", f"cdecode {LS}"], cwd=recipe)
+        assert r.returncode == 0, r.stderr[-3000:]
+        d = recipe / "exp" / f"asr_wavlm_large_l{layer}_continuous" / f"decode_{LS}_nolm"
+        write_table(d / "ref", ref)
+        write_table(d / "hyp", hyp)
+        (d / ".done").write_text(r.stdout)
+        for st in ("10", "12"):
+            tags = ["--results_tags", "wavlm_large_l21"] if layer == 12 else []
+            r = run(["./run.sh", "--stage", st, "--stop_stage", st, *opts, *tags], cwd=recipe)
+            assert r.returncode == 0, r.stderr[-3000:]
+    rows = {line.split(" | ")[0]: line for line in (recipe / "RESULTS.md").read_text().splitlines()}
+    assert rows["| wavlm_large_l21_continuous"].endswith("| 0.0 |")
+    assert rows["| wavlm_large_l12_continuous"].endswith("| 50.0 |")  # 1 sub + 2 del of 6
+
+    # l21's decode is redone with other settings: its row no longer joins l12's table
+    marker = recipe / "exp" / "asr_wavlm_large_l21_continuous" / f"decode_{LS}_nolm" / ".done"
+    marker.write_text(marker.read_text() + "inference_args=--beam_size 1\n")
+    opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "", "--layer", "12"]
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *opts,
+             "--results_tags", "wavlm_large_l21"], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "was redone or removed since stage 12 of wavlm_large_l21 tabled it" in r.stderr
+    table = (recipe / "RESULTS.md").read_text()
+    assert "wavlm_large_l21_continuous" not in table and "| wavlm_large_l12_continuous |" in table
+
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *opts, "--results_tags", "nope_l1"],
+            cwd=recipe)
+    assert r.returncode == 1 and "--results_tags: no rows of 'nope_l1'" in r.stderr

@@ -210,6 +210,39 @@ def test_birq_gumbel_gradients_reach_layers_below_k_and_spare_frozen_parts(tmp_p
         assert not buf.requires_grad, name
 
 
+def test_birq_utterance_norm_makes_label_collapse_no_minimum(tmp_path):
+    """A layer k that is (nearly) constant over time, the collapse seen with per-frame LayerNorm,
+    gives one code for every frame under ``frame`` normalisation; under ``utterance`` an exactly
+    constant layer gives nearly equal logits (random Gumbel labels) and a nearly constant one
+    gives labels spread by its residual noise: either way the labels cannot be predicted."""
+    frame, _ = build(tiny_config("birq", enhanced_norm="frame"), tmp_path, seed=1)
+    utt, _ = build(tiny_config("birq"), tmp_path, seed=2)
+    assert utt.losses[0].enhanced_norm == "utterance"  # the default
+    torch.manual_seed(0)
+    per_dim = torch.randn(2, 1, 32) * 3 + 1
+    nearly = per_dim.expand(2, 20, 32) + 1e-3 * torch.randn(2, 20, 32)
+    lengths = torch.tensor([20, 20])
+    codes = frame.losses[0].enhanced_logits(nearly, lengths).argmax(-1)
+    assert (codes == codes[:, :1]).all()  # one code for each utterance's frames
+    exact = utt.losses[0].enhanced_logits(per_dim.expand(2, 20, 32).contiguous(), lengths)
+    assert float(exact.abs().max()) < 0.05 * utt.losses[0].logit_scale  # nearly uniform
+    spread = utt.losses[0].enhanced_logits(nearly, lengths).argmax(-1)
+    assert len(set(spread.flatten().tolist())) > 10
+
+
+def test_birq_utterance_norm_ignores_padding(tmp_path):
+    model, _ = build(tiny_config("birq"), tmp_path)
+    loss_fn = model.losses[0]
+    torch.manual_seed(0)
+    short = torch.randn(1, 12, 32)
+    padded = torch.cat([torch.cat([short, 50 * torch.randn(1, 8, 32)], 1), torch.randn(1, 20, 32)])
+    alone = loss_fn.enhanced_logits(short, torch.tensor([12]))
+    batched = loss_fn.enhanced_logits(padded, torch.tensor([12, 20]))
+    assert torch.allclose(alone[0], batched[0, :12], atol=1e-5)
+    with pytest.raises(ValueError, match="enhanced_norm must be 'utterance' or 'frame'"):
+        build(tiny_config("birq", enhanced_norm="batch"), tmp_path, seed=5)
+
+
 def test_enhanced_layer_beyond_depth_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="enhanced_layer 9 is beyond the encoder's 3 layers"):
         build(tiny_config("birq", enhanced_layer=9), tmp_path)

@@ -24,7 +24,8 @@
 #  11  continuous reference (--run_continuous true): the frozen upstream's features of every set
 #      (rpq-units dump_feats --format ark), then ESPnet asr_train / asr_inference on them
 #  12  RESULTS.md: one row per model of the current settings, one column per test set (plus what
-#      the recipe's local/results.sh <expdir> prints, where it has one)
+#      the recipe's local/results.sh <expdir> prints, where it has one); --results_tags adds the
+#      rows other feature tags' stage 12 tabled (e.g. log-mel and SSL upstreams in one table)
 set -euo pipefail
 
 log() {
@@ -94,6 +95,8 @@ lm_weight=0.5           # shallow-fusion weight of the LM
 run_continuous=false    # also train the continuous reference (asr_train on the frozen features)
 continuous_config=conf/asr/train_continuous.yaml  # asr_train config for the reference
 results=RESULTS.md      # results table to (re)write in stage 12
+results_tags=""         # more feature tags whose rows join the table (as their own last stage 12
+                        # left them, each checked against its decode's done marker)
 # Resynthesis and demo page (stage 13)
 resynth_set=""          # set to resynthesize (default: the first test set)
 resynth_utts=10         # utterances of it resynthesized and scored (0: all)
@@ -811,15 +814,37 @@ fi
 
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     stage_begin 12 "results table -> ${results}"
-    # the rows: the current discretizers' decodes whose stamps match the current settings
+    # the rows: the current discretizers' decodes whose stamps match the current settings, each
+    # with a signature of its done marker, kept per feature tag for later tables (--results_tags)
+    rowdir=${expdir}/results_rows
+    mkdir -p "${rowdir}"
     current_decodes | while read -r ddir d v s; do
         if [ "${d}" = continuous ]; then
-            printf '%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${continuous_config}"
+            conf=${continuous_config}
         else
-            printf '%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" \
-                "${units_conf_dir}/${d}.yaml ${asr_config}$([ "${v}" = lm ] && echo " ${lm_config}")"
+            conf="${units_conf_dir}/${d}.yaml ${asr_config}$([ "${v}" = lm ] && echo " ${lm_config}")"
         fi
-    done > "${expdir}/results_rows.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${conf}" \
+            "$(sig < "${ddir}/.done")"
+    done > "${rowdir}/${feat_tag}.tsv.tmp"
+    mv "${rowdir}/${feat_tag}.tsv.tmp" "${rowdir}/${feat_tag}.tsv"
+    cut -f1-5 "${rowdir}/${feat_tag}.tsv" > "${expdir}/results_rows.tsv"
+    for t in ${results_tags}; do
+        [ "${t}" = "${feat_tag}" ] && continue
+        if [ ! -f "${rowdir}/${t}.tsv" ]; then
+            log "error: --results_tags: no rows of '${t}' in ${rowdir} (run stage 12 with --feat_tag ${t} first)"
+            exit 1
+        fi
+        # a row of another tag joins only while its decode is the one that tag's table showed
+        while IFS=$'\t' read -r mdir v s res conf msig; do
+            marker=${res%/*}/.done
+            if [ -f "${marker}" ] && [ "$(sig < "${marker}")" = "${msig}" ]; then
+                printf '%s\t%s\t%s\t%s\t%s\n' "${mdir}" "${v}" "${s}" "${res}" "${conf}"
+            else
+                log "warning: ${res%/*} (--results_tags ${t}) was redone or removed since stage 12 of ${t} tabled it: left out (rerun stage 12 with --feat_tag ${t})"
+            fi
+        done < "${rowdir}/${t}.tsv" >> "${expdir}/results_rows.tsv"
+    done
     python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
         --rows "${expdir}/results_rows.tsv" --command "$(cat "${expdir}/commands.txt"; echo "${run_args% }")" \
         --timing "${timing}" --out "${results}"

@@ -10,10 +10,10 @@ A label frame u (S input frames) counts as masked when any of its S input frames
 
 BiRQ (arXiv 2509.15430, details from the authors' project page, no code released): the same
 encoder also runs the unmasked input through its first k layers; those states, normalised without
-affine parameters (LayerNorm), go through a frozen random projection R (D -> p_e) and are matched
+affine parameters (N), go through a frozen random projection R (D -> p_e) and are matched
 against a frozen codebook C (K_e unit vectors) with Gumbel-softmax (temperature tau):
 
-    e_{b,u} = GumbelSoftmax(s * cos(R LN(h^k_{b,u}), C), tau)     "enhanced" label, with gradient
+    e_{b,u} = GumbelSoftmax(s * cos(R N(h^k_{b,u}), C), tau)      "enhanced" label, with gradient
     F = mean_{(b,u) masked} -sum_j e_{b,u,j} log softmax(V h_{b,u})_j
     loss = w1 F + w2 G                                            (w1 0.1, w2 2.4)
 
@@ -29,7 +29,16 @@ frames, mean over codebooks), ``masked_fraction`` (masked / valid label frames);
 ``loss_enhanced``, ``acc_enhanced`` and ``ppl_enhanced`` (argmax enhanced labels).
 
 Choices the paper leaves open, made here and exposed as options (unverified against the
-authors' code): the logits ``s * cos`` with ``logit_scale`` s (default 10), hard (straight-through,
+authors' code): the normalisation N (``enhanced_norm``): ``utterance`` (default: mean 0 / std 1
+per dimension over each utterance's valid frames, as BEST-RQ normalises its input) or ``frame``
+(LayerNorm over the dimensions of each frame). With gradients through the labels the model can
+lower F by making its own labels trivial; under ``frame`` it can map every frame of layer k to
+one direction and so to one code, which it did in the 2-core demo (enhanced-label perplexity
+13.1 -> 1.0 after one epoch, egs/mini_librispeech/RESULTS.md). Under ``utterance`` a layer k
+that is constant over time normalises to zero, all logits are equal and the labels are
+uniformly random (the cosine is damped for states under 1 % of a normalised state's length,
+so rounding noise is not scaled up into a code), the worst case for F: collapse is no longer a
+minimum. The logits ``s * cos`` with ``logit_scale`` s (default 10), hard (straight-through,
 default) or soft Gumbel samples (``gumbel_hard``), a separate enhanced head V (default) or the
 anchor head shared (``shared_head``, needs K_e = K and M = 1), K_e and p_e equal to the anchor
 codebook's unless set. In eval mode the enhanced label is the noiseless argmax.
@@ -150,14 +159,14 @@ class BiRQLoss(BestRQLoss):
 
     Extra keyword args: ``enhanced_layer`` k (None: round(0.7 N)), ``enhanced_weight`` w1 (0.1),
     ``anchor_weight`` w2 (2.4), ``gumbel_tau`` (0.5), ``gumbel_hard`` (True), ``logit_scale``
-    (10.0), ``enhanced_codebook_size`` K_e and ``enhanced_proj_dim`` p_e (None: as the anchor's),
+    (10.0), ``enhanced_norm`` ("utterance" or "frame"), ``enhanced_codebook_size`` K_e and ``enhanced_proj_dim`` p_e (None: as the anchor's),
     ``shared_head`` (False), ``enhanced_seed`` (None: label_seed + 1000).
     """
 
     def __init__(self, encoder_output_size: int, *, enhanced_layer: int | None = None,
                  enhanced_weight: float = 0.1, anchor_weight: float = 2.4,
                  gumbel_tau: float = 0.5, gumbel_hard: bool = True, logit_scale: float = 10.0,
-                 enhanced_codebook_size: int | None = None, enhanced_proj_dim: int | None = None,
+                 enhanced_norm: str = "utterance", enhanced_codebook_size: int | None = None, enhanced_proj_dim: int | None = None,
                  shared_head: bool = False, enhanced_seed: int | None = None,
                  **kwargs) -> None:
         super().__init__(encoder_output_size, **kwargs)
@@ -168,6 +177,9 @@ class BiRQLoss(BestRQLoss):
         self.gumbel_tau = float(gumbel_tau)
         self.gumbel_hard = bool(gumbel_hard)
         self.logit_scale = float(logit_scale)
+        if enhanced_norm not in ("utterance", "frame"):
+            raise ValueError(f"birq: enhanced_norm must be 'utterance' or 'frame', not {enhanced_norm!r}")
+        self.enhanced_norm = enhanced_norm
         self.enhanced_codebook_size = int(enhanced_codebook_size or self.codebook_size)
         self.shared_head = bool(shared_head)
         if self.shared_head and (self.enhanced_codebook_size != self.codebook_size
@@ -194,11 +206,31 @@ class BiRQLoss(BestRQLoss):
                              f"encoder's {num_layers} layers")
         self.enhanced_layer = int(self.enhanced_layer)
 
-    def enhanced_logits(self, unmasked_hidden: torch.Tensor) -> torch.Tensor:
-        """(N, D) layer-k states -> (N, K_e) logits s * cos(R LN(h), C), float32."""
+    def enhanced_logits(self, unmasked_hidden: torch.Tensor,
+                        lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T', D) layer-k states and their (B,) valid lengths -> (B, T', K_e) logits
+        s * cos(R N(h), C), float32 (N: see ``enhanced_norm``; padded frames do not enter the
+        per-utterance statistics)."""
         with torch.autocast(unmasked_hidden.device.type, enabled=False):  # selection in fp32
-            h = F.layer_norm(unmasked_hidden.float(), unmasked_hidden.shape[-1:])  # non-affine
-            y = F.normalize(h @ self.enhanced_projection, dim=-1)
+            h = unmasked_hidden.float()
+            if self.enhanced_norm == "frame":
+                h = F.layer_norm(h, h.shape[-1:])  # non-affine
+            else:
+                if lengths is None:
+                    lengths = torch.full(h.shape[:1], h.shape[1], device=h.device)
+                valid = (torch.arange(h.shape[1], device=h.device)[None, :]
+                         < lengths.to(h.device)[:, None]).unsqueeze(-1)
+                n = valid.sum(1, keepdim=True).clamp(min=1)
+                mean = (h * valid).sum(1, keepdim=True) / n
+                var = (((h - mean) * valid) ** 2).sum(1, keepdim=True) / n
+                h = (h - mean) * torch.rsqrt(var + 1e-5)
+            y = h @ self.enhanced_projection
+            # cosine, except for a state far shorter than a normalised one (E|N(h) R| = |R|_F for
+            # unit-variance h): a layer k constant over time leaves only rounding noise after the
+            # per-utterance normalisation, and scaling that up to unit length would give every
+            # frame the same code again; below 1 % of |R|_F the logits shrink towards uniform
+            floor = 0.01 * float(self.enhanced_projection.norm())
+            y = y / y.norm(dim=-1, keepdim=True).clamp(min=floor)
             return self.logit_scale * (y @ self.enhanced_codebook.T)
 
     def enhanced_targets(self, logits: torch.Tensor) -> torch.Tensor:
@@ -218,7 +250,7 @@ class BiRQLoss(BestRQLoss):
             feats, feats_lengths, mask_info["mask"], encoder_output_lengths, hidden.shape[1])
         g_loss, stats = self.anchor_loss(hidden, labels, valid, masked)
 
-        e_all = self.enhanced_logits(unmasked_hidden)  # (B, T', K_e)
+        e_all = self.enhanced_logits(unmasked_hidden, encoder_output_lengths)  # (B, T', K_e)
         e_ids = e_all.argmax(-1).detach()
         target = self.enhanced_targets(e_all[masked])  # (N, K_e)
         head = self.head if self.shared_head else self.enhanced_head
