@@ -33,3 +33,17 @@ def test_collapse_is_dated_from_the_last_stretch_below_the_threshold():
     stats = {e: {"train": {"ppl_enhanced": v}} for e, v in ((1, 1.0), (2, 5.0), (3, 1.5), (4, 1.0))}
     assert mod.collapsed(mod.curves(stats)) == [
         "train ppl_enhanced is 1.00 at epoch 4 (below 2 since epoch 3): those labels collapsed to one code"]
+
+
+def test_a_stream_that_shrank_to_a_few_codes_is_named():
+    """BiRQ with the per-utterance normalisation (demo run of 2026-11-28): the enhanced labels
+    went from 193 to about 3 codes per batch, above the one-code threshold."""
+    mod = load()
+    train = ((1, 193.3, 116.7), (2, 3.34, 116.7), (3, 3.31, 116.7), (4, 2.98, 116.7))
+    stats = {e: {"train": {"ppl_enhanced": v, "ppl_anchor": a}} for e, v, a in train}
+    stats[5] = {"train": {"ppl_rising": 50.0}}
+    for e in range(1, 5):
+        stats[e]["train"]["ppl_rising"] = 10.0 * e
+    assert mod.collapsed(mod.curves(stats)) == [
+        "train ppl_enhanced fell from 193.3 (epoch 1) to 2.98 (epoch 4): those labels shrank to "
+        "a few codes per batch"]

@@ -43,20 +43,29 @@ def curves(stats: dict) -> dict:
     return out
 
 
-def collapsed(data: dict, threshold: float = 2.0) -> list[str]:
-    """One warning per label stream whose perplexity ended below ``threshold``: its labels have
-    (nearly) all become one code, so predicting them teaches the encoder nothing. BiRQ's enhanced
-    labels can do this (the model shapes its own targets through the Gumbel-softmax)."""
+def collapsed(data: dict, threshold: float = 2.0, drop: float = 0.1) -> list[str]:
+    """One warning per label stream whose perplexity (per batch, of the argmax labels) ended
+    below ``threshold`` (its labels have (nearly) all become one code) or below ``drop`` times
+    its own peak (they shrank to a few codes), so predicting them teaches the encoder little.
+    BiRQ's enhanced labels can do this (the model shapes its own targets through the
+    Gumbel-softmax); fixed labels (BEST-RQ's anchors) keep their perplexity."""
     out = []
     for (part, name), points in sorted(data.items()):
-        if name.startswith("ppl_") and points and points[-1][1] < threshold:
-            first = points[-1][0]  # start of the last stretch of epochs below the threshold
+        if not name.startswith("ppl_") or not points:
+            continue
+        last_epoch, last = points[-1]
+        peak_epoch, peak = max(points, key=lambda p: p[1])
+        if last < threshold:
+            first = last_epoch  # start of the last stretch of epochs below the threshold
             for e, v in reversed(points):
                 if v >= threshold:
                     break
                 first = e
-            out.append(f"{part} {name} is {points[-1][1]:.2f} at epoch {points[-1][0]} (below "
+            out.append(f"{part} {name} is {last:.2f} at epoch {last_epoch} (below "
                        f"{threshold:g} since epoch {first}): those labels collapsed to one code")
+        elif last < drop * peak:
+            out.append(f"{part} {name} fell from {peak:.1f} (epoch {peak_epoch}) to {last:.2f} "
+                       f"(epoch {last_epoch}): those labels shrank to a few codes per batch")
     return out
 
 
