@@ -91,13 +91,17 @@ def test_results_tags_join_other_feature_tags_while_their_decodes_stand(tmp_path
     write_table(recipe / "data" / LS / "text", ref)
     hyps = {21: {"ls_1-2-3": "A B C D", "ls_1-2-4": "E F"}, 12: {"ls_1-2-3": "A B X D"}}
     for layer, hyp in hyps.items():
-        opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "", "--layer", str(layer)]
-        r = run(["./run.sh", *opts, "--show_stamp", f"cdecode {LS}"], cwd=recipe)
-        assert r.returncode == 0, r.stderr[-3000:]
-        d = recipe / "exp" / f"asr_wavlm_large_l{layer}_continuous" / f"decode_{LS}_nolm"
-        write_table(d / "ref", ref)
-        write_table(d / "hyp", hyp)
-        (d / ".done").write_text(r.stdout)
+        # layer 12 also has a discrete model (K-means units) beside its continuous reference
+        units = "kmeans" if layer == 12 else ""
+        opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", units, "--layer", str(layer)]
+        decodes = {"continuous": f"cdecode {LS}"} | ({"kmeans": f"decode kmeans {LS} nolm"} if units else {})
+        for model, result in decodes.items():
+            r = run(["./run.sh", *opts, "--show_stamp", result], cwd=recipe)
+            assert r.returncode == 0, r.stderr[-3000:]
+            d = recipe / "exp" / f"asr_wavlm_large_l{layer}_{model}" / f"decode_{LS}_nolm"
+            write_table(d / "ref", ref)
+            write_table(d / "hyp", hyp)
+            (d / ".done").write_text(r.stdout)
         for st in ("10", "12"):
             tags = ["--results_tags", "wavlm_large_l21"] if layer == 12 else []
             r = run(["./run.sh", "--stage", st, "--stop_stage", st, *opts, *tags], cwd=recipe)
@@ -105,11 +109,12 @@ def test_results_tags_join_other_feature_tags_while_their_decodes_stand(tmp_path
     rows = {line.split(" | ")[0]: line for line in (recipe / "RESULTS.md").read_text().splitlines()}
     assert rows["| wavlm_large_l21_continuous"].endswith("| 0.0 |")
     assert rows["| wavlm_large_l12_continuous"].endswith("| 50.0 |")  # 1 sub + 2 del of 6
+    assert rows["| wavlm_large_l12_kmeans"].endswith("| 50.0 |")
 
     # l21's decode is redone with other settings: its row no longer joins l12's table
     marker = recipe / "exp" / "asr_wavlm_large_l21_continuous" / f"decode_{LS}_nolm" / ".done"
     marker.write_text(marker.read_text() + "inference_args=--beam_size 1\n")
-    opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "", "--layer", "12"]
+    opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "kmeans", "--layer", "12"]
     r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *opts,
              "--results_tags", "wavlm_large_l21"], cwd=recipe)
     assert r.returncode == 0, r.stderr[-3000:]

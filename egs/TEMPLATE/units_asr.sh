@@ -822,7 +822,8 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
         if [ "${d}" = continuous ]; then
             conf=${continuous_config}
         else
-            conf="${units_conf_dir}/${d}.yaml ${asr_config}$([ "${v}" = lm ] && echo " ${lm_config}")"
+            conf="${units_conf_dir}/${d}.yaml ${asr_config}"
+            if [ "${v}" = lm ]; then conf="${conf} ${lm_config}"; fi
         fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${conf}" \
             "$(sig < "${ddir}/.done")"
