@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 
-from rpq_units.ssl.labels import AnchorLabeller
+from rpq_units.ssl.labels import AnchorLabeller, normalise_per_utterance
 
 
 def label_perplexity(labels: torch.Tensor, valid: torch.Tensor, codebook_size: int) -> float:
@@ -159,14 +159,16 @@ class BiRQLoss(BestRQLoss):
 
     Extra keyword args: ``enhanced_layer`` k (None: round(0.7 N)), ``enhanced_weight`` w1 (0.1),
     ``anchor_weight`` w2 (2.4), ``gumbel_tau`` (0.5), ``gumbel_hard`` (True), ``logit_scale``
-    (10.0), ``enhanced_norm`` ("utterance" or "frame"), ``enhanced_codebook_size`` K_e and ``enhanced_proj_dim`` p_e (None: as the anchor's),
+    (10.0), ``enhanced_norm`` ("utterance" or "frame"), ``enhanced_codebook_size`` K_e and
+    ``enhanced_proj_dim`` p_e (None: as the anchor's),
     ``shared_head`` (False), ``enhanced_seed`` (None: label_seed + 1000).
     """
 
     def __init__(self, encoder_output_size: int, *, enhanced_layer: int | None = None,
                  enhanced_weight: float = 0.1, anchor_weight: float = 2.4,
                  gumbel_tau: float = 0.5, gumbel_hard: bool = True, logit_scale: float = 10.0,
-                 enhanced_norm: str = "utterance", enhanced_codebook_size: int | None = None, enhanced_proj_dim: int | None = None,
+                 enhanced_norm: str = "utterance", enhanced_codebook_size: int | None = None,
+                 enhanced_proj_dim: int | None = None,
                  shared_head: bool = False, enhanced_seed: int | None = None,
                  **kwargs) -> None:
         super().__init__(encoder_output_size, **kwargs)
@@ -194,6 +196,8 @@ class BiRQLoss(BestRQLoss):
         bound = math.sqrt(6.0 / (encoder_output_size + p))  # Xavier uniform, as the anchor's
         self.register_buffer("enhanced_projection",
                              (torch.rand(encoder_output_size, p, generator=g) * 2 - 1) * bound)
+        # the frozen projection's 1 % length floor of the cosine (enhanced_logits), once
+        self._cos_floor = 0.01 * float(self.enhanced_projection.norm())
         c = torch.randn(self.enhanced_codebook_size, p, generator=g)
         self.register_buffer("enhanced_codebook", c / c.norm(dim=1, keepdim=True))
 
@@ -215,22 +219,16 @@ class BiRQLoss(BestRQLoss):
             h = unmasked_hidden.float()
             if self.enhanced_norm == "frame":
                 h = F.layer_norm(h, h.shape[-1:])  # non-affine
-            else:
+            else:  # as BEST-RQ's input (std floored at sqrt(1e-5), LayerNorm's variance eps)
                 if lengths is None:
                     lengths = torch.full(h.shape[:1], h.shape[1], device=h.device)
-                valid = (torch.arange(h.shape[1], device=h.device)[None, :]
-                         < lengths.to(h.device)[:, None]).unsqueeze(-1)
-                n = valid.sum(1, keepdim=True).clamp(min=1)
-                mean = (h * valid).sum(1, keepdim=True) / n
-                var = (((h - mean) * valid) ** 2).sum(1, keepdim=True) / n
-                h = (h - mean) * torch.rsqrt(var + 1e-5)
+                h = normalise_per_utterance(h, lengths.to(h.device), eps=math.sqrt(1e-5))
             y = h @ self.enhanced_projection
             # cosine, except for a state far shorter than a normalised one (E|N(h) R| = |R|_F for
             # unit-variance h): a layer k constant over time leaves only rounding noise after the
             # per-utterance normalisation, and scaling that up to unit length would give every
             # frame the same code again; below 1 % of |R|_F the logits shrink towards uniform
-            floor = 0.01 * float(self.enhanced_projection.norm())
-            y = y / y.norm(dim=-1, keepdim=True).clamp(min=floor)
+            y = y / y.norm(dim=-1, keepdim=True).clamp(min=self._cos_floor)
             return self.logit_scale * (y @ self.enhanced_codebook.T)
 
     def enhanced_targets(self, logits: torch.Tensor) -> torch.Tensor:
