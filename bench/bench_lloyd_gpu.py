@@ -6,10 +6,10 @@ Default: N = 2,000,000, D = 1024, K = 2000 (fp32 data on the device, 8 GB). Comp
 * ``reference``: plain torch fp32 (row-chunked ``addmm`` scores, ``argmin``, ``index_add_``
   update), TF32 disabled, as in the usual torch k-means loop;
 * ``reference with TF32``: the same loop with TF32 products (faster, not exact);
-* ``lowp``: the certified fp16 search :func:`rpq_units.lloyd.assign_lowp` (one fp16 product
+* ``lowp``: the certified fp16 search :func:`rpq_units.quant.lloyd.assign_lowp` (one fp16 product
   per row block; rows whose best centroid the error bound cannot certify are rescored exactly
   on their best candidates, the rest searched again in fp32), then the same update;
-* ``ours``: :func:`rpq_units.lloyd.assign` as the quantizers call it: ``assign_lowp`` for
+* ``ours``: :func:`rpq_units.quant.lloyd.assign` as the quantizers call it: ``assign_lowp`` for
   K >= ``lloyd.LOWP_MIN_K``, the plain fp32 product below;
 
 and prints the time per pass (median over ``--reps``), the assignment-only times, and the
@@ -92,7 +92,7 @@ def main() -> int:
         print("bench_lloyd_gpu: no CUDA device available; nothing measured (run this on a GPU machine)")
         return 0
 
-    from rpq_units import lloyd
+    from rpq_units.quant import lloyd
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -158,10 +158,10 @@ def fit_table(x: torch.Tensor, init: torch.Tensor, iters: int) -> None:
     """Whole fits: ``iters`` Lloyd passes from the same initial centroids, tol = 0.
 
     reference: the plain torch loop (fp32 assign + update per pass);
-    ours: :func:`rpq_units.lloyd.fit_kmeans` with ``init`` given (no warm start), which adds
+    ours: :func:`rpq_units.quant.lloyd.fit_kmeans` with ``init`` given (no warm start), which adds
     empty-cluster re-seeding and the objective bookkeeping to each pass.
     """
-    from rpq_units import lloyd
+    from rpq_units.quant import lloyd
 
     k = init.shape[0]
 

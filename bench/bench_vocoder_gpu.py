@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GPU benchmark of the resynthesis vocoder (:mod:`rpq_units.vocoder`: ESPnet's HiFi-GAN
+"""GPU benchmark of the resynthesis vocoder (:mod:`rpq_units.evaluation.vocoder`: ESPnet's HiFi-GAN
 generator and multi-scale + multi-period discriminators, the project's training loop).
 
 Measures, with a config from ``conf/vocoder/`` (default: ``hifigan_gpu.yaml``, HiFi-GAN V1 on
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rpq_units.vocoder import Vocoder, train_vocoder  # noqa: E402
+from rpq_units.evaluation.vocoder import Vocoder, train_vocoder  # noqa: E402
 
 SR = 16000
 

@@ -71,7 +71,7 @@ def timeit(fn, reps: int) -> float:
 def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     from bench_lloyd_gpu import make_data, reference_assign, update
 
-    from rpq_units import search
+    from rpq_units.quant import search
 
     n, d, k, reps = args.n, args.d, args.k, args.reps
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -168,7 +168,7 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
     sizes = torch.bincount(ref, minlength=k)
     tuned = "n/a (interpreter)"
     try:
-        from rpq_units import search_triton
+        from rpq_units.quant import search_triton
 
         best = getattr(search_triton._top2_tuned, "best_config", None)
         if best is not None:
@@ -230,7 +230,7 @@ def part_lloyd(args, dev: torch.device, report: list[str]) -> None:
 def part_stream(args, dev: torch.device, report: list[str]) -> None:
     from bench_lloyd_gpu import make_data
 
-    from rpq_units import lloyd, search
+    from rpq_units.quant import lloyd, search
 
     n, d, k = args.stream_n, args.d, args.stream_k
     x, c0 = make_data(n, d, k, 1, dev)

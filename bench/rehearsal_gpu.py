@@ -63,7 +63,7 @@ def sync(device: str) -> None:
 
 def make_checkpoint(path: Path, cfg_over: dict, seed: int = 0) -> Path:
     """A random-weight WavLM in s3prl's ``wavlm_local`` format ``{"cfg", "model"}``."""
-    from rpq_units.s3prl_compat import install
+    from rpq_units.pipeline.s3prl_compat import install
 
     install()
     from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
@@ -129,8 +129,8 @@ def bare_forward(fx, wavs: list[np.ndarray], batch_size: int, device: str) -> fl
 def agreement(ckpt: Path, layer: int, codebook: Path, wavs: list[np.ndarray], device: str,
               autocast: str) -> dict:
     """Features and units of ``wavs`` with ``autocast`` against fp32."""
-    from rpq_units.base import load_quantizer
-    from rpq_units.features import FeatureExtractor
+    from rpq_units.pipeline.codebooks import load_quantizer
+    from rpq_units.pipeline.features import FeatureExtractor
 
     q = load_quantizer(codebook, device=device)
     f32 = FeatureExtractor(upstream="wavlm_local", ckpt=str(ckpt), layer=layer, device=device)
@@ -151,9 +151,9 @@ def agreement(ckpt: Path, layer: int, codebook: Path, wavs: list[np.ndarray], de
 
 def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch_size: int,
         portion: float, tiny: bool, codebook_size: int, layer: int, check_utts: int = 20) -> dict:
-    from rpq_units import cli
-    from rpq_units.data import AudioLoader, load_data_dir
-    from rpq_units.features import FeatureExtractor
+    from rpq_units.pipeline import steps
+    from rpq_units.pipeline.data import AudioLoader, load_data_dir
+    from rpq_units.pipeline.features import FeatureExtractor
 
     out_dir.mkdir(parents=True, exist_ok=True)
     res: dict = {"device": device, "autocast": autocast, "batch_size": batch_size,
@@ -172,13 +172,13 @@ def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch
     common = {"device": device, "batch_size": batch_size, "autocast": autocast}
     times = {}
     t0 = time.perf_counter()
-    cli.dump_feats(data_dir=str(data), out_dir=str(feats), upstream="wavlm_local",
+    steps.dump_feats(data_dir=str(data), out_dir=str(feats), upstream="wavlm_local",
                    upstream_ckpt=str(ckpt), layer=layer, portion=portion, seed=0, **common)
     sync(device)
     times["stage2_features"] = time.perf_counter() - t0
     log(f"stage 2 (features of {portion:g} of the audio): {times['stage2_features']:.1f} s")
     t0 = time.perf_counter()
-    metrics = cli.fit(feats_dir=str(feats), out=str(udir / "codebook.pt"), config=str(cfg),
+    metrics = steps.fit(feats_dir=str(feats), out=str(udir / "codebook.pt"), config=str(cfg),
                       codebook_size=codebook_size, device=device)
     sync(device)
     times["stage3_fit"] = time.perf_counter() - t0
@@ -187,7 +187,7 @@ def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch
     log(f"stage 3 (k-means K={codebook_size} on {metrics['frames']} frames): "
         f"{times['stage3_fit']:.1f} s (fit itself {metrics['fit_seconds']:.1f} s)")
     t0 = time.perf_counter()
-    enc = cli.encode(data_dir=str(data), codebook=str(udir / "codebook.pt"),
+    enc = steps.encode(data_dir=str(data), codebook=str(udir / "codebook.pt"),
                      out=str(udir / "train.units"), feats_dir=str(feats), **common)
     sync(device)
     times["stage4_encode"] = time.perf_counter() - t0

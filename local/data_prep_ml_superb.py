@@ -11,7 +11,7 @@ Transcript lines are ``uttid <field> text``; the second field is not used. The t
 comes from ``transcript_<duration>_train.txt``; dev and test always from the 10-minute files.
 In the multilingual setting the 20 reserved few-shot languages keep only ``--few_shot_utts``
 (5) training utterances each, chosen over all their sources from a seed (or listed in
-``--few_shot_ids``). Text is normalised (``rpq_units.lang_scoring.normalize_text``) and may
+``--few_shot_ids``). Text is normalised (``rpq_units.evaluation.lang_scoring.normalize_text``) and may
 carry a ``[lang]`` prefix for language identification (``--lid true``).
 
 Written for each of the train, dev and test sets (``<out_dir>/<set>/``): ``wav.scp`` (absolute
@@ -49,7 +49,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
 import soundfile as sf  # noqa: E402
 
 from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
-from rpq_units.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text  # noqa: E402
+from rpq_units.evaluation.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text  # noqa: E402
 
 logger = logging.getLogger("data_prep_ml_superb")
 

@@ -2,7 +2,7 @@
 """ML-SUPERB scoring of a recipe's decodes: CER overall, per language, few-shot, LID.
 
 ``score`` rescores every finished decode of the given test sets
-(``<exp_dir>/asr_*/decode_<set>_<nolm|lm>/{ref,hyp}``) with ``rpq_units.lang_scoring``:
+(``<exp_dir>/asr_*/decode_<set>_<nolm|lm>/{ref,hyp}``) with ``rpq_units.evaluation.lang_scoring``:
 ``result.txt`` becomes the CER with any ``[lang]`` prefix removed (the recipes' results table
 reads it), and ``cer_per_lang.txt`` / ``cer.json`` hold the breakdown. ``table`` prints the
 Markdown breakdown tables (one per test set: a row per model, a column per language) that the
@@ -29,7 +29,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
         os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
 
 from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
-from rpq_units.lang_scoring import FEW_SHOT_LANGS, score_files  # noqa: E402
+from rpq_units.evaluation.lang_scoring import FEW_SHOT_LANGS, score_files  # noqa: E402
 
 logger = logging.getLogger("score_ml_superb")
 

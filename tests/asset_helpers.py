@@ -27,7 +27,7 @@ def make_tiny_wavlm_checkpoint(
     ``{"cfg": WavLMConfig attributes, "model": state_dict}``, configured like WavLM Large
     (layer-norm CNN, pre-norm transformer, gated relative positions, normalized input).
     It has ``layers + 1`` hidden states of ``dim`` dims at 50 frames/s."""
-    from rpq_units.s3prl_compat import install
+    from rpq_units.pipeline.s3prl_compat import install
 
     install()  # before any s3prl import
     from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
@@ -67,7 +67,7 @@ def make_tiny_hubert_checkpoint(
     """Write a random-weight HuBERT in s3prl's ``hubert_local`` format, ``{"task_cfg",
     "model_cfg", "model_weight", "dictionaries_symbols"}`` (the output of s3prl's
     ``load_and_convert_fairseq_ckpt``)."""
-    from rpq_units.s3prl_compat import install
+    from rpq_units.pipeline.s3prl_compat import install
 
     install()  # before any s3prl import
     from s3prl.upstream.hubert.hubert_model import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-# Without a GPU the Triton kernels of rpq_units.search_triton run in Triton's interpreter on
+# Without a GPU the Triton kernels of rpq_units.quant.search_triton run in Triton's interpreter on
 # CPU; it must be chosen before triton is first imported.
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"

@@ -19,7 +19,7 @@ TINY = ("--num_train 8 --num_dev 2 --num_test 2 --num_heldout 2 "
 
 def copy_recipe(root: Path, conf: bool = False) -> Path:
     """A copy of the recipe tree under ``root`` (the engine, the demo recipe without its outputs,
-    ``local/``, and with ``conf`` the shared ``conf/``); returns the demo recipe's dir."""
+    ``local/``, and with ``conf`` the top-level ``conf/``); returns the demo recipe's dir."""
     shutil.copytree(TEMPLATE, root / "egs" / "TEMPLATE")
     recipe = root / "egs" / "mini_librispeech"
     shutil.copytree(ROOT / "egs" / "mini_librispeech", recipe, symlinks=True,

@@ -6,7 +6,7 @@ sub-quantizers; (2) its quantization error is lower-bounded by ``rho * eps_kms``
 the error of a single K-means quantizer; (3) PQ and RPQ beat K-means in WER/CER (measured by the
 recipes, not here); (4) both approach the continuous features. The paper's definition of rho is
 not public, so rho is computed under every reading its wording admits
-(:data:`rpq_units.analyze.RHO_DEFINITIONS`, formulas in that module's docstring):
+(:data:`rpq_units.evaluation.analyze.RHO_DEFINITIONS`, formulas in that module's docstring):
 
 * ``energy``: Pearson correlation of the sub-quantizers' per-frame error energies;
 * ``shared``: Pearson correlation of their errors on the dimensions two subsets share;
@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from rpq_units import make_quantizer
-from rpq_units.analyze import RHO_DEFINITIONS, bound_holds, code_stats, error_correlation
-from rpq_units.shards import FeatureShards, write_text_atomic
+from rpq_units.evaluation.analyze import RHO_DEFINITIONS, bound_holds, code_stats, error_correlation
+from rpq_units.pipeline.shards import FeatureShards, write_text_atomic
 
 logger = logging.getLogger("paper_claims")
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,7 +264,7 @@ def report(rows: list[dict], args: argparse.Namespace, command: str, elapsed: fl
            "MSE = mean ||x - x_hat||^2 on held-out frames; rel = MSE / total variance; sub "
            "MSE = mean per-dim error of each sub-quantizer on its own sub-vector; entropy = "
            "sum over streams of the code entropy (bits/frame). rho definitions: "
-           "`rpq_units/analyze.py` (module docstring). Bound columns: eps >= rho * eps_kms with "
+           "`rpq_units/evaluation/analyze.py` (module docstring). Bound columns: eps >= rho * eps_kms with "
            "eps_kms = eps_sub / K-means of K / K-means at equal bits (yes, NO, - undefined).", ""]
     for ds, src in sources.items():
         sub = [r for r in rows if r["dataset"] == ds]

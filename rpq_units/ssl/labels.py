@@ -6,7 +6,7 @@ For utterance b with L_b valid frames x_1..x_{L_b} (F-dim log-mel):
     z_t = (x_t - mean_b) / std_b                   statistics over that utterance's valid frames
     label_{b,u} = RPQ(z_{uS+1} .. z_{uS+S})        u = 0 .. ceil(L_b / S) - 1, one per codebook
 
-:class:`rpq_units.random_projection.RandomProjectionQuantizer` (drawn with identity
+:class:`rpq_units.quant.random_projection.RandomProjectionQuantizer` (drawn with identity
 normalisation) does the stacking, projection and nearest-codeword search. Each utterance's frames
 are padded to a multiple of S by repeating its last frame (the quantizer's own past-the-end rule)
 and utterances are laid end to end, so a window never crosses an utterance boundary or padding.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from rpq_units.random_projection import RandomProjectionQuantizer
+from rpq_units.quant.random_projection import RandomProjectionQuantizer
 
 # windows per quantizer call: bounds the (rows, codebook_size) distance matrix in memory
 CHUNK_WINDOWS = 4096

@@ -1,1 +1,1 @@
-../../ml_superb/local/results.sh
+../utils/results_ml_superb.sh

@@ -1,1 +1,1 @@
-../../ml_superb/local/score.sh
+../utils/score_ml_superb.sh

@@ -1,1 +1,0 @@
-../../librispeech_ml_superb/local/combine_data_dirs.sh

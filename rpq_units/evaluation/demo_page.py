@@ -1,0 +1,161 @@
+"""A static demo page in the style of the RPQ paper's page (arXiv 2504.04721): audio players
+for a handful of test utterances (Original / copy-synthesis / continuous / each discretizer),
+the feature-dimension correlation heatmap (the paper's Fig. 6), the WER table and the
+resynthesis table.
+
+Everything the page shows is copied next to it (``audio/<system>/<uttid>.wav``,
+``figs/*.png``) and linked by relative paths: the page reads offline from the file system,
+with no script and no network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rpq_units.pipeline.shards import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: center; }
+th { background: #eee; }
+td.utt { text-align: left; font-size: 85%; min-width: 180px; max-width: 260px; }
+audio { width: 150px; }
+img { max-width: 480px; margin: 0 1em 1em 0; }
+figure { display: inline-block; margin: 0; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then markdown ``**bold**`` and ``code``."""
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+
+
+def markdown_to_html(md: str) -> str:
+    """The markdown this project writes (headings, pipe tables, fenced code, paragraphs) as
+    HTML."""
+    out: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            out.append("<pre>" + html.escape("\n".join(lines[i + 1 : j])) + "</pre>")
+            i = j + 1
+            continue
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+                    rows.append(cells)
+                i += 1
+            if rows:
+                head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:]
+                )
+                out.append(f"<table><tr>{head}</tr>{body}</table>")
+            continue
+        m = re.match(r"(#+)\s+(.*)", line)
+        if m:
+            level = min(6, len(m.group(1)) + 2)
+            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    return "\n".join(out)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def write_page(
+    *,
+    resynth_dir: str | os.PathLike,
+    page_dir: str | os.PathLike,
+    num_utts: int = 5,
+    results_md: str | os.PathLike | None = None,
+    heatmaps: Sequence[str | os.PathLike] = (),
+    title: str = "Speech resynthesized from discrete units",
+) -> list[str]:
+    """Write ``<page_dir>/index.html`` from a :func:`rpq_units.evaluation.resynth.resynth` output dir;
+    returns the relative paths of every file the page links (all copied under ``page_dir``)."""
+    from rpq_units.evaluation.resynth import format_table, label
+
+    src = Path(resynth_dir)
+    page = Path(page_dir)
+    report: dict[str, Any] = json.loads((src / "metrics.json").read_text())
+    systems: list[str] = report["systems"]
+    utts: list[str] = report["utterances"][: max(1, num_utts)]
+    linked: list[str] = []
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>Units &rarr; discretizer <code>decode</code> &rarr; features &rarr; waveform "
+        f"({html.escape(report['synthesis'])}); features: s3prl "
+        f"<code>{html.escape(str(report['upstream']))}</code>, layer {report['layer']}, "
+        f"{report['frame_rate']:g} frames/s. Copy-synthesis inverts the utterance's own "
+        "features (the upper bound of the inversion); Continuous uses the features the "
+        "discretizers see.</p>",
+        "<h2>Samples</h2>",
+        "<table><tr><th>Utterance</th>"
+        + "".join(f"<th>{html.escape(label(s))}</th>" for s in systems)
+        + "</tr>",
+    ]
+    for u in utts:
+        text = report.get("text", {}).get(u, "")
+        cells = [f'<td class="utt"><b>{html.escape(u)}</b><br>{html.escape(text)}</td>']
+        for s in systems:
+            rel = f"audio/{s}/{u}.wav"
+            _copy(src / "wav" / s / f"{u}.wav", page / rel)
+            linked.append(rel)
+            cells.append(
+                f'<td><audio controls preload="metadata"><source src="{rel}" '
+                'type="audio/wav"></audio></td>'
+            )
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    parts += ["<h2>Resynthesis (averages over the test utterances)</h2>",
+              markdown_to_html(format_table(report))]
+    if results_md is not None and Path(results_md).is_file():
+        parts += ["<h2>Discrete-unit ASR</h2>", markdown_to_html(Path(results_md).read_text())]
+    elif results_md is not None:
+        parts += ["<h2>Discrete-unit ASR</h2>",
+                  f"<p>No results table yet ({html.escape(str(results_md))}).</p>"]
+    if heatmaps:
+        parts.append("<h2>Correlation between feature dimensions (the paper's Fig. 6)</h2>")
+        for h in heatmaps:
+            h = Path(h)
+            rel = f"figs/{h.parent.parent.name}_{h.name}" if h.parent.name == "analysis" else f"figs/{h.name}"
+            _copy(h, page / rel)
+            linked.append(rel)
+            parts.append(
+                f'<figure><img src="{rel}" alt="{html.escape(h.name)}">'
+                f"<figcaption>{html.escape(str(h))}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    write_text_atomic(page / "index.html", "\n".join(parts) + "\n")
+    logger.info("demo page: %s (%d linked files)", page / "index.html", len(linked))
+    return linked

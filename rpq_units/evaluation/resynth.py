@@ -1,0 +1,488 @@
+"""Hear what the units keep: units -> quantizer ``decode`` -> features -> waveform, scored.
+
+The RPQ paper (arXiv 2504.04721) plays speech reconstructed from SSL features, K-means, PQ and
+RPQ units on its page; DASB (arXiv 2406.14294) scores tokenizers by resynthesis. For one data
+dir (a test set) and the fitted discretizers, :func:`resynth` writes, per utterance,
+
+* ``original``: the input audio;
+* ``copy``: for s3prl log-mel upstreams only, the utterance's own log-mel (no CMVN) straight to
+  the waveform: the upper bound of the inversion;
+* ``continuous``: the features the discretizers see (after s3prl's CMVN), to the waveform;
+* one row per discretizer: its unit file, ``text_to_units`` -> ``decode`` -> features -> waveform.
+
+Features -> waveform is Griffin-Lim (:mod:`rpq_units.evaluation.spectral`, no training) for s3prl
+log-mel upstreams, where CMVN'd features are first given back a level and scale (training-set
+averages of the per-utterance log-mel mean and standard deviation: the units carry no
+per-utterance statistics), or a HiFi-GAN (:mod:`rpq_units.evaluation.vocoder`) trained on the continuous
+features of the training set for any upstream (WavLM-style layers).
+
+Each system is scored against the original (:mod:`rpq_units.evaluation.speech_metrics`: STOI, PESQ, MCD,
+F0 RMSE / correlation, VDE, averaged over utterances), by its nominal bitrate (units:
+``M log2 K`` bits per frame; continuous features: 32-bit floats), and, when an ESPnet ASR model
+trained on original audio is given (the recipe's continuous reference), by the WER of its
+transcripts and the dWER against its transcripts of the original audio.
+
+Writes ``<out_dir>/wav/<system>/<uttid>.wav`` (16-bit), ``metrics.json`` (per utterance and
+averaged) and ``resynth.md`` (the DASB-style table).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rpq_units.errors import UserError
+from rpq_units.pipeline.shards import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+ORIGINAL, COPY, CONTINUOUS = "original", "copy", "continuous"
+LABELS = {ORIGINAL: "Original", COPY: "Copy-synthesis", CONTINUOUS: "Continuous"}
+
+
+class ResynthError(UserError):
+    """Inconsistent discretizers, unit files or vocoder for a resynthesis run."""
+
+
+def label(system: str) -> str:
+    """Display name of a system ('kmeans' -> 'K-means', 'pq' -> 'PQ', ...)."""
+    known = {"kmeans": "K-means", "pq": "PQ", "rpq": "RPQ", "rvq": "RVQ", "avq": "AVQ"}
+    return LABELS.get(system, known.get(system, system))
+
+
+def _write_wav(path: Path, wav: np.ndarray) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.wav")
+    sf.write(tmp, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+class Synthesizer:
+    """Features ``(T, D)`` as the discretizers see them -> waveform ``(length,)``; with
+    ``copy(wav)`` for spectral upstreams (``None`` otherwise)."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        upstream_ckpt: str | None,
+        vocoder: str,
+        work_dir: Path,
+        stats_data_dir: str | None,
+        stats_utts: int,
+        n_iter: int,
+        device: str,
+    ) -> None:
+        from rpq_units.evaluation.spectral import LogMelSpec, s3prl_config_path
+
+        self.spec = None
+        self.vocoder = None
+        cfg = s3prl_config_path(upstream, upstream_ckpt)
+        if vocoder in ("auto", "griffinlim"):
+            if cfg is None:
+                raise ResynthError(
+                    f"upstream {upstream} is not an s3prl log-mel: Griffin-Lim cannot invert it; "
+                    "train a vocoder (rpq-units train_vocoder) and pass --vocoder <checkpoint>"
+                )
+            self.spec = LogMelSpec.from_config(cfg)
+            self.n_iter = n_iter
+            self._raw = self._raw_extractor(cfg, upstream, work_dir, device)
+            self.mean, self.std = self._stats(stats_data_dir, stats_utts, work_dir)
+        else:
+            from rpq_units.evaluation.vocoder import Vocoder
+
+            self.vocoder = Vocoder.load(vocoder, device=device)
+        self.name = "griffinlim" if self.spec is not None else f"hifigan:{vocoder}"
+
+    @staticmethod
+    def _raw_extractor(cfg: Path, upstream: str, work_dir: Path, device: str) -> Any:
+        from rpq_units.evaluation.spectral import raw_config
+        from rpq_units.pipeline.features import FeatureExtractor
+
+        raw = raw_config(cfg, work_dir / "upstream_no_cmvn.yaml")
+        return FeatureExtractor(upstream="baseline_local", ckpt=str(raw), device=device)
+
+    def _stats(
+        self, data_dir: str | None, n: int, work_dir: Path
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Training-set averages of the per-utterance log-mel mean and std (``stats.npz``)."""
+        from rpq_units.evaluation.spectral import cmvn_stats
+        from rpq_units.pipeline.data import AudioLoader, load_data_dir
+
+        path = work_dir / "logmel_stats.npz"
+        if path.is_file():
+            z = np.load(path)
+            return z["mean"], z["std"]
+        if self.spec is not None and not self.spec.cmvn:
+            d = self.spec.n_mels
+            return np.zeros(d, np.float32), np.ones(d, np.float32) - 1e-10
+        if not data_dir:
+            raise ResynthError(
+                "the features are CMVN'd log-mel: give --stats_data_dir (the training set) to "
+                "restore their level and scale before inversion"
+            )
+        load = AudioLoader()
+        means, stds = [], []
+        for utt in load_data_dir(data_dir)[:n]:
+            m, s = cmvn_stats(self._raw.extract(load(utt)))
+            means.append(m)
+            stds.append(s)
+        mean = np.mean(means, 0).astype(np.float32)
+        std = np.mean(stds, 0).astype(np.float32)
+        tmp = path.with_name("logmel_stats.tmp.npz")
+        np.savez(tmp, mean=mean, std=std, utterances=len(means))
+        os.replace(tmp, path)
+        logger.info("log-mel level/scale from %d utterances of %s -> %s", len(means), data_dir, path)
+        return mean, std
+
+    def __call__(self, feats: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
+        if self.spec is not None:
+            from rpq_units.evaluation.spectral import denormalize, invert_logmel
+
+            if self.spec.cmvn:
+                feats = denormalize(feats, self.mean, self.std)
+            return invert_logmel(feats, self.spec, n_iter=self.n_iter, length=length, seed=seed)
+        wav = self.vocoder(feats)
+        return np.pad(wav, (0, max(0, length - wav.shape[0])))[:length]
+
+    def copy(self, wav: np.ndarray, seed: int = 0) -> np.ndarray | None:
+        if self.spec is None:
+            return None
+        from rpq_units.evaluation.spectral import invert_logmel
+
+        raw = self._raw.extract(wav)
+        return invert_logmel(raw, self.spec, n_iter=self.n_iter, length=wav.shape[0], seed=seed)
+
+
+def transcribe(
+    asr_dir: str | os.PathLike,
+    wavs: dict[str, np.ndarray],
+    *,
+    decode_config: str | None = None,
+    model_file: str = "valid.acc.ave.pth",
+    device: str = "cpu",
+) -> dict[str, str]:
+    """ESPnet ``Speech2Text`` transcripts of 16 kHz waveforms with the model in ``asr_dir``
+    (``config.yaml`` + ``model_file``), beam search options from ``decode_config``."""
+    import inspect
+
+    import yaml
+
+    from rpq_units.pipeline.s3prl_compat import install
+
+    install()  # s3prl frontends under torchaudio >= 2.9
+    from espnet2.bin.asr_inference import Speech2Text
+
+    opts: dict[str, Any] = {}
+    if decode_config:
+        with open(decode_config) as f:
+            opts = yaml.safe_load(f) or {}
+    allowed = inspect.signature(Speech2Text.__init__).parameters
+    opts = {k: v for k, v in opts.items() if k in allowed}
+    s2t = Speech2Text(
+        asr_train_config=str(Path(asr_dir) / "config.yaml"),
+        asr_model_file=str(Path(asr_dir) / model_file),
+        device=device,
+        **opts,
+    )
+    out = {}
+    for uttid, wav in wavs.items():
+        results = s2t(np.asarray(wav, np.float32))
+        out[uttid] = results[0][0] if results else ""
+    return out
+
+
+def error_rate(refs: dict[str, str], hyps: dict[str, str], unit: str = "word") -> float:
+    """Corpus-level WER/CER (%) of ``hyps`` against ``refs`` over the keys of ``hyps``."""
+    from rpq_units.evaluation.scoring import align, tokens
+
+    err = n = 0
+    for k, h in hyps.items():
+        r = tokens(refs.get(k, ""), unit)
+        _, s, d, i = align(r, tokens(h, unit))
+        err += s + d + i
+        n += len(r)
+    return 100.0 * err / n if n else math.nan
+
+
+def _bitrate(q: Any | None, dim: int, frame_rate: float) -> float:
+    if q is None:
+        return 32.0 * dim * frame_rate
+    return q.num_codebooks * math.log2(q.codebook_size) * frame_rate
+
+
+def resynth(
+    *,
+    data_dir: str,
+    codebooks: Sequence[str],
+    units: Sequence[str],
+    names: Sequence[str],
+    out_dir: str,
+    vocoder: str = "auto",
+    stats_data_dir: str | None = None,
+    stats_utts: int = 50,
+    max_utts: int = 0,
+    n_iter: int = 64,
+    asr_dir: str | None = None,
+    asr_decode_config: str | None = None,
+    score_unit: str = "word",
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Resynthesize ``data_dir`` from each discretizer's ``units`` file (parallel lists
+    ``names`` / ``codebooks`` / ``units``), score every system, write ``out_dir``; returns the
+    summary written to ``metrics.json``."""
+    from rpq_units.evaluation.speech_metrics import all_measures, world_analysis
+    from rpq_units.pipeline.codebooks import load_quantizer
+    from rpq_units.pipeline.data import AudioLoader, load_data_dir
+    from rpq_units.pipeline.features import FeatureExtractor
+    from rpq_units.pipeline.units import UnitsError, read_units, text_to_units
+
+    if not (len(codebooks) == len(units) == len(names)):
+        raise ResynthError(
+            f"give one codebook and one unit file per name: {len(names)} names, "
+            f"{len(codebooks)} codebooks, {len(units)} unit files"
+        )
+    if set(names) & {ORIGINAL, COPY, CONTINUOUS}:
+        raise ResynthError(f"discretizer names must differ from {ORIGINAL}, {COPY}, {CONTINUOUS}")
+    qs = [load_quantizer(c, device=device) for c in codebooks]
+    metas = [(q.meta.get("upstream"), q.meta.get("upstream_ckpt"), q.meta.get("layer")) for q in qs]
+    if not qs:
+        raise ResynthError("no discretizers given")
+    if len(set(metas)) != 1:
+        raise ResynthError(f"the codebooks were fitted on different features: {metas}")
+    upstream, ckpt, layer = metas[0]
+    if not upstream:
+        raise ResynthError(f"{codebooks[0]}: no upstream recorded in the codebook")
+    unit_text = [read_units(u) for u in units]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fx = FeatureExtractor(upstream=upstream, ckpt=ckpt, layer=layer if layer is not None else -1,
+                          device=device)
+    synth = Synthesizer(upstream=upstream, upstream_ckpt=ckpt, vocoder=vocoder, work_dir=out,
+                        stats_data_dir=stats_data_dir, stats_utts=stats_utts, n_iter=n_iter,
+                        device=device)
+    utts = [u for u in load_data_dir(data_dir) if all(u.uttid in t for t in unit_text)]
+    if not utts:
+        raise ResynthError(f"no utterance of {data_dir} is in every unit file ({', '.join(units)})")
+    if max_utts > 0:
+        utts = utts[:max_utts]
+    systems = [ORIGINAL] + ([COPY] if synth.spec is not None else []) + [CONTINUOUS] + list(names)
+    load = AudioLoader()
+    per_utt: dict[str, dict[str, dict[str, float]]] = {s: {} for s in systems if s != ORIGINAL}
+    audio: dict[str, dict[str, np.ndarray]] = {s: {} for s in systems}
+    from tqdm import tqdm
+
+    for i, utt in enumerate(tqdm(utts, desc="resynth", unit="utt", mininterval=2.0)):
+        wav = load(utt)
+        feats = fx.extract(wav)
+        made = {ORIGINAL: wav, CONTINUOUS: synth(feats, wav.shape[0], seed=seed + i)}
+        cp = synth.copy(wav, seed=seed + i)
+        if cp is not None:
+            made[COPY] = cp
+        for name, q, text, ufile in zip(names, qs, unit_text, units, strict=True):
+            try:
+                codes = text_to_units(text[utt.uttid], q.num_codebooks, q.codebook_size)
+            except UnitsError as e:
+                raise ResynthError(f"{ufile}: utterance {utt.uttid}: {e}") from e
+            if codes.shape[0] != feats.shape[0]:
+                logger.warning("%s: %s has %d frames, the features %d", utt.uttid, name,
+                               codes.shape[0], feats.shape[0])
+            made[name] = synth(q.decode(codes), wav.shape[0], seed=seed + i)
+        ref_world = world_analysis(wav, SAMPLE_RATE)
+        for s, w in made.items():
+            _write_wav(out / "wav" / s / f"{utt.uttid}.wav", w)
+            audio[s][utt.uttid] = w
+            if s != ORIGINAL:
+                per_utt[s][utt.uttid] = all_measures(wav, w, SAMPLE_RATE, ref_world=ref_world)
+    frame_rate = fx.frame_rate
+    bitrate = {ORIGINAL: 16.0 * SAMPLE_RATE, CONTINUOUS: _bitrate(None, fx.dim, frame_rate)}
+    if COPY in systems:
+        bitrate[COPY] = bitrate[CONTINUOUS]
+    for name, q in zip(names, qs, strict=True):
+        bitrate[name] = _bitrate(q, fx.dim, frame_rate)
+    summary: dict[str, dict[str, float]] = {}
+    for s in systems:
+        row: dict[str, float] = {"kbps": bitrate[s] / 1000.0}
+        if s != ORIGINAL:
+            keys = next(iter(per_utt[s].values())).keys()
+            for k in keys:
+                vals = [m[k] for m in per_utt[s].values()]
+                row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
+        summary[s] = row
+    asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device, summary)
+    refs = {}
+    text_file = Path(data_dir) / "text"
+    if text_file.is_file():
+        from rpq_units.evaluation.scoring import read_text
+
+        refs = read_text(text_file)
+    report = {
+        "data_dir": str(data_dir),
+        "upstream": upstream,
+        "upstream_ckpt": ckpt,
+        "layer": layer,
+        "frame_rate": frame_rate,
+        "synthesis": synth.name,
+        "systems": systems,
+        "discretizers": dict(zip(names, [str(c) for c in codebooks], strict=True)),
+        "utterances": [u.uttid for u in utts],
+        "text": {u.uttid: refs.get(u.uttid, "") for u in utts},
+        "summary": summary,
+        "asr": asr,
+        "per_utterance": per_utt,
+    }
+    write_text_atomic(out / "metrics.json", json.dumps(_json_safe(report), indent=1) + "\n")
+    write_text_atomic(out / "resynth.md", format_table(report) + "\n")
+    logger.info("resynth: %d utterances x %d systems -> %s", len(utts), len(systems), out)
+    return report
+
+
+def _asr_scores(
+    asr_dir: str | None,
+    decode_config: str | None,
+    audio: dict[str, dict[str, np.ndarray]],
+    data_dir: str,
+    unit: str,
+    device: str,
+    summary: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """WER of each system under the ASR model in ``asr_dir`` and dWER against its transcripts
+    of the originals, added to ``summary``; ``{"skipped": reason}`` without a model."""
+    from rpq_units.evaluation.scoring import read_text
+
+    if not asr_dir:
+        reason = "no ASR model given (--asr_dir)"
+    elif not (Path(asr_dir) / "config.yaml").is_file():
+        reason = f"no trained ASR model in {asr_dir} (config.yaml missing)"
+    else:
+        reason = ""
+    if reason:
+        logger.info("intelligibility (WER/dWER) skipped: %s", reason)
+        return {"skipped": reason}
+    refs = read_text(Path(data_dir) / "text")
+    hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device)
+            for s, a in audio.items()}
+    for s, h in hyps.items():
+        summary[s]["wer"] = error_rate(refs, h, unit)
+        summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
+    return {"model": str(asr_dir), "unit": unit, "hyps": hyps}
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """DASB-style table: header cells and one row of cells per system; the best value of each
+    measure among the discretizers is bold (``**x**``)."""
+    from rpq_units.evaluation.speech_metrics import MEASURES
+
+    summary = report["summary"]
+    systems = report["systems"]
+    unit = "CER" if report.get("asr", {}).get("unit") == "char" else "WER"
+    cols = [("kbps", "Bitrate (kbps)", None)]
+    cols += [(k, head, hi) for k, (head, hi) in MEASURES.items()]
+    if "skipped" not in report.get("asr", {"skipped": ""}):
+        cols += [("wer", f"{unit} (%) ↓", False), ("dwer", f"d{unit} (%) ↓", False)]
+    discrete = [s for s in systems if s not in (ORIGINAL, COPY, CONTINUOUS)]
+    best: dict[str, float] = {}
+    for k, _, hi in cols:
+        vals = [summary[s].get(k) for s in discrete]
+        vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if hi is not None and vals:
+            best[k] = max(vals) if hi else min(vals)
+    header = ["System"] + [h for _, h, _ in cols]
+    rows = []
+    for s in systems:
+        cells = [label(s)]
+        for k, _, _ in cols:
+            v = summary[s].get(k)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("-")
+                continue
+            txt = f"{v:.1f}" if k in ("kbps", "wer", "dwer", "f0_rmse") else f"{v:.3f}"
+            if k == "kbps" and v < 10:
+                txt = f"{v:.2f}"
+            if s in discrete and k in best and v == best[k]:
+                txt = f"**{txt}**"
+            cells.append(txt)
+        rows.append(cells)
+    return header, rows
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The markdown table with a caption line."""
+    header, rows = table_rows(report)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    n = len(report["utterances"])
+    asr = report.get("asr", {})
+    note = (f"; WER skipped: {asr['skipped']}" if "skipped" in asr
+            else f"; ASR: {asr.get('model')}")
+    lines += ["", f"Averages over {n} utterances of `{report['data_dir']}`; synthesis: "
+              f"{report['synthesis']}; best discretizer per column in bold{note}."]
+    return "\n".join(lines)
+
+
+def train_vocoder_from_data(
+    *,
+    data_dir: str,
+    config: str,
+    out: str,
+    upstream: str,
+    upstream_ckpt: str | None = None,
+    layer: int = -1,
+    max_utts: int = 0,
+    steps: int | None = None,
+    device: str = "cpu",
+    chunk_s: float = 30.0,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Train a HiFi-GAN (:mod:`rpq_units.evaluation.vocoder`) on the continuous features of the first
+    ``max_utts`` utterances of ``data_dir`` (all with 0); resumes from ``<out>.train``; writes
+    ``out`` and ``<out>.json`` (the summary)."""
+    import yaml
+
+    from rpq_units.evaluation.vocoder import Vocoder
+    from rpq_units.evaluation.vocoder import train_vocoder as train
+    from rpq_units.pipeline.data import AudioLoader, load_data_dir
+    from rpq_units.pipeline.features import FeatureExtractor
+    from rpq_units.pipeline.steps import iter_features, report_skipped
+
+    with open(config) as f:
+        cfg = yaml.safe_load(f) or {}
+    utts = load_data_dir(data_dir)
+    if max_utts > 0:
+        utts = utts[:max_utts]
+    fx = FeatureExtractor(upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device,
+                          chunk_s=chunk_s)
+    feats, wavs, skipped = [], [], []
+    load = AudioLoader()
+    for utt, f in iter_features(utts, fx, strict=strict, skipped=skipped, desc="vocoder feats"):
+        feats.append(f)
+        wavs.append(load(utt))
+    report_skipped("train_vocoder", len(feats), len(utts), skipped)
+    voc = Vocoder(in_dim=fx.dim, hop=fx.stride, config=cfg, device=device)
+    summary = train(voc, feats, wavs, out=out, steps=steps)
+    summary.update({"utterances": len(feats), "upstream": upstream, "layer": fx.layer,
+                    "hop": fx.stride, "dim": fx.dim, "device": device})
+    write_text_atomic(Path(out).with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+    logger.info("train_vocoder: %s after %d steps", out, summary["steps"])
+    return summary
