@@ -18,7 +18,7 @@
 #   7  ESPnet mt_train collect stats (discrete_asr)
 #   8  ESPnet mt_train training
 #   9  ESPnet mt_inference decoding of every test set (with and without the LM)
-#  10  scoring of the current models' decodes: WER/CER with rpq_units.scoring (result.txt with its
+#  10  scoring of the current models' decodes: WER/CER with rpq_units.evaluation.scoring (result.txt with its
 #      measure and Sub/Del/Ins), then the recipe's local/score.sh <expdir> where it has one (e.g.
 #      CER per language); the continuous reference is scored the same way
 #  11  continuous reference (--run_continuous true): the frozen upstream's features of every set
@@ -256,6 +256,13 @@ keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a mode
     done
 }
 
+steps() {  # steps <step> [options]: one unit step (utils/units_steps.sh) with this run's upstream and jobs
+    local step=$1; shift
+    utils/units_steps.sh --cmd "${decode_cmd}" --fit_cmd "${train_cmd}" --nj "${nj}" --device "${device}" \
+        --upstream "${upstream}" --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" \
+        --fwd_opts "${fwd_opts}" "$@" "${step}"
+}
+
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
     if ! declare -F "st_${_st[0]}" > /dev/null; then
@@ -302,15 +309,10 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     if ! redo_if_changed "${featdir}/.done" "${stamp}"; then
         log "features already dumped in ${featdir}"
     else
-        _nj=$(min "${nj}" "$(wc -l < "${datadir}/${train_set}/wav.scp")")
-        ckpt_opt=""
-        [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
         rm -rf "${featdir}"
         stamp_write "${featdir}/.stamp" "${stamp}"
-        ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${featdir}/log/dump_feats.JOB.log" \
-            bash -c "rpq-units dump_feats --data_dir ${datadir}/${train_set} --out_dir ${featdir} \
-                --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${feats_portion} \
-                --seed 0 --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
+        steps feats --data_dir "${datadir}/${train_set}" --portion "${feats_portion}" --seed 0 \
+            --feats_dir "${featdir}"
         stamp_write "${featdir}/.done" "${stamp}"
     fi
     stage_end "feature sample"
@@ -329,14 +331,9 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
         [ -f "${units_conf_dir}/${d}.yaml" ] || { log "missing discretizer config ${units_conf_dir}/${d}.yaml"; exit 1; }
         rm -rf "${udir}"
         stamp_write "${udir}/.stamp" "${stamp}"
-        cp "${units_conf_dir}/${d}.yaml" "${udir}/config.yaml"
-        fit_opts=()
-        [ "${max_frames}" -gt 0 ] && fit_opts+=(--max_frames "${max_frames}")
         log "fitting ${d} -> ${udir}/codebook.pt (log: ${udir}/fit.log)"
-        ${train_cmd} "${udir}/fit.log" rpq-units fit --feats_dir "${featdir}" --out "${udir}/codebook.pt" \
-            --config "${udir}/config.yaml" "${fit_opts[@]}" --device "${device}"
-        ${train_cmd} "${udir}/analyze.log" rpq-units analyze --codebook "${udir}/codebook.pt" \
-            --feats_dir "${featdir}" --out_dir "${udir}/analysis"
+        steps fit --feats_dir "${featdir}" --config "${units_conf_dir}/${d}.yaml" --max_frames "${max_frames}" \
+            --units_dir "${udir}"
         stamp_write "${udir}/.done" "${stamp}"
     done
     stage_end "fit discretizers"
@@ -344,7 +341,6 @@ fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     stage_begin 4 "encode $(all_sets) with ${discretizers} (on encode error: ${on_encode_error})"
-    strict=--strict; [ "${on_encode_error}" = delete ] && strict=""
     for d in ${discretizers}; do
         tag=$(units_tag "${d}")
         udir=${expdir}/units_${tag}
@@ -355,39 +351,17 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             if ! redo_if_changed "${odir}/.done" "${stamp}"; then
                 continue
             fi
-            _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
             rm -rf "${odir}"
             mkdir -p "${odir}"
             stamp_write "${odir}/.stamp" "${stamp}"
             log "encoding ${s} with ${d} -> ${odir}/units"
             # the training utterances of stage 2's sample are encoded from its features
-            reuse=""
+            reuse=()
             if [ "${s}" = "${train_set}" ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)"; then
-                reuse="--feats_dir ${featdir}"
+                reuse=(--feats_dir "${featdir}")
             fi
-            if ! ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${odir}/log/encode.JOB.log" \
-                bash -c "rpq-units encode --data_dir ${datadir}/${s} --codebook ${udir}/codebook.pt \
-                    --out ${odir}/units.JOB --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${strict} \
-                    ${fwd_opts} ${reuse}"; then
-                log "error: encoding ${s} with ${d} failed: $(grep -h '^error: ' "${odir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
-                    "(logs: ${odir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
-                exit 1
-            fi
-            parts=()
-            for ((j = 1; j <= _nj; j++)); do parts+=("${odir}/units.${j}"); done
-            utils/merge_sorted.sh "${odir}/units" "${parts[@]}"
-            rm -f "${parts[@]}"
-            # utterances that could not be encoded (--on_encode_error delete): named, counted, and
-            # left out of training; the references stay the full data dir text, so decoding scores
-            # each of them as a full deletion
-            comm -23 <(cut -d' ' -f1 "${datadir}/${s}/wav.scp") <(cut -d' ' -f1 "${odir}/units") > "${odir}/failed"
-            if [ -s "${odir}/failed" ]; then
-                log "warning: ${s}: $(wc -l < "${odir}/failed") of $(wc -l < "${datadir}/${s}/wav.scp") utterances could not be encoded" \
-                    "(--on_encode_error delete; reasons in ${odir}/log), scored as full deletions: $(head -n 5 "${odir}/failed" | paste -sd' ')"
-            fi
-            # the training target text of the encoded utterances, in the same order
-            join -j1 <(cut -d' ' -f1 "${odir}/units") "${datadir}/${s}/text" > "${odir}/text.tmp"
-            mv "${odir}/text.tmp" "${odir}/text"
+            steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" \
+                --strict "$([ "${on_encode_error}" = fail ] && echo true || echo false)"
             stamp_write "${odir}/.done" "${stamp}"
         done
     done
@@ -426,8 +400,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
         udir=${expdir}/units_$(units_tag "${d}")
         require "${udir}/.done" "$(stamp_of st_units "${d}")" 3
         if [ ! -f "${udir}/tokens.txt" ]; then  # removed with the codebook when it is refitted
-            ${train_cmd} "${udir}/token_list.log" rpq-units token_list --codebook "${udir}/codebook.pt" \
-                --out "${udir}/tokens.txt"
+            steps token_list --units_dir "${udir}"
         fi
     done
     stage_end "token lists"
@@ -682,7 +655,7 @@ score_decodes() {  # score_decodes <decode dir>...: the one scoring path of ever
     local ddir sym_opts=()
     [ -n "${nlsyms_txt}" ] && sym_opts=(--remove_symbols "${nlsyms_txt}")  # [lang] tags are not characters
     for ddir in "$@"; do
-        python -m rpq_units.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
+        python -m rpq_units.evaluation.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
             --unit "${score_unit}" "${sym_opts[@]}" --out "${ddir}/result.txt"
     done
     if [ -x local/score.sh ]; then
@@ -846,7 +819,7 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
             fi
         done < "${rowdir}/${t}.tsv" >> "${expdir}/results_rows.tsv"
     done
-    python -m rpq_units.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
+    python -m rpq_units.evaluation.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
         --rows "${expdir}/results_rows.tsv" --command "$(cat "${expdir}/commands.txt"; echo "${run_args% }")" \
         --timing "${timing}" --out "${results}"
     if [ -x local/results.sh ]; then
