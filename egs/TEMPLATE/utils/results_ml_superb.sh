@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Called by the stage engine after it writes RESULTS.md (stage 12): prints the per-language CER
+# The ML-SUPERB recipes' local/results.sh (a link here): called by the stage engine after it
+# writes RESULTS.md (stage 12): prints the per-language CER
 # tables of the ML-SUPERB test sets (the models of the current settings, as the engine's
 # results_rows.tsv lists them), which the engine appends to RESULTS.md.
 set -euo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Called by the stage engine after its standard scoring (stage 10) with the experiment dir:
+# The ML-SUPERB recipes' local/score.sh (a link here): called by the stage engine after its
+# standard scoring (stage 10) with the experiment dir:
 # rescore the ML-SUPERB test sets by CER ([lang] prefix removed), per language, few-shot, LID.
 set -euo pipefail
 

@@ -12,7 +12,7 @@ train="train-clean-100 train-clean-360 train-other-500"
 local/data.sh --download_dir "${download_dir}" --datadir "${datadir}" \
     --sets "${train} dev-clean dev-other test-clean test-other"
 if [ ! -f "${datadir}/train_960/.done" ]; then
-    local/combine_data_dirs.sh "${datadir}/train_960" "${datadir}/train_clean_100" \
+    utils/combine_data_dirs.sh "${datadir}/train_960" "${datadir}/train_clean_100" \
         "${datadir}/train_clean_360" "${datadir}/train_other_500"
     date > "${datadir}/train_960/.done"
 fi

@@ -28,7 +28,7 @@ for part in ${ls_sets}; do
     s=${part//-/_}
     local/prefix_data_dir.sh ls_ "${datadir}/librispeech/${s}" "${datadir}/ls_${s}"
 done
-local/combine_data_dirs.sh "${datadir}/${train_set}" "${datadir}/ls_${ls_train//-/_}" \
+utils/combine_data_dirs.sh "${datadir}/${train_set}" "${datadir}/ls_${ls_train//-/_}" \
     "${datadir}/mlsuperb_train_1h"
-local/combine_data_dirs.sh "${datadir}/${valid_set}" "${datadir}/ls_${ls_dev//-/_}" \
+utils/combine_data_dirs.sh "${datadir}/${valid_set}" "${datadir}/ls_${ls_dev//-/_}" \
     "${datadir}/mlsuperb_dev_10min"
