@@ -2,9 +2,10 @@
 """ML-SUPERB scoring of a recipe's decodes: CER overall, per language, few-shot, LID.
 
 ``score`` rescores every finished decode of the given test sets
-(``<exp_dir>/asr_*/decode_<set>_<nolm|lm>/{ref,hyp}``) with ``rpq_units.evaluation.lang_scoring``:
-``result.txt`` becomes the CER with any ``[lang]`` prefix removed (the recipes' results table
-reads it), and ``cer_per_lang.txt`` / ``cer.json`` hold the breakdown. ``table`` prints the
+(``<exp_dir>/asr_*/decode_<set>_<nolm|lm>/{ref,hyp}``) with ``rpq_units.evaluation.lang_scoring``
+into ``cer_per_lang.txt`` / ``cer.json`` (overall, per language, few-shot, LID); the decode's
+``result.txt`` (CER without the ``[lang]`` tags, read by the results table) is the engine's
+stage 10's, written by ``rpq_units.evaluation.scoring``. ``table`` prints the
 Markdown breakdown tables (one per test set: a row per model, a column per language) that the
 recipes append to ``RESULTS.md``::
 

@@ -19,8 +19,9 @@
 #   8  ESPnet mt_train training
 #   9  ESPnet mt_inference decoding of every test set (with and without the LM)
 #  10  scoring of the current models' decodes: WER/CER with rpq_units.evaluation.scoring (result.txt with its
-#      measure and Sub/Del/Ins), then the recipe's local/score.sh <expdir> where it has one (e.g.
-#      CER per language); the continuous reference is scored the same way
+#      measure and Sub/Del/Ins; CER for --char_test_sets), then the recipe's local/score.sh
+#      <expdir> where it has one adds its breakdown (e.g. CER per language) beside it; the
+#      continuous reference is scored the same way
 #  11  continuous reference (--run_continuous true): the frozen upstream's features of every set
 #      (rpq-units dump_feats --format ark), then ESPnet asr_train / asr_inference on them
 #  12  RESULTS.md: one row per model of the current settings, one column per test set (plus what
@@ -78,6 +79,7 @@ token_type=bpe          # char or bpe
 nbpe=5000               # sentencepiece vocabulary size (bpe)
 bpemode=unigram         # sentencepiece model type
 score_unit=word         # word (WER) or char (CER)
+char_test_sets=""       # test sets scored by CER whatever --score_unit (a combined recipe's ML-SUPERB sets)
 nlsyms_txt=""           # non-linguistic symbols, one a line (e.g. [eng] language tags): one target token each
 local_score_opts=""     # options for the recipe's local/score.sh (stage 10) and local/results.sh (stage 12)
 # ESPnet models
@@ -652,14 +654,18 @@ current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode ma
     true
 }
 score_decodes() {  # score_decodes <decode dir>...: the one scoring path of every model, discrete or continuous
-    local ddir sym_opts=()
+    local ddir set unit sym_opts=()
     [ -n "${nlsyms_txt}" ] && sym_opts=(--remove_symbols "${nlsyms_txt}")  # [lang] tags are not characters
     for ddir in "$@"; do
+        set=${ddir##*/decode_}; set=${set%_nolm}; set=${set%_lm}
+        unit=${score_unit}
+        [[ " ${char_test_sets} " == *" ${set} "* ]] && unit=char
         python -m rpq_units.evaluation.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
-            --unit "${score_unit}" "${sym_opts[@]}" --out "${ddir}/result.txt"
+            --unit "${unit}" "${sym_opts[@]}" --out "${ddir}/result.txt"
     done
     if [ -x local/score.sh ]; then
-        # the recipe's own measure (e.g. CER per language) rewrites result.txt of its test sets
+        # the recipe's own breakdown (e.g. CER per language, LID) beside result.txt, which it
+        # leaves alone: result.txt has one writer, the line above
         # shellcheck disable=SC2086  # local_score_opts is a word list
         local/score.sh --datadir "${datadir}" ${local_score_opts} "${expdir}"
     fi

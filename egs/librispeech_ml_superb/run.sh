@@ -26,6 +26,7 @@ test_sets="ls_dev_clean ls_dev_other ls_test_clean ls_test_other ${mlsuperb_test
     --token_type bpe \
     --nbpe 6500 \
     --score_unit word \
+    --char_test_sets "${mlsuperb_test}" \
     --local_score_opts "--test_sets ${mlsuperb_test}" \
     --asr_config conf/asr/train_discrete_asr_ebranchformer.yaml \
     --inference_config conf/asr/decode_discrete_asr.yaml \

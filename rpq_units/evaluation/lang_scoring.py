@@ -38,7 +38,6 @@ from rpq_units.evaluation.scoring import (
     align,
     read_text,
     tokens,
-    write_result,
 )
 
 logger = logging.getLogger(__name__)
@@ -256,8 +255,10 @@ def score_files(
     utt2lang_file: str | os.PathLike | None = None,
     few_shot_langs: Iterable[str] = FEW_SHOT_LANGS,
 ) -> MultilingualReport:
-    """Score text tables and write into ``out_dir``: ``result.txt`` (overall CER in the format
-    of ``rpq_units.evaluation.scoring``, so results tables read it), ``cer_per_lang.txt`` and ``cer.json``."""
+    """Score text tables and write the breakdown into ``out_dir``: ``cer_per_lang.txt`` and
+    ``cer.json`` (overall, per language, few-shot, LID). The decode's ``result.txt`` is not
+    touched: :mod:`rpq_units.evaluation.scoring` writes it (the recipes' stage 10), with the
+    same overall CER when the ``[lang]`` tags are its removed symbols."""
     ref = read_text(ref_file)
     if not ref:
         raise ScoringError(f"{ref_file}: no reference utterances")
@@ -265,7 +266,6 @@ def score_files(
     report = score_multilingual(ref, read_text(hyp_file), utt2lang, few_shot_langs=few_shot_langs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_result(report.overall, out / "result.txt", "char", ref_file, hyp_file)
     for name, text in (
         ("cer_per_lang.txt", format_report(report, title=f"# {hyp_file}")),
         ("cer.json", json.dumps(report.as_dict(), indent=1, ensure_ascii=False) + "\n"),

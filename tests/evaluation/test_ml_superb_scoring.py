@@ -15,7 +15,7 @@ from rpq_units.evaluation.lang_scoring import (
     score_multilingual,
     split_lid,
 )
-from rpq_units.evaluation.scoring import read_result
+from rpq_units.evaluation.scoring import score
 
 
 @pytest.mark.parametrize(
@@ -154,10 +154,12 @@ def test_score_files_writes_tables(tmp_path):
     assert data["lid_accuracy"] == pytest.approx(60.0)
     table = (tmp_path / "score" / "cer_per_lang.txt").read_text(encoding="utf-8")
     assert "lit *" in table and "few-shot*" in table and "LID accuracy: 60.00%" in table
-    result = (tmp_path / "score" / "result.txt").read_text(encoding="utf-8")
-    assert result.startswith("CER 40.91 %") and "\nErr 9\n" in result
-    assert read_result(tmp_path / "score" / "result.txt")["N"] == 22
     assert not list((tmp_path / "score").glob("*.tmp"))
+    # result.txt has one writer, the shared scoring path; the breakdown agrees with it
+    assert not (tmp_path / "score" / "result.txt").exists()
+    tags = ["[eng]", "[hin]", "[lit]", "[vie]"]
+    c = score(tmp_path / "ref", tmp_path / "hyp", "char", tmp_path / "result.txt", symbols=tags)
+    assert (c.n, c.err) == (22, 9) and c.rate == pytest.approx(data["overall"]["cer"], abs=0.005)
 
 
 def test_recipe_scoring_and_table(tmp_path):
@@ -184,7 +186,7 @@ def test_recipe_scoring_and_table(tmp_path):
     args = ["--exp_dir", str(tmp_path / "exp"), "--test_sets", "test_10min"]
     assert mod.main(["score", *args, "--data_dir", str(tmp_path / "data")]) == 0
     scored = tmp_path / "exp" / "asr_fbank_llast_pq" / "decode_test_10min_nolm"
-    assert read_result(scored / "result.txt")["Err"] == 9
+    assert json.loads((scored / "cer.json").read_text())["overall"]["err"] == 9
     assert not (tmp_path / "exp" / "asr_fbank_llast_rpq" / "decode_test_10min_nolm" / "cer.json").exists()
     text = mod.table(tmp_path / "exp", ["test_10min"])
     lines = text.splitlines()[1:]

@@ -23,13 +23,13 @@ import json
 import os
 import sys
 
-import torch
 import yaml
 
 
 def discrete(cfg: dict, codebook: str) -> dict:
-    blob = torch.load(codebook, map_location="cpu", weights_only=True)
-    m = int(blob["config"].get("num_codebooks", 1))
+    from rpq_units.pipeline.codebooks import load_quantizer
+
+    m = load_quantizer(codebook).num_codebooks
     fconf = dict(cfg.get("frontend_conf") or {})
     embed_dim = int(fconf.get("embed_dim", 256))
     model_conf = dict(cfg.get("model_conf") or {})
