@@ -362,7 +362,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             if [ "${s}" = "${train_set}" ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)"; then
                 reuse=(--feats_dir "${featdir}")
             fi
-            steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" \
+            steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" --label "${s} with ${d}" \
                 --strict "$([ "${on_encode_error}" = fail ] && echo true || echo false)"
             stamp_write "${odir}/.done" "${stamp}"
         done

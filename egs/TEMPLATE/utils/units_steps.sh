@@ -47,6 +47,7 @@ strict=true             # encode: stop at an utterance that cannot be encoded (f
                         # <out_dir>/failed and go on)
 device=cpu              # torch device
 fwd_opts=""             # more dump_feats/encode options (--batch_size N, --autocast bf16)
+label=""                # encode: how errors name the work (default: "<data_dir> with <units_dir>")
 
 help_message=$(sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//')
 . "${utils}/parse_options.sh"
@@ -99,7 +100,7 @@ step_encode() {
         bash -c "rpq-units encode --data_dir ${data_dir} --codebook ${units_dir}/codebook.pt \
             --out ${out_dir}/units.JOB --nshard ${n} --rank \$((JOB - 1)) --device ${device} ${strict_opt} \
             ${fwd_opts} ${reuse}"; then
-        die "encoding ${data_dir} with ${units_dir}/codebook.pt failed: $(grep -h '^error: ' "${out_dir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
+        die "encoding ${label:-${data_dir} with ${units_dir}} failed: $(grep -h '^error: ' "${out_dir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
             "(logs: ${out_dir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
     fi
     for ((j = 1; j <= n; j++)); do parts+=("${out_dir}/units.${j}"); done
