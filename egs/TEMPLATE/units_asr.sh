@@ -691,23 +691,13 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     stage_begin 11 "continuous reference: ${upstream} layer ${layer} features -> ${cdump}, asr_train -> ${adir}"
     # The frozen upstream's features of every set, dumped once through the extractor that made
     # the units (any upstream kind, rpq_ssl encoders included), read by ESPnet as kaldi_ark.
-    ckpt_opt=""
-    [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
     for s in $(all_sets); do
         fdir=${cdump}/${s}
         stamp=$(stamp_of st_cfeats "${s}")
         redo_if_changed "${fdir}/.done" "${stamp}" || continue
-        _nj=$(min "${nj}" "$(wc -l < "${datadir}/${s}/wav.scp")")
         rm -rf "${fdir}"
         log "dumping ${s} features -> ${fdir}/feats.scp"
-        ${decode_cmd} --num_threads 1 JOB=1:"${_nj}" "${fdir}/log/dump_feats.JOB.log" \
-            bash -c "rpq-units dump_feats --data_dir ${datadir}/${s} --out_dir ${fdir} --format ark \
-                --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion 1 \
-                --nshard ${_nj} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
-        parts=()
-        for ((j = 0; j < _nj; j++)); do parts+=("${fdir}/feats.${j}.scp"); done
-        utils/merge_sorted.sh "${fdir}/feats.scp" "${parts[@]}"
-        rm -f "${parts[@]}"
+        steps feats --data_dir "${datadir}/${s}" --portion 1 --format ark --feats_dir "${fdir}"
         # the target text, restricted to the utterances with features, in the same order
         join -j1 <(cut -d' ' -f1 "${fdir}/feats.scp") "${datadir}/${s}/text" > "${fdir}/text.tmp"
         mv "${fdir}/text.tmp" "${fdir}/text"

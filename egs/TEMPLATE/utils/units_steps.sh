@@ -4,7 +4,8 @@
 #
 #     units_steps.sh [options] <step> [<step> ...]
 #
-#   feats       features of a seeded --portion of --data_dir -> --feats_dir (shards + feats.json)
+#   feats       features of a seeded --portion of --data_dir -> --feats_dir (shards + feats.json;
+#               with --format ark, kaldi_ark + feats.scp for ESPnet)
 #   fit         a quantizer from --config on --feats_dir -> --units_dir/codebook.pt (+ .yaml,
 #               .metrics.json, config.yaml) and its analysis (--units_dir/analysis)
 #   encode      units of --data_dir with --units_dir/codebook.pt -> --out_dir/units (sorted Kaldi
@@ -37,6 +38,8 @@ upstream_ckpt=""        # its checkpoint (config file for baseline_local)
 layer=-1                # upstream layer (-1: last)
 portion=0.3             # feats: portion of the utterances sampled (seeded)
 seed=0                  # feats: seed of the sample
+format=npy              # feats: npy shards (for fit) or ark (kaldi_ark for ESPnet, merged into
+                        # <feats_dir>/feats.scp)
 feats_dir=""            # feats: output; fit: input; encode: features to reuse for the utterances
                         # dumped there with the same settings (optional)
 config=""               # fit: discretizer config (conf/units/<name>.yaml)
@@ -62,17 +65,23 @@ for step in "$@"; do
     case "${step}" in feats|fit|encode|token_list) ;; *) echo "$0: unknown step '${step}' (feats, fit, encode, token_list)" >&2; exit 2 ;; esac
 done
 case "${strict}" in true|false) ;; *) echo "$0: --strict must be true or false" >&2; exit 2 ;; esac
+case "${format}" in npy|ark) ;; *) echo "$0: --format must be npy or ark" >&2; exit 2 ;; esac
 ckpt_opt=""
 [ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
 
 step_feats() {
     need data_dir feats_dir
     [ -f "${data_dir}/wav.scp" ] || die "${data_dir}: no wav.scp"
-    local n; n=$(njobs "${data_dir}")
+    local n j parts=(); n=$(njobs "${data_dir}")
     ${cmd} --num_threads 1 JOB=1:"${n}" "${feats_dir}/log/dump_feats.JOB.log" \
-        bash -c "rpq-units dump_feats --data_dir ${data_dir} --out_dir ${feats_dir} \
+        bash -c "rpq-units dump_feats --data_dir ${data_dir} --out_dir ${feats_dir} --format ${format} \
             --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${portion} \
             --seed ${seed} --nshard ${n} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
+    if [ "${format}" = ark ]; then
+        for ((j = 0; j < n; j++)); do parts+=("${feats_dir}/feats.${j}.scp"); done
+        "${utils}/merge_sorted.sh" "${feats_dir}/feats.scp" "${parts[@]}"
+        rm -f "${parts[@]}"
+    fi
 }
 
 step_fit() {
