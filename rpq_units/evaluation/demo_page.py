@@ -44,8 +44,8 @@ def _inline(text: str) -> str:
 
 
 def markdown_to_html(md: str) -> str:
-    """The markdown this project writes (headings, pipe tables, fenced code, paragraphs) as
-    HTML."""
+    """The markdown this project writes (headings, pipe tables, fenced code, "- " lists,
+    paragraphs) as HTML."""
     out: list[str] = []
     lines = md.splitlines()
     i = 0
@@ -71,6 +71,13 @@ def markdown_to_html(md: str) -> str:
                     "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:]
                 )
                 out.append(f"<table><tr>{head}</tr>{body}</table>")
+            continue
+        if line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
             continue
         m = re.match(r"(#+)\s+(.*)", line)
         if m:

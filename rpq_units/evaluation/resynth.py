@@ -342,6 +342,7 @@ def resynth(
         "asr": asr,
         "per_utterance": per_utt,
     }
+    report["expected_order"] = expected_order(report)
     write_text_atomic(out / "metrics.json", json.dumps(_json_safe(report), indent=1) + "\n")
     write_text_atomic(out / "resynth.md", format_table(report) + "\n")
     logger.info("resynth: %d utterances x %d systems -> %s", len(utts), len(systems), out)
@@ -427,6 +428,71 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+# The order a reader expects (the RPQ paper's page, DASB): copy-synthesis >= continuous > the
+# product quantizers > K-means, on intelligibility. Checked on each run, never assumed.
+ORDER_MEASURES = {"stoi": ("STOI", True), "wer": ("WER", False)}
+
+
+def expected_order(report: dict[str, Any]) -> dict[str, Any]:
+    """Check copy-synthesis >= continuous > every discretizer but K-means > K-means on STOI and
+    WER (lower is better). Per measure: ``{"holds": bool, "checks": [...]}`` (each check names
+    the better-expected system, the other, the relation and both values), or ``{"holds": None,
+    "reason": ...}`` when the measure is missing (e.g. no ASR model for WER)."""
+    summary = report["summary"]
+    systems = [s for s in report["systems"] if s != ORIGINAL]
+    discrete = [s for s in systems if s not in (COPY, CONTINUOUS)]
+    middle = [s for s in discrete if s != "kmeans"]
+    pairs: list[tuple[str, str, bool]] = []  # (expected better, other, strictly)
+    if COPY in systems and CONTINUOUS in systems:
+        pairs.append((COPY, CONTINUOUS, False))
+    if CONTINUOUS in systems:
+        pairs += [(CONTINUOUS, s, True) for s in discrete]
+    if "kmeans" in discrete:
+        pairs += [(s, "kmeans", True) for s in middle]
+    out: dict[str, Any] = {}
+    for key, (name, higher) in ORDER_MEASURES.items():
+        vals = {s: summary.get(s, {}).get(key) for s in systems}
+        missing = [s for s, v in vals.items() if v is None or math.isnan(v)]
+        if missing:
+            out[key] = {"holds": None, "reason": f"{name} not measured for {', '.join(missing)}"}
+            continue
+        checks = []
+        for a, b, strict in pairs:
+            d = vals[a] - vals[b] if higher else vals[b] - vals[a]  # > 0: a is better
+            checks.append({"better": a, "than": b, "relation": ">" if strict else ">=",
+                           "values": [vals[a], vals[b]], "ok": bool(d > 0 if strict else d >= 0)})
+        out[key] = {"holds": all(c["ok"] for c in checks), "checks": checks}
+    return out
+
+
+def format_order(report: dict[str, Any]) -> str:
+    """One line per measure: whether the expected order held, and which pairs broke it."""
+    order = report.get("expected_order") or expected_order(report)
+    systems = [s for s in report["systems"] if s != ORIGINAL]
+    discrete = [s for s in systems if s not in (COPY, CONTINUOUS)]
+    tiers = [[s] for s in (COPY, CONTINUOUS) if s in systems]
+    tiers += [[s for s in discrete if s != "kmeans"]] + ([["kmeans"]] if "kmeans" in discrete else [])
+    chain = ""
+    for i, t in enumerate(x for x in tiers if x):
+        sep = "" if i == 0 else (" ≥ " if chain == label(COPY) else " > ")
+        chain += sep + " / ".join(label(s) for s in t)
+    lines = [f"Expected order ({chain}):"]
+    for key, (name, higher) in ORDER_MEASURES.items():
+        res = order.get(key, {})
+        if res.get("holds") is None:
+            lines.append(f"- {name}: not checked ({res.get('reason', 'not measured')})")
+            continue
+        if res["holds"]:
+            lines.append(f"- {name}: holds")
+            continue
+        word = "above" if higher else "below"
+        bad = [f"{label(c['better'])} {c['values'][0]:.3g} not {word} "
+               f"{'or equal to ' if c['relation'] == '>=' else ''}{label(c['than'])} "
+               f"{c['values'][1]:.3g}" for c in res["checks"] if not c["ok"]]
+        lines.append(f"- {name}: fails ({'; '.join(bad)})")
+    return "\n".join(lines)
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The markdown table with a caption line."""
     header, rows = table_rows(report)
@@ -437,7 +503,8 @@ def format_table(report: dict[str, Any]) -> str:
     note = (f"; WER skipped: {asr['skipped']}" if "skipped" in asr
             else f"; ASR: {asr.get('model')}")
     lines += ["", f"Averages over {n} utterances of `{report['data_dir']}`; synthesis: "
-              f"{report['synthesis']}; best discretizer per column in bold{note}."]
+              f"{report['synthesis']}; best discretizer per column in bold{note}.", "",
+              format_order(report)]
     return "\n".join(lines)
 
 

@@ -223,6 +223,10 @@ def test_resynth_writes_every_system_at_16k(resynth_run):
     assert "| System | Bitrate (kbps) | STOI ↑ | PESQ ↑ | MCD (dB) ↓" in table
     assert table.count("**") >= 2  # best discretizer values in bold
     assert "WER skipped" in table
+    assert report["expected_order"]["stoi"]["holds"] in (True, False)  # measured, either way
+    assert report["expected_order"]["wer"]["holds"] is None
+    assert "Expected order (Copy-synthesis ≥ Continuous > PQ > K-means):" in table
+    assert re.search(r"^- STOI: (holds|fails \(.+\))$", table, re.M)
 
 
 def test_decode_feeds_the_synthesis(resynth_run):
@@ -508,6 +512,48 @@ def test_error_rate_and_dwer():
     # dWER: the original audio's transcripts serve as references
     assert error_rate({"a": "THE BAT"}, {"a": "THE BAT"}) == 0.0
     assert error_rate(refs, {"a": "THE CAT SAT"}, unit="char") == 0.0
+
+
+def _order_report(stoi: dict[str, float], wer: dict[str, float] | None) -> dict:
+    systems = ["original", "copy", "continuous", "kmeans", "pq", "rpq"]
+    summary = {s: {"kbps": 1.0} for s in systems}
+    for s, v in stoi.items():
+        summary[s]["stoi"] = v
+    for s, v in (wer or {}).items():
+        summary[s]["wer"] = v
+    return {"systems": systems, "summary": summary, "utterances": ["u1"], "data_dir": "d",
+            "synthesis": "griffinlim", "asr": {"skipped": "x"} if wer is None else {"unit": "word"}}
+
+
+def test_expected_order_is_checked_not_assumed():
+    from rpq_units.evaluation.resynth import expected_order, format_order
+
+    good = _order_report({"copy": 0.92, "continuous": 0.92, "pq": 0.87, "rpq": 0.85, "kmeans": 0.84},
+                         {"original": 5.0, "copy": 10.0, "continuous": 12.0, "pq": 20.0, "rpq": 18.0,
+                          "kmeans": 30.0})
+    order = expected_order(good)
+    assert order["stoi"]["holds"] and order["wer"]["holds"]  # copy == continuous is allowed
+    assert len(order["stoi"]["checks"]) == 1 + 3 + 2
+    assert "- STOI: holds" in format_order(good) and "- WER: holds" in format_order(good)
+    assert "(Copy-synthesis ≥ Continuous > PQ / RPQ > K-means)" in format_order(good)
+    # RPQ below K-means on STOI; on WER (lower is better) a tie with continuous is a failure
+    bad = _order_report({"copy": 0.92, "continuous": 0.93, "pq": 0.87, "rpq": 0.83, "kmeans": 0.84},
+                        {"copy": 10.0, "continuous": 12.0, "pq": 12.0, "rpq": 18.0, "kmeans": 30.0})
+    order = expected_order(bad)
+    assert order["stoi"]["holds"] is False and order["wer"]["holds"] is False
+    failed = {(c["better"], c["than"]) for c in order["stoi"]["checks"] if not c["ok"]}
+    assert failed == {("copy", "continuous"), ("rpq", "kmeans")}
+    assert [(c["better"], c["than"]) for c in order["wer"]["checks"] if not c["ok"]] == [
+        ("continuous", "pq")]
+    text = format_order(bad)
+    assert "- STOI: fails (Copy-synthesis 0.92 not above or equal to Continuous 0.93; " \
+           "RPQ 0.83 not above K-means 0.84)" in text
+    assert "- WER: fails (Continuous 12 not below PQ 12)" in text
+    # no ASR model: WER is not checked, and says why
+    no_asr = _order_report({"copy": 0.9, "continuous": 0.8, "pq": 0.7, "rpq": 0.7, "kmeans": 0.6}, None)
+    order = expected_order(no_asr)
+    assert order["stoi"]["holds"] is True and order["wer"]["holds"] is None
+    assert "- WER: not checked (WER not measured for copy, continuous, kmeans, pq, rpq)" in format_order(no_asr)
 
 
 def test_ssl_units_through_a_trained_vocoder(tmp_path):
