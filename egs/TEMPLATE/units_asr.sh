@@ -689,6 +689,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     adir=${expdir}/asr_${feat_tag}_continuous
     cdump=${dumpdir}/continuous_${feat_tag}
     stage_begin 11 "continuous reference: ${upstream} layer ${layer} features -> ${cdump}, asr_train -> ${adir}"
+    require "${tokendir}/.done" "$(stamp_of st_tokens)" 5  # the target token list
     # The frozen upstream's features of every set, dumped once through the extractor that made
     # the units (any upstream kind, rpq_ssl encoders included), read by ESPnet as kaldi_ark.
     for s in $(all_sets); do

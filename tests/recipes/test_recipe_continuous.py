@@ -29,9 +29,15 @@ def test_stage11_trains_decodes_and_scores(recipe):
     import kaldiio
     import yaml
 
-    for stage in ("1", "5"):
-        r = run(["./run.sh", "--stage", stage, "--stop_stage", stage, "--data_opts", TINY, *OPTS], cwd=recipe)
-        assert r.returncode == 0, r.stderr[-3000:]
+    r = run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--data_opts", TINY, *OPTS], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # without the token list (stage 5), stage 11 stops at once and says which stage to run
+    r = run(["./run.sh", "--stage", "11", "--stop_stage", "11", *OPTS], cwd=recipe)
+    assert r.returncode != 0
+    assert "dump/token_list/char is not finished: run stage 5 first" in r.stdout + r.stderr
+    assert not (recipe / "dump" / "continuous_mel_40ms_llast").exists()
+    r = run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--data_opts", TINY, *OPTS], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
     r = run(["./run.sh", "--stage", "11", "--stop_stage", "11", *OPTS], cwd=recipe, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
 
