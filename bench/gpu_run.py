@@ -17,6 +17,9 @@
 3. **Rehearsal** (``bench/rehearsal_gpu.py``): WavLM-Large-shaped random checkpoint, 3 h of
    generated audio, recipe stages 2-4 (stage 4 encoding stage 2's sample from its dumped
    features); wall time and ratio to the bare upstream forward.
+4. **Tiles**: the fused kernel with each tile of its autotuner (and the small-call tile),
+   fp16 and bf16, on ``--tile_n`` rows against torch's fp32 product of the same rounded
+   inputs: which compiled tiles are wrong.
 
     python bench/gpu_run.py --out "$OUT"            # full size (about 5 minutes on one H200)
     python bench/gpu_run.py --tiny --out /tmp/gpu   # CPU smoke test of every part
@@ -268,6 +271,58 @@ def part_stream(args, dev: torch.device, report: list[str]) -> None:
     ]
 
 
+def part_tiles(args, dev: torch.device, report: list[str]) -> None:
+    """The fused kernel (``search_triton.top2``) tile by tile, fp16 and bf16, against the same
+    rounded inputs multiplied by torch in fp32 (no TF32): which compiled tiles give wrong top-2s
+    (the autotuned BM 64 / BN 256 / BK 64 tile gave 23 % equal codes on an H200 in fp16)."""
+    from bench_lloyd_gpu import make_data
+
+    from rpq_units.quant import search
+    from rpq_units.quant import search_triton as st
+
+    n, d, k = args.tile_n, args.d, args.k
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x, cent = make_data(n, d, k, 0, dev)
+    kp, dp = st.padded(k, d)
+    c = cent.float()
+    mu = c.mean(0)
+    if dev.type == "cuda":
+        tiles = [st.SMALL_CONFIG] + [
+            (cf.kwargs["BM"], cf.kwargs["BN"], cf.kwargs["BK"], cf.num_warps, cf.num_stages)
+            for cf in st._configs()]
+    else:  # the interpreter pads K and d to its own block sizes
+        b = st.INTERP_BLOCKS
+        tiles = [(b["BM"], b["BN"], b["BK"], 4, 1), (16, b["BN"], b["BK"], 4, 1)]
+    report += [f"## 4. Fused kernel per tile ({n:,} x {d}, K = {k}; top-2 of the kernel against "
+               "torch's fp32 product of the same rounded inputs)", "",
+               "| dtype | BM | BN | BK | warps | stages | best equal % | second equal % | "
+               "max abs error of best score | s per call |", "|---|---|---|---|---|---|---|---|---|---|"]
+    # Triton's CPU interpreter reads bf16 tensors wrongly (tests/quant/test_search.py skips it)
+    dtypes = (torch.float16, torch.bfloat16) if dev.type == "cuda" else (torch.float16,)
+    for dt in dtypes:
+        _, _, beta, ch, cnp, _ = search.fused_codebook(c, mu, dt, kp, dp)
+        xh, nrm, _ = st.prepare(x, mu, dt, dp)
+        scale = 2.0 * beta * nrm
+        ref_v, ref_i = (cnp[None, :] - scale[:, None] * (xh.float() @ ch.float().T)).topk(
+            2, dim=1, largest=False)
+        name = "fp16" if dt == torch.float16 else "bf16"
+        for tile in tiles:
+            i1, i2, v1, _, _ = st.top2(xh, ch, cnp, scale, tile=tile)
+            sync()
+            inputs = (xh, ch, cnp, scale)
+            t = timeit(lambda a=inputs, tile=tile: st.top2(*a, tile=tile), 2)
+            eq1 = 100.0 * float((i1.long() == ref_i[:, 0]).float().mean())
+            eq2 = 100.0 * float((i2.long() == ref_i[:, 1]).float().mean())
+            err = float((v1 - ref_v[:, 0]).abs().max())
+            log(f"tiles: {name} {tile}: best equal {eq1:.3f} %, second {eq2:.3f} %, "
+                f"max error {err:.3g}, {t:.4f} s")
+            report.append(f"| {name} | " + " | ".join(map(str, tile))
+                          + f" | {eq1:.3f} | {eq2:.3f} | {err:.3g} | {t:.4f} |")
+        del xh, ref_v, ref_i, inputs
+    report += ["", "Near-ties decided by the accumulation order keep a correct tile a little "
+               "under 100 %; a wrong tile is far below.", ""]
+
+
 def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
     import rehearsal_gpu
 
@@ -308,8 +363,10 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_run_out"))
     ap.add_argument("--work", default=None, help="scratch dir (default: /tmp/gpu_run)")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CPU smoke test)")
-    ap.add_argument("--parts", default="lloyd,stream,rehearsal",
-                    help="comma-separated parts to run, of lloyd, stream, rehearsal (default all)")
+    ap.add_argument("--parts", default="lloyd,stream,rehearsal,tiles",
+                    help="comma-separated parts to run, of lloyd, stream, rehearsal, tiles "
+                         "(default all)")
+    ap.add_argument("--tile_n", type=int, default=1 << 18, help="rows of the per-tile check")
     ap.add_argument("--n", type=int, default=2_000_000)
     ap.add_argument("--d", type=int, default=1024)
     ap.add_argument("--k", type=int, default=2000)
@@ -321,7 +378,8 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--batch_size", type=int, default=16)
     args = ap.parse_args()
-    parts = {"lloyd": part_lloyd, "stream": part_stream, "rehearsal": part_rehearsal}
+    parts = {"lloyd": part_lloyd, "stream": part_stream, "rehearsal": part_rehearsal,
+             "tiles": part_tiles}
     chosen = [p for p in args.parts.split(",") if p]
     unknown = [p for p in chosen if p not in parts]
     if unknown or not chosen:
@@ -330,6 +388,7 @@ def main() -> int:
         args.n, args.d, args.k, args.reps, args.exact_rows = 800, 32, 20, 1, 800
         args.stream_n, args.stream_k, args.stream_iters = 4000, 30, 3
         args.hours, args.batch_size = 0.01, 4
+        args.tile_n = 300
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     args.work = args.work or "/tmp/gpu_run"

@@ -2,13 +2,13 @@
 # All GPU measurements of bench/gpu_run.py in one go (Lloyd pass: fp32 / TF32 / certified fp16 in
 # torch / the fused Triton search with rows prepared per call and once per fit, its GEMM + scan
 # variant and its uncertified fast mode, with a per-phase breakdown; a streamed fit against an
-# in-memory one; the WavLM-Large rehearsal of the recipe's stages 2-4 on 3 h of audio), about
-# 5 minutes on one H200 (kernel compilation and autotuning included). Writes $OUT/gpu_run.md
+# in-memory one; the WavLM-Large rehearsal of the recipe's stages 2-4 on 3 h of audio; the fused
+# kernel tile by tile, fp16 and bf16, to find the wrong compiled tile), about 6 minutes on one H200 (kernel compilation and autotuning included). Writes $OUT/gpu_run.md
 # (markdown tables) and $OUT/gpu_run.json; progress with timestamps on stdout.
 #
 #   bash bench/gpu_run.sh                 # full size, needs CUDA, torch, triton, numpy
 #   bash bench/gpu_run.sh --tiny          # CPU smoke test (Triton interpreter), a few minutes
-#   bash bench/gpu_run.sh --parts lloyd,stream   # some parts only (of lloyd, stream, rehearsal;
+#   bash bench/gpu_run.sh --parts lloyd,stream   # some parts only (of lloyd, stream, rehearsal, tiles;
 #                                                # these two: about 45 s plus the start on one H200)
 #
 # Without this repository's venv, the extra pure-Python / small wheels for the rehearsal are

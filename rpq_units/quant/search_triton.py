@@ -176,7 +176,8 @@ _top2_tuned = triton.autotune(configs=_configs(), key=["k", "d"])(_top2_kernel)
 
 
 def top2(
-    xh: torch.Tensor, ch: torch.Tensor, cn: torch.Tensor, scale: torch.Tensor
+    xh: torch.Tensor, ch: torch.Tensor, cn: torch.Tensor, scale: torch.Tensor,
+    tile: tuple[int, int, int, int, int] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Fused search. xh: (n, d) fp16/bf16 rows, ch: (K, d) same dtype codewords, cn: (K,)
     fp32, scale: (n,) fp32 -> best index i1 (n,) int32, second i2 (n,) int32, and the best,
@@ -188,7 +189,9 @@ def top2(
     autotuned tile BM 64, BN 256, BK 64, 8 warps, 4 stages): codes equal to fp32 on only
     23 % of the rows after certification, the certificate failing on every row. Hence
     :data:`rpq_units.quant.search.FUSED_KERNEL` is "gemm" (:func:`top2_gemm`); this kernel stays
-    selectable (``kernel="triton"``) for measurements."""
+    selectable (``kernel="triton"``) for measurements. ``tile``: force (BM, BN, BK, warps,
+    stages) instead of the autotuner's or the interpreter's choice (the per-tile check of
+    bench/gpu_run.py ``--parts tiles``; BN must divide K, BK d)."""
     n, d = xh.shape
     k = ch.shape[0]
     if (k, d) != padded(k, d):
@@ -206,7 +209,13 @@ def top2(
     if n == 0:
         return i1, i2, v1, v2, v3
     args = (xh, ch, cn, scale, i1, i2, v1, v2, v3, n, xh.stride(0), ch.stride(0))
-    if INTERPRET or dev.type != "cuda":
+    if tile is not None:
+        bm, bn, bk, w, s = tile
+        if k % bn or d % bk:
+            raise ValueError(f"top2: tile BN {bn} / BK {bk} does not divide the padded {(k, d)}")
+        _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, BM=bm, BN=bn, BK=bk,
+                                            num_warps=w, num_stages=s)
+    elif INTERPRET or dev.type != "cuda":
         bm = INTERP_BLOCKS["BM"]
         _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, **INTERP_BLOCKS)
     elif n < TUNE_MIN_ROWS:  # small calls (one utterance): a fixed tile, no tuning runs

@@ -365,3 +365,27 @@ def test_streamed_fit_equals_in_memory_fit_fused(kernels, monkeypatch):
     else:  # float64 segment sums per chunk: the same up to the last bit of fp32
         torch.testing.assert_close(c_mem, c_str, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(i_mem.cpu(), i_str.cpu())
+
+
+def test_fused_search_with_a_forced_tile(kernels):
+    """``top2(tile=...)`` (the per-tile check of bench/gpu_run.py) gives the default's results
+    with another row block, and refuses a tile that does not divide the padded codebook."""
+    st, dev = kernels
+    x, c = hard_case(4, n=200)
+    x, c = x.to(dev), c.to(dev)
+    k, d = c.shape
+    kp, dp = st.padded(k, d)
+    mu = x.mean(0)
+    _, _, beta, ch, cnp, _ = search.fused_codebook(c, mu, torch.float16, kp, dp)
+    xh, nrm, _ = st.prepare(x, mu, torch.float16, dp)
+    scale = 2.0 * beta * nrm
+    ref = st.top2(xh, ch, cnp, scale)
+    bn, bk = (st.INTERP_BLOCKS["BN"], st.INTERP_BLOCKS["BK"]) if st.INTERPRET else (64, 64)
+    got = st.top2(xh, ch, cnp, scale, tile=(16, bn, bk, 4, 2))
+    err = search.fused_error(scale, nrm * 0, torch.zeros((), device=dev), beta.square(), dp)
+    for a, b in zip(ref[2:], got[2:], strict=True):  # scores: the accumulation order may differ
+        assert bool(((a - b).abs() <= err).all())
+    same = (ref[0] == got[0]) | (ref[2] - ref[3]).abs().le(2 * err)  # or a near-tie
+    assert bool(same.all()) and float((ref[0] == got[0]).float().mean()) > 0.95
+    with pytest.raises(ValueError, match="does not divide"):
+        st.top2(xh, ch, cnp, scale, tile=(16, kp + 1, bk, 4, 2))
