@@ -4,7 +4,8 @@
 # variant and its uncertified fast mode, with a per-phase breakdown; a streamed fit against an
 # in-memory one; the WavLM-Large rehearsal of the recipe's stages 2-4 on 3 h of audio; the fused
 # kernel tile by tile, fp16 and bf16, to find the wrong compiled tile), about 6 minutes on one
-# H200 (kernel compilation and autotuning included). Writes $OUT/gpu_run.md (markdown tables) and $OUT/gpu_run.json; progress with timestamps on stdout.
+# H200 (kernel compilation and autotuning included). Writes $OUT/gpu_run.md (markdown tables)
+# and $OUT/gpu_run.json; progress with timestamps on stdout.
 #
 #   bash bench/gpu_run.sh                 # full size, needs CUDA, torch, triton, numpy
 #   bash bench/gpu_run.sh --tiny          # CPU smoke test (Triton interpreter), a few minutes
