@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +171,14 @@ def transcribe(
     decode_config: str | None = None,
     model_file: str = "valid.acc.ave.pth",
     device: str = "cpu",
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, str]:
     """ESPnet ``Speech2Text`` transcripts of 16 kHz waveforms with the model in ``asr_dir``
-    (``config.yaml`` + ``model_file``), beam search options from ``decode_config``."""
+    (``config.yaml`` + ``model_file``), beam search options from ``decode_config``.
+
+    A model trained on dumped features (``frontend: null``, ``input_size: D``: the recipe's
+    continuous reference, stage 11) is fed ``features(wav)`` (T, D), the extractor that made
+    its training features; a model with a frontend gets the waveform."""
     import inspect
 
     import yaml
@@ -183,6 +188,13 @@ def transcribe(
     install()  # s3prl frontends under torchaudio >= 2.9
     from espnet2.bin.asr_inference import Speech2Text
 
+    config = Path(asr_dir) / "config.yaml"
+    with open(config) as f:
+        train_cfg = yaml.safe_load(f) or {}
+    want = train_cfg.get("input_size") if train_cfg.get("frontend") is None else None
+    if want and features is None:
+        raise ResynthError(f"{config}: the model reads {want}-dim features (frontend: null), "
+                           "and no feature extractor was given")
     opts: dict[str, Any] = {}
     if decode_config:
         with open(decode_config) as f:
@@ -190,14 +202,20 @@ def transcribe(
     allowed = inspect.signature(Speech2Text.__init__).parameters
     opts = {k: v for k, v in opts.items() if k in allowed}
     s2t = Speech2Text(
-        asr_train_config=str(Path(asr_dir) / "config.yaml"),
+        asr_train_config=str(config),
         asr_model_file=str(Path(asr_dir) / model_file),
         device=device,
         **opts,
     )
     out = {}
     for uttid, wav in wavs.items():
-        results = s2t(np.asarray(wav, np.float32))
+        x = np.asarray(wav, np.float32)
+        if want:
+            x = np.asarray(features(x), np.float32)
+            if x.ndim != 2 or x.shape[1] != want:
+                raise ResynthError(f"{config}: the model reads {want}-dim features; the "
+                                   f"extractor gave {x.shape} for {uttid}")
+        results = s2t(x)
         out[uttid] = results[0][0] if results else ""
     return out
 
@@ -320,7 +338,8 @@ def resynth(
                 vals = [m[k] for m in per_utt[s].values()]
                 row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
         summary[s] = row
-    asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device, summary)
+    asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device, summary,
+                      features=fx.extract)
     refs = {}
     text_file = Path(data_dir) / "text"
     if text_file.is_file():
@@ -357,9 +376,11 @@ def _asr_scores(
     unit: str,
     device: str,
     summary: dict[str, dict[str, float]],
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """WER of each system under the ASR model in ``asr_dir`` and dWER against its transcripts
-    of the originals, added to ``summary``; ``{"skipped": reason}`` without a model."""
+    of the originals, added to ``summary``; ``{"skipped": reason}`` without a model.
+    ``features``: the extractor for a model trained on features (see :func:`transcribe`)."""
     from rpq_units.evaluation.scoring import read_text
 
     if not asr_dir:
@@ -372,7 +393,8 @@ def _asr_scores(
         logger.info("intelligibility (WER/dWER) skipped: %s", reason)
         return {"skipped": reason}
     refs = read_text(Path(data_dir) / "text")
-    hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device)
+    hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device,
+                          features=features)
             for s, a in audio.items()}
     for s, h in hyps.items():
         summary[s]["wer"] = error_rate(refs, h, unit)

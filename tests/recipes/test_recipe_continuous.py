@@ -5,6 +5,7 @@ resumes without redoing finished work."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -73,3 +74,26 @@ def test_stage11_trains_decodes_and_scores(recipe):
             cwd=recipe)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{tag}_continuous" not in (recipe / "RESULTS.md").read_text()
+
+    # stage 13 transcribes the resynthesized speech with this model, which reads features
+    # (frontend: null): the resynthesis feeds it the features of its own extractor
+    tiny = recipe / "conf" / "tiny"
+    tiny.mkdir()
+    (tiny / "kmeans.yaml").write_text("method: kmeans\nnum_codebooks: 1\ncodebook_size: 8\nseed: 0\nmax_iter: 5\n")
+    units = [*OPTS, "--discretizers", "kmeans", "--units_conf_dir", "conf/tiny", "--feats_portion", "0.5"]
+    for stage in ("2", "3", "4"):
+        r = run(["./run.sh", "--stage", stage, "--stop_stage", stage, *units], cwd=recipe)
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = run(["./run.sh", "--stage", "13", "--stop_stage", "13", *units, "--resynth_utts", "2",
+             "--page_utts", "1", "--resynth_args", "--n_iter 8"], cwd=recipe, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((recipe / "exp" / f"resynth_{tag}_test_clean" / "metrics.json").read_text())
+    assert report["asr"]["model"].endswith(f"asr_{tag}_continuous")
+    assert sorted(report["asr"]["hyps"]["original"]) == sorted(feats)
+    for sys_ in ("original", "copy", "continuous", "kmeans"):
+        row = report["summary"][sys_]
+        assert row["wer"] >= 0.0 and row["dwer"] >= 0.0
+    assert report["summary"]["original"]["dwer"] == 0.0
+    assert report["expected_order"]["wer"]["holds"] in (True, False)  # checked, either way
+    table = (recipe / "exp" / f"resynth_{tag}_test_clean" / "resynth.md").read_text()
+    assert "| WER (%) ↓ | dWER (%) ↓ |" in table and re.search(r"^- WER: (holds|fails)", table, re.M)
