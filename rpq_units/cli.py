@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "n_iter", type=int, default=64, help="Griffin-Lim iterations")
     _opt(p, "asr_dir", default=None, help="ESPnet ASR model dir trained on original audio")
     _opt(p, "asr_decode_config", default=None, help="beam search YAML for that model")
+    _opt(p, "asr_decode_args", default="",
+         help='asr_inference options over the YAML (pass as --asr_decode_args="--ctc_weight 0.5")')
     _opt(p, "score_unit", default="word", choices=["word", "char"], help="WER or CER")
     _opt(p, "device", default="cpu", help="torch device")
     _opt(p, "seed", type=int, default=0, help="Griffin-Lim initial phase seed")

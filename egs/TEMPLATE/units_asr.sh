@@ -232,6 +232,10 @@ st_resynth() {  # <set> <vocoder>: every discretizer's units of the set, the voc
     echo "discretizers=${discretizers}"; echo "vocoder=$2"; echo "resynth_utts=${resynth_utts}"
     echo "resynth_args=${resynth_args}"
     if [ "$2" = train ]; then st_vocoder; fi
+    # the intelligibility columns: the continuous model (when trained) and how it decodes
+    local m=${expdir}/asr_${feat_tag}_continuous/.done_train
+    if [ -f "${m}" ]; then echo "asr_model=$(file_sig "${m}")"; else echo "asr_model=none"; fi
+    echo "asr_decode=$(file_sig "${inference_config}") ${inference_args}"
 }
 stamp_of() { "$@" | LC_ALL=C sort -u; }  # stamp_of st_<x> [args]: the sorted, unique settings
 redo_if_changed() {  # redo_if_changed <marker> <stamp>: true if the work must be (re)done
@@ -865,7 +869,8 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         asr_opts=()
         cdir=${expdir}/asr_${feat_tag}_continuous
         if [ -f "${cdir}/.done_train" ]; then
-            asr_opts=(--asr_dir "${cdir}" --asr_decode_config "${inference_config}")
+            asr_opts=(--asr_dir "${cdir}" --asr_decode_config "${inference_config}"
+                      "--asr_decode_args=${inference_args}")
         else
             log "no continuous model in ${cdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
         fi

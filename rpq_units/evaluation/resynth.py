@@ -172,9 +172,12 @@ def transcribe(
     model_file: str = "valid.acc.ave.pth",
     device: str = "cpu",
     features: Callable[[np.ndarray], np.ndarray] | None = None,
+    decode_args: str = "",
 ) -> dict[str, str]:
     """ESPnet ``Speech2Text`` transcripts of 16 kHz waveforms with the model in ``asr_dir``
-    (``config.yaml`` + ``model_file``), beam search options from ``decode_config``.
+    (``config.yaml`` + ``model_file``), beam search options from ``decode_config`` and then
+    ``decode_args`` (``asr_inference`` options, e.g. ``"--ctc_weight 0.5"``: the recipe's
+    ``--inference_args``, so the Original row decodes as stage 11 did).
 
     A model trained on dumped features (``frontend: null``, ``input_size: D``: the recipe's
     continuous reference, stage 11) is fed ``features(wav)`` (T, D), the extractor that made
@@ -199,7 +202,11 @@ def transcribe(
     if decode_config:
         with open(decode_config) as f:
             opts = yaml.safe_load(f) or {}
+    opts.update(_decode_args(decode_args))
     allowed = inspect.signature(Speech2Text.__init__).parameters
+    dropped = sorted(k for k in opts if k not in allowed)
+    if dropped:
+        logger.info("decoding options not used by Speech2Text: %s", ", ".join(dropped))
     opts = {k: v for k, v in opts.items() if k in allowed}
     s2t = Speech2Text(
         asr_train_config=str(config),
@@ -217,6 +224,31 @@ def transcribe(
                                    f"extractor gave {x.shape} for {uttid}")
         results = s2t(x)
         out[uttid] = results[0][0] if results else ""
+    return out
+
+
+def _decode_args(args: str) -> dict[str, Any]:
+    """``"--ctc_weight 0.5 --beam-size=2"`` -> ``{"ctc_weight": 0.5, "beam_size": 2}``."""
+    import shlex
+
+    import yaml
+
+    out: dict[str, Any] = {}
+    words = shlex.split(args)
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if not w.startswith("--"):
+            raise ResynthError(f"decoding options {args!r}: expected --name value, got {w!r}")
+        if "=" in w:
+            key, val = w[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(words) and not words[i + 1].startswith("--"):
+            key, val = w[2:], words[i + 1]
+            i += 2
+        else:
+            raise ResynthError(f"decoding options {args!r}: {w} has no value")
+        out[key.replace("-", "_")] = yaml.safe_load(val)
     return out
 
 
@@ -253,6 +285,7 @@ def resynth(
     n_iter: int = 64,
     asr_dir: str | None = None,
     asr_decode_config: str | None = None,
+    asr_decode_args: str = "",
     score_unit: str = "word",
     device: str = "cpu",
     seed: int = 0,
@@ -339,7 +372,7 @@ def resynth(
                 row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
         summary[s] = row
     asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device, summary,
-                      features=fx.extract)
+                      features=fx.extract, decode_args=asr_decode_args)
     refs = {}
     text_file = Path(data_dir) / "text"
     if text_file.is_file():
@@ -377,6 +410,7 @@ def _asr_scores(
     device: str,
     summary: dict[str, dict[str, float]],
     features: Callable[[np.ndarray], np.ndarray] | None = None,
+    decode_args: str = "",
 ) -> dict[str, Any]:
     """WER of each system under the ASR model in ``asr_dir`` and dWER against its transcripts
     of the originals, added to ``summary``; ``{"skipped": reason}`` without a model.
@@ -394,12 +428,13 @@ def _asr_scores(
         return {"skipped": reason}
     refs = read_text(Path(data_dir) / "text")
     hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device,
-                          features=features)
+                          features=features, decode_args=decode_args)
             for s, a in audio.items()}
     for s, h in hyps.items():
         summary[s]["wer"] = error_rate(refs, h, unit)
         summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
-    return {"model": str(asr_dir), "unit": unit, "hyps": hyps}
+    return {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
+            "decode_args": decode_args, "hyps": hyps}
 
 
 def _json_safe(x: Any) -> Any:

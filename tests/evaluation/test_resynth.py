@@ -556,6 +556,18 @@ def test_expected_order_is_checked_not_assumed():
     assert "- WER: not checked (WER not measured for copy, continuous, kmeans, pq, rpq)" in format_order(no_asr)
 
 
+def test_decode_args_parse_like_asr_inference():
+    from rpq_units.evaluation.resynth import ResynthError, _decode_args
+
+    assert _decode_args("") == {}
+    assert _decode_args("--ctc_weight 0.5 --beam-size=2 --lm_file 'a b.pth'") == {
+        "ctc_weight": 0.5, "beam_size": 2, "lm_file": "a b.pth"}
+    with pytest.raises(ResynthError, match="--beam_size has no value"):
+        _decode_args("--beam_size")
+    with pytest.raises(ResynthError, match="expected --name value, got 'ctc_weight'"):
+        _decode_args("ctc_weight 0.5")
+
+
 def test_ssl_units_through_a_trained_vocoder(tmp_path):
     """SSL path: WavLM-format upstream -> K-means units; a HiFi-GAN trained (a few steps) by
     ``rpq-units train_vocoder`` on the continuous features turns decode(units) into 16 kHz audio

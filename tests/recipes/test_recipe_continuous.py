@@ -89,6 +89,7 @@ def test_stage11_trains_decodes_and_scores(recipe):
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((recipe / "exp" / f"resynth_{tag}_test_clean" / "metrics.json").read_text())
     assert report["asr"]["model"].endswith(f"asr_{tag}_continuous")
+    assert report["asr"]["decode_args"] == "--ctc_weight 0.5"  # run.sh's --inference_args, as stage 11
     assert sorted(report["asr"]["hyps"]["original"]) == sorted(feats)
     for sys_ in ("original", "copy", "continuous", "kmeans"):
         row = report["summary"][sys_]
