@@ -833,7 +833,8 @@ fi
 if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
     rset=${resynth_set:-${test_sets%% *}}
     rdir=${expdir}/resynth_${feat_tag}_${rset}
-    stage_begin 13 "resynthesis of ${rset} from ${discretizers} -> ${rdir}; demo page -> ${expdir}/demo"
+    pdir=${expdir}/demo_${feat_tag}  # one page per feature tag (run_ssl.sh shares exp/ with run.sh)
+    stage_begin 13 "resynthesis of ${rset} from ${discretizers} -> ${rdir}; demo page -> ${pdir}"
     voc=${vocoder}
     if [ "${voc}" = auto ]; then
         case "${upstream}" in baseline_local|mel) voc=griffinlim ;; *) voc=train ;; esac
@@ -874,7 +875,7 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         else
             log "no continuous model in ${cdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
         fi
-        log "resynthesizing ${resynth_utts} utterances of ${rset} (${voc}; log: ${rdir}/resynth.log)"
+        log "resynthesizing $([ "${resynth_utts}" -gt 0 ] && echo "${resynth_utts}" || echo all) utterances of ${rset} (${voc}; log: ${rdir}/resynth.log)"
         mkdir -p "${rdir}"
         # shellcheck disable=SC2086  # resynth_args is a word list
         ${train_cmd} --num_threads 1 "${rdir}/resynth.log" rpq-units resynth \
@@ -889,10 +890,10 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         h=${expdir}/units_$(units_tag "${d}")/analysis/dim_correlation.png
         [ -f "${h}" ] && { heatmaps+=("${h}"); break; }  # the features' correlation: one suffices
     done
-    rpq-units demo_page --resynth_dir "${rdir}" --page_dir "${expdir}/demo" --num_utts "${page_utts}" \
+    rpq-units demo_page --resynth_dir "${rdir}" --page_dir "${pdir}" --num_utts "${page_utts}" \
         --results_md "${results}" --heatmaps "${heatmaps[@]}"
     cat "${rdir}/resynth.md"
-    log "demo page: ${expdir}/demo/index.html"
+    log "demo page: ${pdir}/index.html"
     stage_end "resynthesis"
 fi
 echo "${run_args% }" >> "${expdir}/commands.txt"

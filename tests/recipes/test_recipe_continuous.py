@@ -96,5 +96,6 @@ def test_stage11_trains_decodes_and_scores(recipe):
         assert row["wer"] >= 0.0 and row["dwer"] >= 0.0
     assert report["summary"]["original"]["dwer"] == 0.0
     assert report["expected_order"]["wer"]["holds"] in (True, False)  # checked, either way
+    assert (recipe / "exp" / f"demo_{tag}" / "index.html").is_file()  # one page per feature tag
     table = (recipe / "exp" / f"resynth_{tag}_test_clean" / "resynth.md").read_text()
     assert "| WER (%) ↓ | dWER (%) ↓ |" in table and re.search(r"^- WER: (holds|fails)", table, re.M)
