@@ -224,19 +224,25 @@ def test_pair_dist(kernels):
                                rtol=1e-5, atol=1e-4)
 
 
+def fused_inputs(st, dev, seed: int, n: int):
+    """The fused kernel's inputs for :func:`hard_case` ``(seed, n)`` in fp16, as
+    ``search.assign_fused`` prepares them: rows, codebook, centre, padded d, the codebook side
+    (beta, ch, cnp, rho), the row side (xh, nrm, res) and the per-row scale."""
+    x, c = hard_case(seed, n=n)
+    x, c = x.to(dev), c.to(dev)
+    kp, dp = st.padded(*c.shape)
+    mu = x.mean(0)
+    _, _, beta, ch, cnp, rho = search.fused_codebook(c, mu, torch.float16, kp, dp)
+    xh, nrm, res = st.prepare(x, mu, torch.float16, dp)
+    return x, c, mu, dp, (beta, ch, cnp, rho), (xh, nrm, res), 2.0 * beta * nrm
+
+
 def test_fused_error_bound_holds(kernels):
     """The kernel's best and second-best scores are within the certificate's bound of the
     float64 scores ``||c'_j||^2 - 2 <x', c'_j>``, on offset data with near-ties; the bound is
     far below the old worst-case one (4 u per unit product)."""
     st, dev = kernels
-    x, c = hard_case(3, n=300)
-    x, c = x.to(dev), c.to(dev)
-    k, d = c.shape
-    kp, dp = st.padded(k, d)
-    mu = x.mean(0)
-    cc, cc_sq, beta, ch, cnp, rho = search.fused_codebook(c, mu, torch.float16, kp, dp)
-    xh, nrm, res = st.prepare(x, mu, torch.float16, dp)
-    scale = 2.0 * beta * nrm
+    x, c, mu, dp, (beta, ch, cnp, rho), (xh, nrm, res), scale = fused_inputs(st, dev, 3, 300)
     i1, i2, v1, v2, _ = st.top2(xh, ch, cnp, scale)
     err = search.fused_error(scale, res, rho, beta.square(), dp).double().cpu()
     xc = x.double().cpu() - mu.double().cpu()
@@ -371,14 +377,8 @@ def test_fused_search_with_a_forced_tile(kernels):
     """``top2(tile=...)`` (the per-tile check of bench/gpu_run.py) gives the default's results
     with another row block, and refuses a tile that does not divide the padded codebook."""
     st, dev = kernels
-    x, c = hard_case(4, n=200)
-    x, c = x.to(dev), c.to(dev)
-    k, d = c.shape
-    kp, dp = st.padded(k, d)
-    mu = x.mean(0)
-    _, _, beta, ch, cnp, _ = search.fused_codebook(c, mu, torch.float16, kp, dp)
-    xh, nrm, _ = st.prepare(x, mu, torch.float16, dp)
-    scale = 2.0 * beta * nrm
+    _, _, _, dp, (beta, ch, cnp, _), (xh, nrm, _), scale = fused_inputs(st, dev, 4, 200)
+    kp = ch.shape[0]
     ref = st.top2(xh, ch, cnp, scale)
     bn, bk = (st.INTERP_BLOCKS["BN"], st.INTERP_BLOCKS["BK"]) if st.INTERPRET else (64, 64)
     got = st.top2(xh, ch, cnp, scale, tile=(16, bn, bk, 4, 2))
