@@ -144,6 +144,7 @@ featdir=${dumpdir}/feats_${feat_tag}_${train_set}
 tokendir=${dumpdir}/token_list/${token_type}
 [ "${token_type}" = bpe ] && tokendir=${dumpdir}/token_list/bpe${nbpe}
 lmdir=${expdir}/lm_$(basename "${tokendir}")
+contdir=${expdir}/asr_${feat_tag}_continuous  # the continuous reference (stage 11)
 timing=${expdir}/timing.tsv
 mkdir -p "${expdir}"
 touch "${expdir}/commands.txt"  # every invocation that finished, for RESULTS.md (appended at the end)
@@ -233,7 +234,7 @@ st_resynth() {  # <set> <vocoder>: every discretizer's units of the set, the voc
     echo "resynth_args=${resynth_args}"
     if [ "$2" = train ]; then st_vocoder; fi
     # the intelligibility columns: the continuous model (when trained) and how it decodes
-    local m=${expdir}/asr_${feat_tag}_continuous/.done_train
+    local m=${contdir}/.done_train
     if [ -f "${m}" ]; then echo "asr_model=$(file_sig "${m}")"; else echo "asr_model=none"; fi
     echo "asr_decode=$(file_sig "${inference_config}") ${inference_args}"
 }
@@ -632,7 +633,6 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     stage_end "decode"
 fi
 
-contdir=${expdir}/asr_${feat_tag}_continuous  # the continuous reference (stage 11)
 current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode made with the current settings
     local d s v ddir
     for d in ${discretizers}; do
@@ -690,7 +690,7 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
 fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; then
-    adir=${expdir}/asr_${feat_tag}_continuous
+    adir=${contdir}
     cdump=${dumpdir}/continuous_${feat_tag}
     stage_begin 11 "continuous reference: ${upstream} layer ${layer} features -> ${cdump}, asr_train -> ${adir}"
     require "${tokendir}/.done" "$(stamp_of st_tokens)" 5  # the target token list
@@ -868,12 +868,11 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
             unitfiles+=("${dumpdir}/units_$(units_tag "${d}")/${rset}/units")
         done
         asr_opts=()
-        cdir=${expdir}/asr_${feat_tag}_continuous
-        if [ -f "${cdir}/.done_train" ]; then
-            asr_opts=(--asr_dir "${cdir}" --asr_decode_config "${inference_config}"
+        if [ -f "${contdir}/.done_train" ]; then
+            asr_opts=(--asr_dir "${contdir}" --asr_decode_config "${inference_config}"
                       "--asr_decode_args=${inference_args}")
         else
-            log "no continuous model in ${cdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
+            log "no continuous model in ${contdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
         fi
         log "resynthesizing $([ "${resynth_utts}" -gt 0 ] && echo "${resynth_utts}" || echo all) utterances of ${rset} (${voc}; log: ${rdir}/resynth.log)"
         mkdir -p "${rdir}"
