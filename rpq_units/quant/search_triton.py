@@ -209,19 +209,18 @@ def top2(
     if n == 0:
         return i1, i2, v1, v2, v3
     args = (xh, ch, cn, scale, i1, i2, v1, v2, v3, n, xh.stride(0), ch.stride(0))
+    compiled = not INTERPRET and dev.type == "cuda"
+    if tile is None and compiled and n < TUNE_MIN_ROWS:
+        tile = SMALL_CONFIG  # small calls (one utterance): a fixed tile, no tuning runs
     if tile is not None:
         bm, bn, bk, w, s = tile
         if k % bn or d % bk:
             raise ValueError(f"top2: tile BN {bn} / BK {bk} does not divide the padded {(k, d)}")
         _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, BM=bm, BN=bn, BK=bk,
                                             num_warps=w, num_stages=s)
-    elif INTERPRET or dev.type != "cuda":
+    elif not compiled:
         bm = INTERP_BLOCKS["BM"]
         _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, **INTERP_BLOCKS)
-    elif n < TUNE_MIN_ROWS:  # small calls (one utterance): a fixed tile, no tuning runs
-        bm, bn, bk, w, s = SMALL_CONFIG
-        _top2_kernel[(triton.cdiv(n, bm),)](*args, k=k, d=d, BM=bm, BN=bn, BK=bk,
-                                            num_warps=w, num_stages=s)
     else:
         _top2_tuned[lambda meta: (triton.cdiv(n, meta["BM"]),)](*args, k=k, d=d)
     return i1, i2, v1, v2, v3
