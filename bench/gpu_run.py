@@ -330,6 +330,8 @@ def part_tiles(args, dev: torch.device, report: list[str]) -> None:
 def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
     import rehearsal_gpu
 
+    from rpq_units.pipeline.steps import clock_line
+
     out = Path(args.work) / "rehearsal"
     res = rehearsal_gpu.run(out_dir=out, hours=args.hours, device=str(dev), autocast="bf16",
                             batch_size=args.batch_size, portion=0.3, tiny=args.tiny,
@@ -356,6 +358,11 @@ def part_rehearsal(args, dev: torch.device, report: list[str]) -> None:
         f"{res['ratio_per_audio']:.3f}. Reading "
         f"all the audio (one thread): {res['audio_read_seconds']:.1f} s (overlapped with the "
         f"forward in stages 2 and 4).", "",
+        "Where the time of stages 2 and 4 went (s; forward includes the copy of its output to "
+        "the host; other: the progress bar, feature checks, file renames, reading stage 2's "
+        "features in stage 4):", "",
+        f"- stage 2: {clock_line(res['stage2_breakdown'])}",
+        f"- stage 4: {clock_line(res['stage4_breakdown'])}", "",
         f"bf16 vs fp32 on {ag.get('utterances', 0)} utterances: feature relative error "
         f"{ag.get('feature_rel_error', math.nan):.4g}, mean cosine {ag.get('feature_cosine', math.nan):.6f}, "
         f"units equal {ag.get('units_equal_pct', math.nan):.3f} %.", "",

@@ -172,11 +172,16 @@ def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch
     common = {"device": device, "batch_size": batch_size, "autocast": autocast}
     times = {}
     t0 = time.perf_counter()
-    steps.dump_feats(data_dir=str(data), out_dir=str(feats), upstream="wavlm_local",
-                   upstream_ckpt=str(ckpt), layer=layer, portion=portion, seed=0, **common)
+    dumped = steps.dump_feats(data_dir=str(data), out_dir=str(feats), upstream="wavlm_local",
+                              upstream_ckpt=str(ckpt), layer=layer, portion=portion, seed=0,
+                              **common)
     sync(device)
     times["stage2_features"] = time.perf_counter() - t0
-    log(f"stage 2 (features of {portion:g} of the audio): {times['stage2_features']:.1f} s")
+    # where stage 2's time goes: upstream load, waiting for audio, forward (with the copy to
+    # the host), shard writes
+    res["stage2_breakdown"] = dumped["seconds"]
+    log(f"stage 2 (features of {portion:g} of the audio, {dumped['utterances']} utterances): "
+        f"{times['stage2_features']:.1f} s; {steps.clock_line(dumped['seconds'])}")
     t0 = time.perf_counter()
     metrics = steps.fit(feats_dir=str(feats), out=str(udir / "codebook.pt"), config=str(cfg),
                       codebook_size=codebook_size, device=device)
@@ -193,8 +198,9 @@ def run(*, out_dir: Path, hours: float, device: str, autocast: str | None, batch
     times["stage4_encode"] = time.perf_counter() - t0
     res["encoded_frames"] = enc["frames"]
     res["encoded_from_feats"] = enc["from_feats_dir"]
+    res["stage4_breakdown"] = enc["seconds"]
     log(f"stage 4 (encode all {enc['utterances']} utterances, {enc['from_feats_dir']} from "
-        f"stage 2's features): {times['stage4_encode']:.1f} s")
+        f"stage 2's features): {times['stage4_encode']:.1f} s; {steps.clock_line(enc['seconds'])}")
     total = sum(times.values())
 
     load = AudioLoader()

@@ -105,10 +105,18 @@ def iter_features(
     skipped: list[str],
     batch_size: int = 1,
     desc: str = "features",
+    clock: dict[str, float] | None = None,
 ) -> Iterator[tuple[Utterance, np.ndarray]]:
     """``(utterance, feats (T, D))`` for each good utterance; bad ones raise
-    :class:`BadUtterance` (``strict``) or are logged and appended to ``skipped``."""
+    :class:`BadUtterance` (``strict``) or are logged and appended to ``skipped``.
+
+    ``clock``: seconds are added to its ``"audio"`` (waiting for the reader thread) and
+    ``"forward"`` (the upstream's forward with the copy of its output to the host) keys."""
     from rpq_units.pipeline.features import FeatureError
+
+    clock = {} if clock is None else clock
+    clock.setdefault("audio", 0.0)
+    clock.setdefault("forward", 0.0)
 
     load = AudioLoader()
 
@@ -148,14 +156,24 @@ def iter_features(
         order = sorted(range(len(pending)), key=lambda i: len(pending[i][1]))
         done: dict[str, np.ndarray] = {}
         for s in range(0, len(order), batch_size):
-            for utt, feats in run([pending[i] for i in order[s : s + batch_size]]):
+            t0 = time.perf_counter()
+            ran = run([pending[i] for i in order[s : s + batch_size]])
+            clock["forward"] += time.perf_counter() - t0  # synchronous: the output is on the host
+            for utt, feats in ran:
                 done[utt.uttid] = feats
         for utt, _ in pending:
             if utt.uttid in done:
                 yield utt, done.pop(utt.uttid)
         pending.clear()
 
-    for utt, wav, err in _progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)):
+    loaded = iter(_progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)))
+    while True:
+        t0 = time.perf_counter()
+        item = next(loaded, None)
+        clock["audio"] += time.perf_counter() - t0
+        if item is None:
+            break
+        utt, wav, err = item
         if err is not None:
             bad(utt, err)
             continue
@@ -229,12 +247,14 @@ def dump_feats(
         nshard,
         len(mine),
     )
+    start = time.perf_counter()
     fx = FeatureExtractor(
         upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s,
         autocast=autocast,
     )
     skipped: list[str] = []
     out = Path(out_dir)
+    clock = {"load": time.perf_counter() - start, "audio": 0.0, "forward": 0.0, "write": 0.0}
     with writers[format](out, rank) as writer:
         for utt, feats in iter_features(
             mine,
@@ -243,10 +263,14 @@ def dump_feats(
             skipped=skipped,
             batch_size=batch_size,
             desc=f"dump_feats.{rank}",
+            clock=clock,
         ):
+            t0 = time.perf_counter()
             writer.add(utt.uttid, feats)
+            clock["write"] += time.perf_counter() - t0
         report_skipped("dump_feats", len(writer.ids), len(mine), skipped)
         writer.dim = writer.dim or fx.dim
+    clock["total"] = time.perf_counter() - start  # with the files closed and renamed
     info = {
         **fx.describe(),
         "data_dir": str(Path(data_dir).resolve()),
@@ -257,7 +281,8 @@ def dump_feats(
         "batch_size": batch_size,
     }
     write_feats_json(out, info)
-    summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped)}
+    summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped),
+               "seconds": clock}
     logger.info(
         "dump_feats: wrote %s (%d utterances, %d frames, %d skipped)",
         writer.path,
@@ -265,7 +290,16 @@ def dump_feats(
         summary["frames"],
         summary["skipped"],
     )
+    logger.info("dump_feats: %s", clock_line(clock))
     return summary
+
+
+def clock_line(clock: dict[str, float]) -> str:
+    """``"12.0 s: forward 2.3, write 8.1, audio 0.4, other 1.2"``: where a step's time went."""
+    total = clock["total"]
+    parts = [f"{k} {v:.1f}" for k, v in clock.items() if k != "total"]
+    other = total - sum(v for k, v in clock.items() if k != "total")
+    return f"{total:.1f} s: " + ", ".join([*parts, f"other {other:.1f}"])
 
 
 def _fit_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -460,6 +494,8 @@ def encode(
         lay = layer
     else:  # the codebook's layer for its own upstream, the last layer of another one
         lay = meta.get("layer", -1) if same else -1
+    start = time.perf_counter()
+    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "quantize": 0.0}  # quantize: codes, unit text
     utts = load_data_dir(data_dir)
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
     sha = meta.get("upstream_sha256")
@@ -478,8 +514,10 @@ def encode(
     computed: Iterator[tuple[Utterance, np.ndarray]] = iter(())
     skipped: list[str] = []
     if rest:
+        t0 = time.perf_counter()
         fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
                               chunk_s=chunk_s, autocast=autocast)
+        clock["load"] = time.perf_counter() - t0
         if same and sha and fx.ckpt_sha256 != sha:
             raise QuantizerError(
                 f"codebook {codebook} was fit on features of a checkpoint with sha256 "
@@ -492,11 +530,12 @@ def encode(
                 f"layer {fx.layer} gives {fx.dim}-dim features"
             )
         computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
-                             desc=f"encode.{rank}")
+                                 desc=f"encode.{rank}", clock=clock)
     units: dict[str, str] = {}
     arks = UnitArkWriter(ark) if ark else None
     frames = 0
     for utt, feats in _merge_in_order(mine, dumped, computed):
+        t0 = time.perf_counter()
         try:
             codes = q.encode(feats)
         except QuantizerError as e:
@@ -509,12 +548,16 @@ def encode(
         frames += codes.shape[0]
         if arks is not None:
             arks.add(utt.uttid, codes)
+        clock["quantize"] += time.perf_counter() - t0
     report_skipped("encode", len(units), len(mine), skipped)
+    t0 = time.perf_counter()
     write_units(out, units)
     if arks is not None:
         arks.close()
+    clock["write"] = time.perf_counter() - t0
+    clock["total"] = time.perf_counter() - start
     summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
-               "from_feats_dir": len(dumped)}
+               "from_feats_dir": len(dumped), "seconds": clock}
     logger.info(
         "encode: wrote %s (%d utterances, %d frames, %d skipped)",
         out,
@@ -522,6 +565,7 @@ def encode(
         frames,
         len(skipped),
     )
+    logger.info("encode: %s", clock_line(clock))
     return summary
 
 

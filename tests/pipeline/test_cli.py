@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -512,3 +513,41 @@ def test_encode_reuses_dumped_features(codebooks, feats, tiny_data, tiny_wavlm, 
     assert run(capsys, *base, "--layer", "1", "--out", tmp_path / "l1d", "--feats_dir", feats)[0] == 0
     assert "not using the features" in caplog.text and "layer 2 (here 1)" in caplog.text
     assert (tmp_path / "l1d").read_text() == (tmp_path / "l1").read_text()
+
+
+def test_steps_say_where_their_time_went(tiny_data, tmp_path, monkeypatch, caplog):
+    """dump_feats and encode report seconds per part (upstream load, waiting for audio, forward,
+    writes, quantizing) in their summary and log: a slow shard write is counted as write, not
+    as forward, and the parts add up to no more than the step's wall time."""
+    import logging
+    import time
+
+    from rpq_units.pipeline import steps
+    from rpq_units.pipeline.shards import FeatureShardWriter
+
+    add = FeatureShardWriter.add
+
+    def slow_add(self, uttid, feats):
+        time.sleep(0.05)
+        add(self, uttid, feats)
+
+    monkeypatch.setattr(FeatureShardWriter, "add", slow_add)
+    caplog.set_level(logging.INFO, logger="rpq_units")
+    out = steps.dump_feats(data_dir=str(tiny_data), out_dir=str(tmp_path / "f"),
+                           upstream="fbank_no_cmvn", batch_size=2)
+    sec = out["seconds"]
+    assert set(sec) == {"load", "audio", "forward", "write", "total"}
+    assert sec["write"] >= 0.05 * out["utterances"] > 0
+    assert sec["forward"] < sec["write"] and min(sec.values()) >= 0
+    assert sum(v for k, v in sec.items() if k != "total") <= sec["total"]
+    assert re.search(r"dump_feats: [0-9.]+ s: load [0-9.]+, audio [0-9.]+, forward [0-9.]+, "
+                     r"write [0-9.]+, other [0-9.]+", caplog.text), caplog.text
+
+    cb = tmp_path / "cb.pt"
+    steps.fit(feats_dir=str(tmp_path / "f"), out=str(cb), config=str(ROOT / "conf" / "units" / "kmeans.yaml"),
+              codebook_size=4)
+    enc = steps.encode(data_dir=str(tiny_data), codebook=str(cb), out=str(tmp_path / "units"))
+    sec = enc["seconds"]
+    assert set(sec) == {"load", "audio", "forward", "quantize", "write", "total"}
+    assert sec["forward"] > 0 and sec["quantize"] > 0
+    assert sum(v for k, v in sec.items() if k != "total") <= sec["total"]
