@@ -96,6 +96,13 @@ def _copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _layer(report: dict) -> str:
+    """``layer 21``, or ``its one output`` for an upstream with a single hidden state."""
+    if report.get("num_layers") == 1:
+        return "its one output"
+    return f"layer {report['layer']}"
+
+
 def write_page(
     *,
     resynth_dir: str | os.PathLike,
@@ -122,7 +129,7 @@ def write_page(
         f"<h1>{html.escape(title)}</h1>",
         "<p>Units &rarr; discretizer <code>decode</code> &rarr; features &rarr; waveform "
         f"({html.escape(report['synthesis'])}); features: s3prl "
-        f"<code>{html.escape(str(report['upstream']))}</code>, layer {report['layer']}, "
+        f"<code>{html.escape(str(report['upstream']))}</code>, {_layer(report)}, "
         f"{report['frame_rate']:g} frames/s. Copy-synthesis inverts the utterance's own "
         "features (the upper bound of the inversion); Continuous uses the features the "
         "discretizers see.</p>",

@@ -383,7 +383,8 @@ def resynth(
         "data_dir": str(data_dir),
         "upstream": upstream,
         "upstream_ckpt": ckpt,
-        "layer": layer,
+        "layer": fx.layer,
+        "num_layers": fx.num_layers,  # 1: an upstream with one output (log-mel), no layer to name
         "frame_rate": frame_rate,
         "synthesis": synth.name,
         "systems": systems,

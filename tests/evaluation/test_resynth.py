@@ -289,6 +289,8 @@ def test_page_links_every_file_and_each_exists(resynth_run, tmp_path):
         assert not s.startswith(("/", "http:", "https:")), s  # relative, offline
         assert (page / s).is_file(), s
     assert "<td>12.5</td>" in html  # the WER table
+    # log-mel has one output: the page names no layer (it said "layer 0")
+    assert "<code>baseline_local</code>, its one output, 25 frames/s" in html, html[:1500]
     assert "STOI ↑" in html and "<b>" in html  # the resynthesis table, best in bold
     assert "<script" not in html
 
