@@ -167,21 +167,26 @@ def iter_features(
         pending.clear()
 
     loaded = iter(_progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)))
-    while True:
-        t0 = time.perf_counter()
-        item = next(loaded, None)
-        clock["audio"] += time.perf_counter() - t0
-        if item is None:
-            break
-        utt, wav, err = item
-        if err is not None:
-            bad(utt, err)
-            continue
-        pending.append((utt, wav))
-        if len(pending) >= window:
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(loaded, None)
+            clock["audio"] += time.perf_counter() - t0
+            if item is None:
+                break
+            utt, wav, err = item
+            if err is not None:
+                bad(utt, err)
+                continue
+            pending.append((utt, wav))
+            if len(pending) >= window:
+                yield from flush()
+        if pending:
             yield from flush()
-    if pending:
-        yield from flush()
+    finally:
+        # now, not when the frame is freed: the progress bar ends before an error is printed
+        # and the reader thread stops
+        loaded.close()
 
 
 def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
