@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,8 @@ def iter_features(
         order = sorted(range(len(pending)), key=lambda i: len(pending[i][1]))
         done: dict[str, np.ndarray] = {}
         for s in range(0, len(order), batch_size):
-            t0 = time.perf_counter()
-            ran = run([pending[i] for i in order[s : s + batch_size]])
-            clock["forward"] += time.perf_counter() - t0  # synchronous: the output is on the host
+            with _timed(clock, "forward"):  # synchronous: the output is on the host
+                ran = run([pending[i] for i in order[s : s + batch_size]])
             for utt, feats in ran:
                 done[utt.uttid] = feats
         for utt, _ in pending:
@@ -169,9 +169,8 @@ def iter_features(
     loaded = iter(_progress(_loaded_ahead(utts, load, 2 * window + 2), desc, len(utts)))
     try:
         while True:
-            t0 = time.perf_counter()
-            item = next(loaded, None)
-            clock["audio"] += time.perf_counter() - t0
+            with _timed(clock, "audio"):
+                item = next(loaded, None)
             if item is None:
                 break
             utt, wav, err = item
@@ -187,6 +186,16 @@ def iter_features(
         # now, not when the frame is freed: the progress bar ends before an error is printed
         # and the reader thread stops
         loaded.close()
+
+
+@contextmanager
+def _timed(clock: dict[str, float], key: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``clock[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        clock[key] = clock.get(key, 0.0) + time.perf_counter() - t0
 
 
 def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
@@ -253,13 +262,14 @@ def dump_feats(
         len(mine),
     )
     start = time.perf_counter()
-    fx = FeatureExtractor(
-        upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s,
-        autocast=autocast,
-    )
+    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "write": 0.0}
+    with _timed(clock, "load"):
+        fx = FeatureExtractor(
+            upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device, chunk_s=chunk_s,
+            autocast=autocast,
+        )
     skipped: list[str] = []
     out = Path(out_dir)
-    clock = {"load": time.perf_counter() - start, "audio": 0.0, "forward": 0.0, "write": 0.0}
     with writers[format](out, rank) as writer:
         for utt, feats in iter_features(
             mine,
@@ -270,9 +280,8 @@ def dump_feats(
             desc=f"dump_feats.{rank}",
             clock=clock,
         ):
-            t0 = time.perf_counter()
-            writer.add(utt.uttid, feats)
-            clock["write"] += time.perf_counter() - t0
+            with _timed(clock, "write"):
+                writer.add(utt.uttid, feats)
         report_skipped("dump_feats", len(writer.ids), len(mine), skipped)
         writer.dim = writer.dim or fx.dim
     clock["total"] = time.perf_counter() - start  # with the files closed and renamed
@@ -500,7 +509,7 @@ def encode(
     else:  # the codebook's layer for its own upstream, the last layer of another one
         lay = meta.get("layer", -1) if same else -1
     start = time.perf_counter()
-    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "quantize": 0.0}  # quantize: codes, unit text
+    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "quantize": 0.0, "write": 0.0}
     utts = load_data_dir(data_dir)
     mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
     sha = meta.get("upstream_sha256")
@@ -519,10 +528,9 @@ def encode(
     computed: Iterator[tuple[Utterance, np.ndarray]] = iter(())
     skipped: list[str] = []
     if rest:
-        t0 = time.perf_counter()
-        fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
-                              chunk_s=chunk_s, autocast=autocast)
-        clock["load"] = time.perf_counter() - t0
+        with _timed(clock, "load"):
+            fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
+                                  chunk_s=chunk_s, autocast=autocast)
         if same and sha and fx.ckpt_sha256 != sha:
             raise QuantizerError(
                 f"codebook {codebook} was fit on features of a checkpoint with sha256 "
@@ -555,11 +563,10 @@ def encode(
             arks.add(utt.uttid, codes)
         clock["quantize"] += time.perf_counter() - t0
     report_skipped("encode", len(units), len(mine), skipped)
-    t0 = time.perf_counter()
-    write_units(out, units)
-    if arks is not None:
-        arks.close()
-    clock["write"] = time.perf_counter() - t0
+    with _timed(clock, "write"):
+        write_units(out, units)
+        if arks is not None:
+            arks.close()
     clock["total"] = time.perf_counter() - start
     summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
                "from_feats_dir": len(dumped), "seconds": clock}
