@@ -10,22 +10,40 @@ python=${PYTHON:-python3}
 torch_version=2.9.1
 log() { echo "[install] $*" >&2; }
 
-# --- audio tools (espeak-ng, sox, festival) and chromium (the demo page's browser test) ---
-apt_pkgs=(espeak-ng sox libsox-fmt-all festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac chromium)
+# --- audio tools (espeak-ng, sox, festival), chromium (the demo page's browser test) and real
+# recorded speech (egs/asterisk: Asterisk prompts in five languages, pocketsphinx test clips) ---
+langs=(en fr es it ru)
+apt_pkgs=(espeak-ng sox libsox-fmt-all festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac chromium
+          pocketsphinx-testdata)
+for l in "${langs[@]}"; do apt_pkgs+=("asterisk-core-sounds-${l}-g722" "asterisk-core-sounds-${l}"); done
 missing=()
 for bin in espeak-ng sox festival flac chromium; do
     command -v "${bin}" >/dev/null 2>&1 || missing+=("${bin}")
 done
+# the corpora are data, not binaries: check a file of each package
+speech_files=(/usr/share/pocketsphinx/test/data/librivox/transcription)
+sounds=/usr/share/asterisk/sounds
+for voice in en_US_f_Allison fr_CA_f_June es_MX_f_Allison it_IT_m_Carlo ru_RU_f_IvrvoiceRU; do
+    speech_files+=("${sounds}/${voice}/digits/1.g722")
+done
+for l in "${langs[@]}"; do speech_files+=("/usr/share/doc/asterisk-core-sounds-${l}/core-sounds-${l}.txt.gz"); done
+for f in "${speech_files[@]}"; do
+    [ -e "${f}" ] || missing+=("${f}")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing audio tools: ${apt_pkgs[*]}"
+        log "installing audio tools and speech data: ${apt_pkgs[*]}"
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${apt_pkgs[@]}" >/dev/null
+        for f in "${speech_files[@]}"; do
+            # a dpkg path-exclude (slim images drop /usr/share/doc) leaves the transcripts out
+            [ -e "${f}" ] || log "still missing after apt-get: ${f} (see /etc/dpkg/dpkg.cfg.d/)"
+        done
     else
-        log "missing audio tools: ${missing[*]}"
+        log "missing audio tools or speech data: ${missing[*]}"
         log "install them with: sudo apt-get install ${apt_pkgs[*]}"
-        log "(the demo corpora need espeak-ng; festival is optional)"
+        log "(the demo corpora need espeak-ng; festival is optional; egs/asterisk needs the asterisk and pocketsphinx packages)"
     fi
 fi
 
