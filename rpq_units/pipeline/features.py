@@ -361,8 +361,12 @@ class FeatureExtractor:
         self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
         self.frame_rate = SAMPLE_RATE / self.stride
         self.chunk = max(self.stride, round(chunk_s * SAMPLE_RATE) // self.stride * self.stride)
-        if upstream == WHISPER and self.chunk > 30 * SAMPLE_RATE:
-            raise FeatureError(f"chunk_s={chunk_s}: upstream {WHISPER} takes windows of at most 30 s")
+        if upstream == WHISPER:
+            if self.chunk > 30 * SAMPLE_RATE:
+                raise FeatureError(f"chunk_s={chunk_s}: upstream {WHISPER} takes windows of at "
+                                   "most 30 s")
+            # the last window of a long input may run up to one stride past the chunk length
+            self.chunk = min(self.chunk, 30 * SAMPLE_RATE - self.stride)
         if overlap_s is None:
             overlap_s = min(5.0, chunk_s / 4)
         overlap = round(overlap_s * SAMPLE_RATE) // self.stride * self.stride

@@ -168,6 +168,16 @@ def test_last_layer_agrees_with_ctranslate2_encode(tiny_whisper):
     np.testing.assert_allclose(ours, ref[0, : ours.shape[0]], atol=1e-4)
 
 
+def test_an_input_just_over_30_s_fits_whisper_windows(tiny_whisper):
+    """The last window of a long input may end up to a stride past the chunk length; with
+    Whisper none may pass 30 s (an asterisk prompt of 480268 samples did)."""
+    fx = FeatureExtractor(upstream="whisper", ckpt=str(tiny_whisper["hf"]), layer=0)
+    for n in (480000, 480268, 480319, 959999):
+        assert max(e - s for s, e in fx._windows(n)) <= 480000, n
+    wav = np.resize(_wav(1.0), 480268)
+    assert fx.extract(wav).shape == ((wav.size - 1) // 320 + 1, 16)
+
+
 def test_long_input_is_windowed(tiny_whisper):
     fx = FeatureExtractor(upstream="whisper", ckpt=str(tiny_whisper["hf"]), layer=1, chunk_s=2.0,
                           overlap_s=0.5)
