@@ -10,7 +10,9 @@
 # (a date) count as "settings not recorded".
 #
 #   sig < file                  short content hash (16 hex digits) of stdin
-#   file_sig <path>             content hash of a file, "none" for an empty path, "missing" if absent
+#   file_sig <path>             content hash of a file (of a directory: of its files' names and
+#                               contents, e.g. a Whisper checkpoint dir), "none" for an empty path,
+#                               "missing" if absent
 #   stamp_ok <marker> <stamp>   true when the marker exists and holds exactly <stamp>
 #   stamp_diff <marker> <stamp> one line: "key: old -> new; ..." for every setting that differs
 #   stamp_write <file> <stamp>  write <stamp> to <file> (temp name, then rename)
@@ -22,6 +24,8 @@ file_sig() {
         echo none
     elif [ -f "$1" ]; then
         sig < "$1"
+    elif [ -d "$1" ]; then
+        (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) | sig
     else
         echo missing
     fi
