@@ -114,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
             "upstream",
             required=required,
             default=None,
-            help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...) or "
-            "rpq_ssl (an encoder file from python -m rpq_units.ssl.export)",
+            help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...), "
+            "rpq_ssl (an encoder file from python -m rpq_units.ssl.export) or whisper (Whisper's "
+            "encoder; weakly supervised)",
         )
-        _opt(p, "upstream_ckpt", default=None, help="checkpoint for *_local upstreams and rpq_ssl")
+        _opt(p, "upstream_ckpt", default=None,
+             help="checkpoint for *_local upstreams and rpq_ssl; for whisper a CTranslate2, "
+             "Hugging Face or openai checkpoint (default: the bundled tiny.en)")
         _opt(
             p,
             "layer",
@@ -246,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "asr_decode_args", default="",
          help='asr_inference options over the YAML (pass as --asr_decode_args="--ctc_weight 0.5")')
     _opt(p, "score_unit", default="word", choices=["word", "char"], help="WER or CER")
+    _opt(p, "judge", default="espnet", choices=["espnet", "whisper"],
+         help="intelligibility judge: the ESPnet model of --asr_dir, or a Whisper model")
+    _opt(p, "judge_model", default=None,
+         help="CTranslate2 Whisper dir for --judge whisper (default: the bundled tiny.en)")
     _opt(p, "device", default="cpu", help="torch device")
     _opt(p, "seed", type=int, default=0, help="Griffin-Lim initial phase seed")
 

@@ -27,6 +27,9 @@
 #  12  RESULTS.md: one row per model of the current settings, one column per test set (plus what
 #      the recipe's local/results.sh <expdir> prints, where it has one); --results_tags adds the
 #      rows other feature tags' stage 12 tabled (e.g. log-mel and SSL upstreams in one table)
+#  13  resynthesis: units -> features -> waveform per discretizer (Griffin-Lim for log-mel, else a
+#      HiFi-GAN trained on the training set), scored (STOI, PESQ, MCD, WER/dWER by the continuous
+#      reference or --resynth_judge whisper); a static demo page
 set -euo pipefail
 
 log() {
@@ -107,6 +110,8 @@ vocoder=auto            # auto (griffinlim for s3prl log-mel upstreams, else tra
 vocoder_config=../../conf/vocoder/hifigan_cpu.yaml  # HiFi-GAN config when one is trained
 vocoder_args=""         # more rpq-units train_vocoder arguments (e.g. --steps 500 --max_utts 200)
 resynth_args=""         # more rpq-units resynth arguments (e.g. --n_iter 32)
+resynth_judge=espnet    # who transcribes the resynthesized speech (WER, dWER): espnet (the
+                        # continuous reference of stage 11) or whisper (the bundled Whisper tiny.en)
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets \"<set> ...\" [options]"
 run_args=$(printf '%q ' "$0" "$@")
@@ -133,6 +138,7 @@ case "${feats_batch_size}" in ''|*[!0-9]*|0) echo "$0: --feats_batch_size must b
 fwd_opts="--batch_size ${feats_batch_size}"
 [ "${feats_autocast}" = none ] || fwd_opts+=" --autocast ${feats_autocast}"
 case "${on_encode_error}" in fail|delete) ;; *) echo "$0: --on_encode_error must be fail or delete" >&2; exit 2 ;; esac
+case "${resynth_judge}" in espnet|whisper) ;; *) echo "$0: --resynth_judge must be espnet or whisper" >&2; exit 2 ;; esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
 if [ -z "${feat_tag}" ]; then
@@ -233,7 +239,9 @@ st_resynth() {  # <set> <vocoder>: every discretizer's units of the set, the voc
     echo "discretizers=${discretizers}"; echo "vocoder=$2"; echo "resynth_utts=${resynth_utts}"
     echo "resynth_args=${resynth_args}"
     if [ "$2" = train ]; then st_vocoder; fi
-    # the intelligibility columns: the continuous model (when trained) and how it decodes
+    # the intelligibility columns: Whisper, or the continuous model (when trained) and how it decodes
+    echo "resynth_judge=${resynth_judge}"
+    [ "${resynth_judge}" = whisper ] && return 0
     local m=${contdir}/.done_train
     if [ -f "${m}" ]; then echo "asr_model=$(file_sig "${m}")"; else echo "asr_model=none"; fi
     echo "asr_decode=$(file_sig "${inference_config}") ${inference_args}"
@@ -868,7 +876,9 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
             unitfiles+=("${dumpdir}/units_$(units_tag "${d}")/${rset}/units")
         done
         asr_opts=()
-        if [ -f "${contdir}/.done_train" ]; then
+        if [ "${resynth_judge}" = whisper ]; then
+            asr_opts=(--judge whisper)
+        elif [ -f "${contdir}/.done_train" ]; then
             asr_opts=(--asr_dir "${contdir}" --asr_decode_config "${inference_config}"
                       "--asr_decode_args=${inference_args}")
         else

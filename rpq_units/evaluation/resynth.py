@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 ORIGINAL, COPY, CONTINUOUS = "original", "copy", "continuous"
+JUDGES = ("espnet", "whisper")  # who transcribes the resynthesized speech (WER, dWER)
 LABELS = {ORIGINAL: "Original", COPY: "Copy-synthesis", CONTINUOUS: "Continuous"}
 
 
@@ -287,12 +288,19 @@ def resynth(
     asr_decode_config: str | None = None,
     asr_decode_args: str = "",
     score_unit: str = "word",
+    judge: str = "espnet",
+    judge_model: str | None = None,
     device: str = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Resynthesize ``data_dir`` from each discretizer's ``units`` file (parallel lists
     ``names`` / ``codebooks`` / ``units``), score every system, write ``out_dir``; returns the
-    summary written to ``metrics.json``."""
+    summary written to ``metrics.json``. Intelligibility (WER, dWER) is judged by the ESPnet
+    model in ``asr_dir`` (``judge="espnet"``) or by a CTranslate2 Whisper model
+    (``judge="whisper"``, ``judge_model`` its dir, default the bundled tiny.en; references and
+    transcripts both through Whisper's English normalizer)."""
+    if judge not in JUDGES:
+        raise ResynthError(f"judge must be one of {', '.join(JUDGES)}, got {judge!r}")
     from rpq_units.evaluation.speech_metrics import all_measures, world_analysis
     from rpq_units.pipeline.codebooks import load_quantizer
     from rpq_units.pipeline.data import AudioLoader, load_data_dir
@@ -371,8 +379,11 @@ def resynth(
                 vals = [m[k] for m in per_utt[s].values()]
                 row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
         summary[s] = row
-    asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device, summary,
-                      features=fx.extract, decode_args=asr_decode_args)
+    if judge == "whisper":
+        asr = _whisper_scores(judge_model, audio, data_dir, score_unit, device, summary)
+    else:
+        asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device,
+                          summary, features=fx.extract, decode_args=asr_decode_args)
     refs = {}
     text_file = Path(data_dir) / "text"
     if text_file.is_file():
@@ -436,6 +447,33 @@ def _asr_scores(
         summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
     return {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
             "decode_args": decode_args, "hyps": hyps}
+
+
+def _whisper_scores(
+    model_dir: str | None,
+    audio: dict[str, dict[str, np.ndarray]],
+    data_dir: str,
+    unit: str,
+    device: str,
+    summary: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """As :func:`_asr_scores`, judged by a CTranslate2 Whisper model (English): references and
+    transcripts both through ``transformers``' Whisper English normalizer."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    from rpq_units.evaluation.scoring import read_text
+    from rpq_units.evaluation.whisper_judge import whisper_transcribe
+    from rpq_units.pipeline.whisper import bundled_checkpoint
+
+    norm = EnglishTextNormalizer({})
+    refs = {u: norm(t) for u, t in read_text(Path(data_dir) / "text").items()}
+    hyps = {s: whisper_transcribe(a, model_dir=model_dir, device=device, normalize=norm)
+            for s, a in audio.items()}
+    for s, h in hyps.items():
+        summary[s]["wer"] = error_rate(refs, h, unit)
+        summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
+    model = str(model_dir or bundled_checkpoint())
+    return {"model": f"whisper:{model}", "judge": "whisper", "unit": unit, "hyps": hyps}
 
 
 def _json_safe(x: Any) -> Any:

