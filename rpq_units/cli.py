@@ -88,8 +88,39 @@ def _int_or_none(s: str) -> int | None:
     return None if s.lower() in ("none", "null", "") else int(s)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help with "(required)" for a required one, "(default: ...)" for one with a
+    default, and nothing more where it has none (``None``: the help says what happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required and action.option_strings:
+            return f"{action.help or ''} (required)"
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be used here (with the fix), or None when it can."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        return "not a device of rpq-units: use cpu, cuda or cuda:<index>"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "PyTorch sees no CUDA GPU on this machine: use --device cpu"
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"this machine has {count} CUDA GPU(s): use cuda:0 to cuda:{count - 1}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     parser = argparse.ArgumentParser(
         prog="rpq-units",
@@ -109,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
     def feature_opts(p: argparse.ArgumentParser, required: bool) -> None:
+        # encode (not required): what is not given comes from the codebook
+        own = "" if required else " (default: the codebook's)"
         _opt(
             p,
             "upstream",
@@ -116,17 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="s3prl upstream (wavlm_large, hubert_large_ll60k, fbank, wavlm_local, ...), "
             "rpq_ssl (an encoder file from python -m rpq_units.ssl.export) or whisper (Whisper's "
-            "encoder; weakly supervised)",
+            "encoder; weakly supervised)" + own,
         )
         _opt(p, "upstream_ckpt", default=None,
              help="checkpoint for *_local upstreams and rpq_ssl; for whisper a CTranslate2, "
-             "Hugging Face or openai checkpoint (default: the bundled tiny.en)")
+             "Hugging Face or openai checkpoint (default: the bundled tiny.en)" + own)
         _opt(
             p,
             "layer",
             type=int,
             default=None if not required else -1,
-            help="hidden-state index (-1 = last)",
+            help="hidden-state index (-1 = last)"
+            + ("" if required else " (default: the codebook's for its upstream, else -1)"),
         )
         _opt(p, "device", default="cpu", help="torch device")
         _opt(p, "batch_size", type=int, default=1, help="utterances per forward pass (1 = exact)")
@@ -287,6 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in argv]
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    # checked once here: a bad device would otherwise fail deep in torch, with a traceback
+    problem = _device_problem(args["device"]) if args.get("device") is not None else None
+    if problem:
+        print(f"error: --device {args['device']}: {problem}", file=sys.stderr)
+        return 2
     level = args.pop("log_level")
     logging.basicConfig(
         level=getattr(logging, level),

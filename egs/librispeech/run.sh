@@ -5,6 +5,7 @@
 # Point --data_opts "--download_dir /path/with/LibriSpeech/.." at an existing copy to skip the
 # download. Add --run_continuous true for the frozen-WavLM reference.
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 train_set=train_clean_100
 valid_set=dev_clean

@@ -6,6 +6,7 @@
 # (e.g. wavlm_large_l21 once ./run.sh ran in the same exp/) by units_asr.sh --results_tags.
 #     ./run_ssl.sh [--methods "bestrq birq"] [--layer 7] [--ngpu 4] [--num_nodes 1] [-- <run.sh options>]
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 methods="bestrq birq"   # pre-training methods: conf/ssl/<method>_librispeech960.yaml
 layer=7                 # encoder layer for units and the continuous reference (BiRQ's k: 0.7 depth)

@@ -7,6 +7,7 @@
 # Meant for a GPU:
 #     ./run.sh
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 train_set=train_ls100_mlsuperb1h
 valid_set=dev_ls_mlsuperb

@@ -7,6 +7,7 @@
 # Any engine option can be added on the command line, e.g.
 #     ./run.sh --stage 8 --stop_stage 12 --use_lm true
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 train_set=train_clean
 valid_set=dev_clean

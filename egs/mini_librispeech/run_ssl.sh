@@ -6,6 +6,7 @@
 # --results_tags) and of --results_tags (e.g. mel_40ms_llast, once ./run.sh ran in the same exp/).
 #     ./run_ssl.sh [--methods "bestrq birq"] [--layer 3] [--ssl_opts "..."] [-- <run.sh options>]
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 methods="bestrq birq"   # pre-training methods: conf/ssl/<method>_demo.yaml
 layer=3                 # encoder layer the units and the continuous reference are made from

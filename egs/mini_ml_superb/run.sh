@@ -6,6 +6,7 @@
 # 25 Hz encoder) -> CER per discretizer, per language and for the few-shot language. Any engine
 # option can be added on the command line, e.g. ./run.sh --stage 9 --stop_stage 12
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 lid=false   # true: [lang] prefix on transcripts, LID accuracy in the results
 

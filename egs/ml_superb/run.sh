@@ -6,6 +6,7 @@
 #     ./run.sh
 # Edit duration/lid below (or pass --data_opts) for the 10-minute set or joint ASR + LID.
 set -euo pipefail
+. "$(dirname "$0")/utils/recipe_dir.sh"  # run from the recipe dir; --help from anywhere
 
 duration=1h   # 10min or 1h of training data per language and source
 lid=false     # true: [lang] prefix on transcripts, LID accuracy in the results

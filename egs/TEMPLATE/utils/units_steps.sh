@@ -52,7 +52,7 @@ device=cpu              # torch device
 fwd_opts=""             # more dump_feats/encode options (--batch_size N, --autocast bf16)
 label=""                # encode: how errors name the work (default: "<data_dir> with <units_dir>")
 
-help_message=$(sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//')
+help_message="Usage: $0 [options] <step> [<step> ...]"
 . "${utils}/parse_options.sh"
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (units_steps.sh) $*" >&2; }
