@@ -1,0 +1,1 @@
+../TEMPLATE/units_asr.sh
