@@ -4,5 +4,5 @@
 # anywhere. Exports RPQ_PROG, the name the engine's --help shows (the script the user typed).
 export RPQ_PROG=$0
 recipe_dir=$(cd "$(dirname "$0")" && pwd -P)
-case " $* " in *" --help "*|*" -h "*) cd "${recipe_dir}" ;; esac
+case " $* " in *" --help "*|*" -h "*) cd "${recipe_dir}" || exit ;; esac
 [ "$(pwd -P)" = "${recipe_dir}" ] || { echo "$0: run it from its recipe dir: cd $(dirname "$0")" >&2; exit 2; }
