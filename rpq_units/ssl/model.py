@@ -8,7 +8,8 @@ keeps ESPnet's ``forward`` (losses, stats, weights, step counter) and replaces `
 
     speech (B, S) -> frontend -> log-mel (B, T_in, F) -> normalize -> x
     x -> span_mask util (noise on masked frames) -> encoder, all layers -> encoder_output
-    x -> encoder layers 1..k (only when a loss asks for ``unmasked_hidden``)
+    x -> encoder layers 1..k (only when a loss asks for ``unmasked_hidden``; without a graph
+         unless the loss sends a gradient through it)
 
 and gives the losses ``feats`` (= x, unmasked), ``mask_info`` and ``unmasked_hidden``.
 """
@@ -75,7 +76,8 @@ class BestRQModel(ESPnetSSLModel):
         """speech: (B, S), speech_lengths: (B,) -> dict with ``encoder_output`` (list of
         (B, T', D), last = final output), ``encoder_output_lengths`` (B,), ``feats``
         (B, T_in, F) unmasked normalised input, ``feats_lengths``, ``mask_info`` {"mask":
-        (B, T_in) bool} and, for BiRQ, ``unmasked_hidden`` (B, T', D) layer k."""
+        (B, T_in) bool} and, for BiRQ, ``unmasked_hidden`` (B, T', D) layer k (with a graph only
+        when the loss's ``label_needs_grad``)."""
         feats, lens = self._extract_feats(speech, speech_lengths)
         if self.normalize is not None:
             feats, lens = self.normalize(feats, lens)
@@ -89,7 +91,10 @@ class BestRQModel(ESPnetSSLModel):
         data = {"encoder_output": hidden, "encoder_output_lengths": out_lens,
                 "feats": feats, "feats_lengths": lens, "mask_info": mask_info}
         if self.enhanced_layer is not None:
-            states, _ = encoder_hidden_states(self.encoder, feats, lens, self.enhanced_layer)
+            # without a gradient through the labels (BiRQ's default) the unmasked pass keeps no graph
+            keep = any(getattr(loss, "label_needs_grad", False) for loss in self.losses)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and keep):
+                states, _ = encoder_hidden_states(self.encoder, feats, lens, self.enhanced_layer)
             data["unmasked_hidden"] = states[self.enhanced_layer]
         return data
 
