@@ -4,10 +4,12 @@ K-means, product quantization (PQ) and random product quantization (RPQ, arXiv 2
 plus further vector quantizers, behind one API::
 
     from rpq_units import make_quantizer, load_quantizer, save_codebook
+
+The names are loaded on first use, so that a script that needs only a torch-free part (the
+scoring of stages 10 and 12: ``rpq_units.evaluation.scoring``) starts without importing torch.
 """
 
-from rpq_units.pipeline.codebooks import load_quantizer, save_codebook
-from rpq_units.quant.base import Quantizer, QuantizerError, make_quantizer
+from __future__ import annotations
 
 __version__ = "0.1.0"
 __all__ = [
@@ -18,3 +20,15 @@ __all__ = [
     "save_codebook",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("load_quantizer", "save_codebook"):
+        from rpq_units.pipeline import codebooks
+
+        return getattr(codebooks, name)
+    if name in ("Quantizer", "QuantizerError", "make_quantizer"):
+        from rpq_units.quant import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'rpq_units' has no attribute {name!r}")

@@ -19,6 +19,14 @@ from asset_helpers import make_data_dir, make_tiny_wavlm_checkpoint
 DURATIONS = [0.6, 1.1, 0.5, 1.4, 0.8, 0.7, 1.2]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--slow", action="store_true",
+        help="also run the slow tier: the tests marked slow (ESPnet training, recipe runs, Slurm, "
+             "kill-and-rerun; each over about 10 s). `-m slow --slow` runs the slow tier alone.",
+    )
+
+
 def pytest_configure(config):
     """Deprecation warnings raised inside torch by s3prl's model code are not ours."""
     for msg in (
@@ -26,6 +34,19 @@ def pytest_configure(config):
         "Support for mismatched key_padding_mask",
     ):
         config.addinivalue_line("filterwarnings", f"ignore:{msg}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers: without --slow, each test marked slow is skipped with the reason, so that the
+    plain `pytest -q` is the fast tier and still lists what it left out (a test named on the
+    command line is no exception: it says to add --slow)."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier (ESPnet training, recipe runs, Slurm, kill-and-rerun): "
+                                   "run with --slow")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

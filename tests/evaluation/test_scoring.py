@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from rpq_units.evaluation import scoring
+
+
+def test_scoring_starts_without_torch():
+    """Stages 10 and 12 start the scoring once per decode and table: without torch (the package
+    loads its top-level names on first use) it starts in a tenth of a second, not in seconds."""
+    code = "import sys, rpq_units.evaluation.scoring; sys.exit('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 def _files(tmp_path, refs: dict[str, str], hyps: dict[str, str]):

@@ -17,8 +17,10 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
+# no training plots or tensorboard logs: nothing here reads them
 OPTS = ["--test_sets", "test_clean", "--discretizers", "", "--token_type", "char",
-        "--nj", "1", "--inference_nj", "1", "--run_continuous", "true", "--asr_args", "--max_epoch 1"]
+        "--nj", "1", "--inference_nj", "1", "--run_continuous", "true",
+        "--asr_args", "--max_epoch 1 --use_matplotlib false --use_tensorboard false"]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from recipe_helpers import ROOT, run
 
 from rpq_units.evaluation.scoring import read_result
 
-pytestmark = pytest.mark.espnet
+pytestmark = [pytest.mark.espnet, pytest.mark.slow]
 
 UNITS = "method: kmeans\nnum_codebooks: 1\ncodebook_size: 8\nseed: 0\nmax_iter: 5\n"
 ASR = textwrap.dedent("""\
@@ -34,6 +34,8 @@ ASR = textwrap.dedent("""\
     best_model_criterion: [[valid, acc, max]]
     keep_nbest_models: 1
     num_att_plot: 0
+    use_matplotlib: false
+    use_tensorboard: false
     seed: 0
     """)
 DECODE = "beam_size: 1\nctc_weight: 0.3\nmaxlenratio: 0.5\n"

@@ -30,6 +30,7 @@ def espnet_recipe(tmp_path):
     return rdir
 
 
+@pytest.mark.slow
 def test_all_steps_outside_the_engine(espnet_recipe):
     r = espnet_recipe
     res = run(["units_utils/units_steps.sh", "--nj", "2", "--data_dir", "data/train", *UPSTREAM,

@@ -26,7 +26,7 @@ def tiny_birq_config(path: Path) -> Path:
     conf["loss"][0]["conf"].update(codebook_size=64, enhanced_layer=1)
     conf["util"][0]["conf"].update(mask_prob=0.05, mask_length=8)
     conf.update(batch_bins=16000 * 4, num_workers=0, log_interval=1, num_att_plot=0,
-                scheduler_conf={"warmup_steps": 5})
+                use_tensorboard=False, scheduler_conf={"warmup_steps": 5})
     path.write_text(yaml.safe_dump(conf))
     return path
 
@@ -42,6 +42,7 @@ def train(args: list[str], log: Path) -> str:
 
 
 @pytest.mark.espnet
+@pytest.mark.slow
 def test_pretraining_on_espnet_ssl_trainer_resumes_and_exports(tmp_path):
     make_data_dir(tmp_path / "train", [1.2, 1.6, 1.0, 1.4, 1.8, 1.1], seed=0)
     make_data_dir(tmp_path / "valid", [1.3, 1.0], prefix="dev", seed=10)

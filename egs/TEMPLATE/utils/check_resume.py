@@ -25,11 +25,11 @@ import pickle
 import sys
 from pathlib import Path
 
-import torch
-
 
 def _load(path: Path):
     """The object in ``path``, or None when the file is truncated or not a torch file."""
+    import torch  # here: a fresh training (no checkpoint) is checked without loading torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # zip/pickle errors of a cut file
@@ -38,6 +38,8 @@ def _load(path: Path):
 
 
 def _save(obj, path: Path) -> None:
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     tmp = path.with_name(path.name + ".tmp")
