@@ -87,6 +87,8 @@ import soundfile as sf  # noqa: E402
 
 from rpq_units.errors import OptionError, UserError, is_user_error, one_line  # noqa: E402
 from rpq_units.evaluation.lang_scoring import lid_tag, normalize_text  # noqa: E402
+from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
+from rpq_units.pipeline.shards import write_text_atomic  # noqa: E402
 
 logger = logging.getLogger("data_prep_asterisk")
 
@@ -519,38 +521,11 @@ def limit(utts: list[Utt], max_utts: int, report: Report) -> list[Utt]:
     return utts[:max_utts]
 
 
-def write_table(path: Path, rows: list[tuple[str, str]]) -> Path:
-    """Write ``key value`` lines sorted by key (byte order) to ``path.tmp``; return the tmp."""
-    tmp = path.with_name(path.name + ".tmp")
-    rows = sorted(rows, key=lambda r: r[0].encode("utf-8"))
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(f"{k} {v}\n" for k, v in rows)
-    return tmp
-
-
 def write_data_dir(d: Path, utts: list[Utt], *, lid: bool = False) -> None:
-    """All tables of one set, each written to a temporary name, then all renamed."""
-    d.mkdir(parents=True, exist_ok=True)
-    spk2utt: dict[str, list[str]] = defaultdict(list)
-    for u in utts:
-        spk2utt[u.spk].append(u.uttid)
-    tables = {
-        "wav.scp": [(u.uttid, u.wav) for u in utts],
-        "text": [(u.uttid, f"{lid_tag(u.lang)} {u.text}" if lid else u.text) for u in utts],
-        "utt2spk": [(u.uttid, u.spk) for u in utts],
-        "utt2lang": [(u.uttid, u.lang) for u in utts],
-        "spk2utt": [(s, " ".join(sorted(v, key=str.encode))) for s, v in spk2utt.items()],
-    }
-    tmps = {name: write_table(d / name, rows) for name, rows in tables.items()}
-    for name, tmp in tmps.items():
-        os.replace(tmp, d / name)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """All tables of one set (:func:`rpq_units.pipeline.data.write_data_dir`), text with a
+    ``[lang]`` prefix when ``lid``."""
+    write_kaldi_dir(d, [(u.uttid, u.wav, f"{lid_tag(u.lang)} {u.text}" if lid else u.text, u.spk,
+                         u.lang) for u in utts])
 
 
 def set_figures(utts: list[Utt]) -> dict:
@@ -611,6 +586,7 @@ def prepare_lang(
 def prepare(args: argparse.Namespace) -> int:
     langs = check_options(args)
     corpus, out = Path(args.corpus_dir).resolve(), Path(args.datadir)
+    (out / "local").mkdir(parents=True, exist_ok=True)  # the reports and the list of sets
     written: list[str] = []
     combined: dict[str, list[Utt]] = {s: [] for s in SPLITS}
     for lang in langs:

@@ -50,6 +50,7 @@ import soundfile as sf  # noqa: E402
 
 from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
 from rpq_units.evaluation.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text  # noqa: E402
+from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
 
 logger = logging.getLogger("data_prep_ml_superb")
 
@@ -197,31 +198,11 @@ def limit_few_shot(
     return sorted(random.Random(f"{seed}:{utts[0].lang}").sample(ordered, n), key=lambda u: u.uttid)
 
 
-def write_table(path: Path, rows: list[tuple[str, str]]) -> Path:
-    """Write ``key value`` lines sorted by key (byte order) to ``path.tmp``; return the tmp."""
-    tmp = path.with_name(path.name + ".tmp")
-    rows = sorted(rows, key=lambda r: r[0].encode("utf-8"))
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(f"{k} {v}\n" for k, v in rows)
-    return tmp
-
-
 def write_data_dir(d: Path, utts: list[Utt], *, lid: bool) -> None:
-    """All tables of one set, each written to a temporary name, then all renamed."""
-    d.mkdir(parents=True, exist_ok=True)
-    spk2utt: dict[str, list[str]] = defaultdict(list)
-    for u in utts:
-        spk2utt[u.spk].append(u.uttid)
-    tables = {
-        "wav.scp": [(u.uttid, u.wav) for u in utts],
-        "text": [(u.uttid, f"{lid_tag(u.lang)} {u.text}" if lid else u.text) for u in utts],
-        "utt2spk": [(u.uttid, u.spk) for u in utts],
-        "utt2lang": [(u.uttid, u.lang) for u in utts],
-        "spk2utt": [(s, " ".join(sorted(v, key=str.encode))) for s, v in spk2utt.items()],
-    }
-    tmps = {name: write_table(d / name, rows) for name, rows in tables.items()}
-    for name, tmp in tmps.items():
-        os.replace(tmp, d / name)
+    """All tables of one set (:func:`rpq_units.pipeline.data.write_data_dir`), text with a
+    ``[lang]`` prefix when ``lid``."""
+    write_kaldi_dir(d, [(u.uttid, u.wav, f"{lid_tag(u.lang)} {u.text}" if lid else u.text, u.spk,
+                         u.lang) for u in utts])
 
 
 def prepare(args: argparse.Namespace) -> int:

@@ -97,6 +97,32 @@ def read_table(
     return out
 
 
+def write_data_dir(d: str | os.PathLike, utts: list[tuple[str, str, str, str, str]]) -> None:
+    """A Kaldi data dir from ``(uttid, wav, text, spk, lang)`` rows: ``wav.scp``, ``text``,
+    ``utt2spk``, ``utt2lang`` and ``spk2utt``, each sorted by key in byte order (as
+    ``LC_ALL=C sort``), each written to a temporary name, then all renamed."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    spk2utt: dict[str, list[str]] = {}
+    for uttid, _, _, spk, _ in utts:
+        spk2utt.setdefault(spk, []).append(uttid)
+    tables = {
+        "wav.scp": [(u[0], u[1]) for u in utts],
+        "text": [(u[0], u[2]) for u in utts],
+        "utt2spk": [(u[0], u[3]) for u in utts],
+        "utt2lang": [(u[0], u[4]) for u in utts],
+        "spk2utt": [(s, " ".join(sorted(v, key=str.encode))) for s, v in spk2utt.items()],
+    }
+    tmps = {}
+    for name, rows in tables.items():
+        tmp = d / f"{name}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(f"{k} {v}\n" for k, v in sorted(rows, key=lambda r: r[0].encode("utf-8")))
+        tmps[name] = tmp
+    for name, tmp in tmps.items():
+        os.replace(tmp, d / name)
+
+
 def load_data_dir(data_dir: str | os.PathLike) -> list[Utterance]:
     """Utterances of a Kaldi data dir (``wav.scp`` + optional ``segments``/``text``/``utt2spk``),
     sorted by utterance id."""
