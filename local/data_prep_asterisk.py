@@ -85,7 +85,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from rpq_units.errors import OptionError, UserError, is_user_error, one_line  # noqa: E402
+from rpq_units.errors import OptionError, UserError, exit_status  # noqa: E402
 from rpq_units.evaluation.lang_scoring import lid_tag, normalize_text  # noqa: E402
 from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
 from rpq_units.pipeline.shards import write_text_atomic  # noqa: E402
@@ -647,13 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    try:
-        return prepare(args)
-    except (UserError, OSError) as e:
-        if not is_user_error(e):  # not about the corpus or the disk: a bug, with its traceback
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
+    return exit_status(lambda: prepare(args))  # a bad corpus or disk: one line; a bug: traceback
 
 
 if __name__ == "__main__":

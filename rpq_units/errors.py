@@ -10,6 +10,8 @@ catch ``ValueError`` keep working.
 from __future__ import annotations
 
 import errno
+import sys
+from collections.abc import Callable
 
 
 class UserError(ValueError):
@@ -36,3 +38,16 @@ def one_line(e: BaseException) -> str:
     """The first line of the error's message (its type when it has none)."""
     msg = str(e).strip()
     return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def exit_status(fn: Callable[[], int | None]) -> int:
+    """Run ``fn`` as a command's main part: its status (``None``: 0); a user error
+    (:func:`is_user_error`) becomes one ``error: ...`` line on stderr and status 1; any other
+    exception, a bug, propagates with its traceback."""
+    try:
+        return fn() or 0
+    except (UserError, OSError) as e:
+        if not is_user_error(e):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
