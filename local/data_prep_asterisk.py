@@ -85,7 +85,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from rpq_units.errors import OptionError, UserError, exit_status  # noqa: E402
+from rpq_units.errors import OptionError, UserError, exit_status, str2bool  # noqa: E402
 from rpq_units.evaluation.lang_scoring import lid_tag, normalize_text  # noqa: E402
 from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
 from rpq_units.pipeline.shards import write_text_atomic  # noqa: E402
@@ -122,14 +122,6 @@ _SYMBOL_PUNCT = set("*#%&@/\\_")
 
 class CorpusError(UserError):
     """A problem with the installed corpus or the options, named with its file."""
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 # --- text ------------------------------------------------------------------------------------

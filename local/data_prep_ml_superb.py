@@ -48,7 +48,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
 
 import soundfile as sf  # noqa: E402
 
-from rpq_units.errors import UserError, exit_status  # noqa: E402
+from rpq_units.errors import UserError, exit_status, str2bool  # noqa: E402
 from rpq_units.evaluation.lang_scoring import FEW_SHOT_LANGS, lid_tag, normalize_text  # noqa: E402
 from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
 
@@ -85,14 +85,6 @@ class Problems:
             raise CorpusError(msg)
         self.count += 1
         logger.warning("%s (skipped)", msg)
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def transcript_name(split: str, duration: str) -> str:

@@ -51,3 +51,14 @@ def exit_status(fn: Callable[[], int | None]) -> int:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def str2bool(v: str) -> bool:
+    """A command-line true/false (also 1/0, yes/no), for ``argparse``'s ``type=``."""
+    import argparse
+
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")

@@ -442,11 +442,18 @@ def _asr_scores(
     hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device,
                           features=features, decode_args=decode_args)
             for s, a in audio.items()}
+    _add_error_rates(summary, refs, hyps, unit)
+    return {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
+            "decode_args": decode_args, "hyps": hyps}
+
+
+def _add_error_rates(summary: dict[str, dict[str, float]], refs: dict[str, str],
+                     hyps: dict[str, dict[str, str]], unit: str) -> None:
+    """Each system's WER against the references and dWER against the judge's transcripts of
+    the originals, into ``summary``."""
     for s, h in hyps.items():
         summary[s]["wer"] = error_rate(refs, h, unit)
         summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
-    return {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
-            "decode_args": decode_args, "hyps": hyps}
 
 
 def _whisper_scores(
@@ -469,9 +476,7 @@ def _whisper_scores(
     refs = {u: norm(t) for u, t in read_text(Path(data_dir) / "text").items()}
     hyps = {s: whisper_transcribe(a, model_dir=model_dir, device=device, normalize=norm)
             for s, a in audio.items()}
-    for s, h in hyps.items():
-        summary[s]["wer"] = error_rate(refs, h, unit)
-        summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
+    _add_error_rates(summary, refs, hyps, unit)
     model = str(model_dir or bundled_checkpoint())
     return {"model": f"whisper:{model}", "judge": "whisper", "unit": unit, "hyps": hyps}
 
