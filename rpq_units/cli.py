@@ -119,6 +119,47 @@ def _device_problem(device: str) -> str | None:
     return None
 
 
+#: the shortest window of ``--chunk_s``: shorter ones leave the upstream too little context
+#: (the units change) and cost a forward pass per window
+MIN_CHUNK_S = 1.0
+
+
+def _value_problem(args: dict[str, Any]) -> str | None:
+    """``"--opt value: what is wrong"`` for the first option value that makes no sense, or None.
+    Every numeric option of every subcommand is checked here, before any work starts."""
+    import math
+
+    def bad(name: str, why: str) -> str:
+        return f"--{name} {args[name]}: {why}"
+
+    def given(name: str) -> bool:
+        return args.get(name) is not None
+
+    for name in ("batch_size", "nshard", "num_codebooks", "codebook_size", "max_iter", "steps",
+                 "n_iter", "stats_utts"):
+        if given(name) and args[name] < 1:
+            return bad(name, "must be a positive integer")
+    for name in ("max_utts", "num_utts"):
+        if given(name) and args[name] < 0:
+            return bad(name, "must be 0 or more")
+    if given("max_frames") and args["max_frames"] < 1:
+        return bad("max_frames", "must be a positive integer (or none: all frames)")
+    for name in ("portion", "dims_ratio"):
+        if given(name) and not (0 < args[name] <= 1):
+            return bad(name, "must be in (0, 1]")
+    if given("chunk_s") and not (math.isfinite(args["chunk_s"]) and args["chunk_s"] >= MIN_CHUNK_S):
+        return bad("chunk_s", f"must be at least {MIN_CHUNK_S:g} s (windows of long utterances; "
+                              "default 30)")
+    if given("tol") and not (math.isfinite(args["tol"]) and args["tol"] >= 0):
+        return bad("tol", "must be 0 or more")
+    if given("memory_budget") and not (math.isfinite(args["memory_budget"])
+                                       and args["memory_budget"] > 0):
+        return bad("memory_budget", "must be a positive number of GiB")
+    if given("rank") and given("nshard") and not 0 <= args["rank"] < args["nshard"]:
+        return bad("rank", f"must be in 0..{args['nshard'] - 1} (0-based, --nshard {args['nshard']})")
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -321,7 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in argv]
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
-    # checked once here: a bad device would otherwise fail deep in torch, with a traceback
+    # checked once here: a bad value would otherwise fail deep in torch, with a traceback, or
+    # run with a result nobody asked for
+    problem = _value_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     problem = _device_problem(args["device"]) if args.get("device") is not None else None
     if problem:
         print(f"error: --device {args['device']}: {problem}", file=sys.stderr)

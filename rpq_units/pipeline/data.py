@@ -76,8 +76,15 @@ def read_table(
     if not path.is_file():
         raise DataDirError(f"{path}: no such file")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, data in enumerate(f, 1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataDirError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+                    f"{e.start + 1}); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from e
             line = raw.strip()
             if not line:
                 continue

@@ -469,6 +469,11 @@ class FeatureExtractor:
             hs = self.model(wavs)["hidden_states"]
         h = hs if isinstance(hs, torch.Tensor) else hs[self.layer]
         raw = int(h.shape[1])
+        if raw == 0:  # no frame to repeat: the input is shorter than the upstream's first frame
+            raise FeatureError(
+                f"audio of {max(lens)} samples ({max(lens) / SAMPLE_RATE:.3f} s) is shorter than "
+                f"one frame of upstream {self.upstream_name}"
+            )
         want = self.num_frames(max(int(w.numel()) for w in wavs))
         if h.shape[1] < want:  # repeat the last frame, as S3PRLUpstream does
             h = torch.cat([h, h[:, -1:].expand(-1, want - h.shape[1], -1)], dim=1)
@@ -556,7 +561,12 @@ class FeatureExtractor:
         """
         ts = [self._as_tensor(w) for w in wavs]
         out: list[np.ndarray | None] = [None] * len(ts)
-        short = [i for i, t in enumerate(ts) if t.numel() <= self.chunk]
+        # one shorter than MIN_SAMPLES runs alone, as with batches of one: in a padded batch the
+        # padding would give it frames it does not have alone (or none at all)
+        for i, t in enumerate(ts):
+            if t.numel() < MIN_SAMPLES and len(ts) > 1:
+                out[i] = self._forward([t])[0].cpu().numpy()
+        short = [i for i, t in enumerate(ts) if out[i] is None and t.numel() <= self.chunk]
         if short:
             for i, h in zip(short, self._forward([ts[i] for i in short]), strict=True):
                 out[i] = h.cpu().numpy()

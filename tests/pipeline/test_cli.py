@@ -12,6 +12,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
 from rpq_units import load_quantizer
@@ -409,6 +410,72 @@ def test_user_and_usage_errors(feats, tiny_data, tmp_path, capsys):
     rc, _ = run(capsys, "frobnicate")
     assert rc == 2
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["encode", "--chunk_s", "0"], "error: --chunk_s 0.0: must be at least 1 s"),
+        (["encode", "--batch_size", "0"], "error: --batch_size 0: must be a positive integer"),
+        (["encode", "--nshard", "2", "--rank", "2"], "error: --rank 2: must be in 0..1"),
+        (["dump_feats", "--portion", "2"], "error: --portion 2.0: must be in (0, 1]"),
+        (["dump_feats", "--device", "cuda:99"], "error: --device cuda:99: "),
+        (["token_list", "--num_codebooks", "0"], "error: --num_codebooks 0: must be a positive"),
+        (["fit", "--max_frames", "0"], "error: --max_frames 0: must be a positive integer"),
+        (["fit", "--dims_ratio", "1.5"], "error: --dims_ratio 1.5: must be in (0, 1]"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_values_that_make_no_sense_give_one_line(tmp_path, capsys, argv, line):
+    """Checked before any work starts: one line naming the option and the value, exit 2."""
+    need = {
+        "encode": ["--data_dir", tmp_path, "--codebook", tmp_path / "c.pt", "--out", tmp_path / "u"],
+        "dump_feats": ["--data_dir", tmp_path, "--out_dir", tmp_path / "f", "--upstream", "fbank"],
+        "token_list": ["--codebook_size", "4", "--out", tmp_path / "t"],
+        "fit": ["--feats_dir", tmp_path, "--out", tmp_path / "c.pt", "--method", "kmeans"],
+    }[argv[0]]
+    rc, err = run(capsys, *argv, *need)
+    assert rc == 2
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(line), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_audio_shorter_than_one_frame(tmp_path, capsys, caplog):
+    """An utterance of 50 samples gives no frame of the 40 ms log-mel upstream: skipped and
+    named by default (one at a time or in a batch alike), one error line naming it with
+    --strict; never a traceback."""
+    from asset_helpers import make_data_dir
+
+    data = tmp_path / "data"
+    ids = make_data_dir(data, [0.6, 1.1, 0.5, 1.4], seed=0)
+    short = ids[0]
+    wav = (data / "wav.scp").read_text().split()[1]
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 50).astype(np.float32), 16000)
+    ups = ["--upstream", "baseline_local", "--upstream_ckpt",
+           ROOT / "egs" / "mini_librispeech" / "conf" / "upstream" / "mel_40ms.yaml"]
+    rc, err = run(capsys, "dump_feats", "--data_dir", data, "--out_dir", tmp_path / "f", *ups)
+    assert rc == 0, err
+    assert FeatureShards(tmp_path / "f").ids == sorted(ids[1:])
+    rc, err = run(capsys, "fit", "--feats_dir", tmp_path / "f", "--out", tmp_path / "c.pt",
+                  "--method", "kmeans", "--codebook_size", "4", "--max_iter", "3")
+    assert rc == 0, err
+    for bs in ("1", "3"):
+        caplog.clear()
+        out = tmp_path / f"units{bs}"
+        rc, err = run(capsys, "encode", "--data_dir", data, "--codebook", tmp_path / "c.pt",
+                      "--out", out, "--batch_size", bs)
+        assert rc == 0, err
+        assert sorted(read_units(out)) == sorted(ids[1:])
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(f"utterance {short}: audio of 50 samples" in w and "shorter than one frame" in w
+                   for w in warnings), warnings
+        rc, err = run(capsys, "encode", "--data_dir", data, "--codebook", tmp_path / "c.pt",
+                      "--out", tmp_path / "strict", "--batch_size", bs, "--strict")
+        assert rc == 1 and "Traceback" not in err
+        assert err.strip().splitlines()[-1] == (
+            f"error: utterance {short}: audio of 50 samples (0.003 s) is shorter than one frame "
+            "of upstream baseline_local")
+        assert not (tmp_path / "strict").exists()
 
 
 def test_console_script_entry_point():

@@ -154,6 +154,9 @@ def test_table_errors(tmp_path):
     assert read_table(tmp_path / "u", allow_empty=True) == {"a": ""}
     with pytest.raises(DataDirError, match="no such file"):
         read_table(tmp_path / "missing")
+    (tmp_path / "latin1").write_bytes("a OK\nb CAF\u00c9\n".encode("latin-1"))
+    with pytest.raises(DataDirError, match=r"latin1:2: not UTF-8 text \(byte 0xc9 at column 6\)"):
+        read_table(tmp_path / "latin1")
     d = write_dir(tmp_path / "d", ["rec x.wav"], segments=["s1 other 0 1"])
     with pytest.raises(DataDirError, match="recording 'other' not in wav.scp"):
         load_data_dir(d)

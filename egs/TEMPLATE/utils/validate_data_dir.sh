@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check a Kaldi-style data dir: wav.scp, utt2spk, spk2utt (and text unless --no-text) exist,
-# are sorted (LC_ALL=C) with unique keys, cover the same utterances, and spk2utt matches
-# utt2spk. Prints one line naming the file and the problem, and exits 1, on the first failure.
+# are UTF-8 text, are sorted (LC_ALL=C) with unique keys, cover the same utterances, and spk2utt
+# matches utt2spk. Prints one line naming the file and the problem, and exits 1, on the first failure.
 #     validate_data_dir.sh [--no-text] <data-dir>
 set -euo pipefail
 export LC_ALL=C
@@ -22,6 +22,10 @@ ${need_text} && tables+=(text)
 for f in "${tables[@]}"; do
     [ -f "${d}/${f}" ] || fail "missing ${d}/${f}"
     [ -s "${d}/${f}" ] || fail "empty ${d}/${f}"
+    if ! iconv -f UTF-8 -t UTF-8 "${d}/${f}" > /dev/null 2>&1; then
+        line=$(LC_ALL=C.UTF-8 grep -naxv '.*' "${d}/${f}" 2>/dev/null | head -n 1 | cut -d: -f1 || true)
+        fail "${d}/${f}${line:+: line ${line}} is not UTF-8 text (convert it, e.g. iconv -f latin1 -t utf-8)"
+    fi
     bad=$(awk 'NF == 0 { print NR; exit }' "${d}/${f}")
     [ -z "${bad}" ] || fail "${d}/${f}: line ${bad} is empty"
     if ! cut -d' ' -f1 "${d}/${f}" | sort -c 2>/dev/null; then
