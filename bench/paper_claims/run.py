@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -291,8 +292,33 @@ def report(rows: list[dict], args: argparse.Namespace, command: str, elapsed: fl
 
 def _save(fig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", pad_inches=0.08)
     os.replace(tmp, path)
+
+
+_PANELS = {  # feature sets this benchmark has run, as a reader names them
+    "mini_librispeech": "mini LibriSpeech demo, log-mel",
+    "mini_ml_superb": "mini ML-SUPERB demo, log-mel",
+    "mini_ml_superb_fbank": "mini ML-SUPERB demo, s3prl fbank",
+}
+REL_MSE = "relative MSE: MSE / feature variance"
+
+
+def panel_title(ds: str, dim: int) -> str:
+    """A panel's title: the feature set in words and its dimension (``whisper_tiny_en_l2`` ->
+    "Whisper tiny.en, layer 2 (D = 384)")."""
+    name = _PANELS.get(ds)
+    m = re.fullmatch(r"(\w+?)_l(\d+)", ds)
+    if name is None and m:
+        model = {"whisper_tiny_en": "Whisper tiny.en", "birq": "BiRQ", "bestrq": "BEST-RQ"}
+        name = f"{model.get(m[1], m[1])}, layer {m[2]}"
+    return f"{name or ds} (D = {dim})"
+
+
+def _legend_below(fig, ax, ncol: int) -> None:
+    """The legend under the panels, off the data, and the layout made around it."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
 
 
 def plots(rows: list[dict], out_dir: Path) -> None:
@@ -302,7 +328,8 @@ def plots(rows: list[dict], out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets), 5.0), squeeze=False,
+                             layout="constrained")
     for ax, ds in zip(axes[0], datasets, strict=True):
         sub = [r for r in rows if r["dataset"] == ds]
         series = [("kmeans", lambda r: r["method"] == "kmeans", "k", "-")]
@@ -319,15 +346,15 @@ def plots(rows: list[dict], out_dir: Path) -> None:
                         ms=3, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("bits per frame")
-        ax.set_ylabel("relative MSE on held-out frames")
-        ax.set_title(f"{ds} (D = {sub[0]['dim']})")
+        ax.set_ylabel(REL_MSE)
+        ax.set_title(panel_title(ds, sub[0]["dim"]))
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
+    _legend_below(fig, axes[0][0], ncol=4)
     _save(fig, out_dir / "error_vs_bits.png")
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets), 4.6), squeeze=False,
+                             layout="constrained")
     for ax, ds in zip(axes[0], datasets, strict=True):
         sw = sorted((r for r in rows if r["dataset"] == ds and r["method"] == "rpq"
                      and r["M"] == 4 and r["K"] == 128), key=lambda r: r["p"])
@@ -341,11 +368,10 @@ def plots(rows: list[dict], out_dir: Path) -> None:
             if pq["rho"][name] is not None:
                 ax.axhline(pq["rho"][name], color=c, ls="--", lw=1, label=f"PQ {name}")
         ax.set_xlabel("RPQ dims ratio p (M = 4, K = 128)")
-        ax.set_ylabel("rho")
-        ax.set_title(ds)
+        ax.set_ylabel("correlation of the sub-quantizers' errors, rho")
+        ax.set_title(panel_title(ds, pq["dim"]))
         ax.grid(True, alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    _legend_below(fig, axes[0][0], ncol=len(RHOS))
     _save(fig, out_dir / "rho_vs_p.png")
     plt.close(fig)
 

@@ -269,23 +269,50 @@ def dim_correlation(x: np.ndarray) -> np.ndarray:
     return c
 
 
-def plot_heatmap(corr: np.ndarray, path: str | os.PathLike, title: str) -> None:
-    """Draw ``corr`` as a heatmap PNG (matplotlib, Agg backend), via a temporary name."""
+def feature_axis(info: dict[str, Any]) -> tuple[str, str]:
+    """What a feature dimension is, for axis labels and titles: ``(axis, source)``, e.g.
+    ``("log-mel bin", "80 log-mel bins")`` for an s3prl baseline with ``feat_type: mel`` (read
+    from its config), ``("dimension", "384 dimensions of whisper layer 2")`` for a layer.
+    ``info`` is a ``feats.json`` (upstream, upstream_ckpt, layer, num_layers, dim)."""
+    upstream, dim = str(info.get("upstream")), info.get("dim")
+    feat_type = None
+    if upstream == "baseline_local" and info.get("upstream_ckpt"):
+        try:
+            import yaml
+
+            conf = yaml.safe_load(Path(info["upstream_ckpt"]).read_text()) or {}
+            feat_type = (conf.get("input") or {}).get("feat_type")
+        except (OSError, ValueError, AttributeError):
+            pass
+    elif upstream in ("fbank", "mel", "mfcc", "spectrogram", "linear"):
+        feat_type = upstream
+    names = {"mel": "log-mel bin", "fbank": "filterbank bin", "mfcc": "MFCC coefficient",
+             "spectrogram": "frequency bin", "linear": "frequency bin"}
+    if feat_type in names:
+        axis = names[feat_type]
+        return axis, f"{dim} {axis}s" if dim else axis + "s"
+    layer = "its one output" if info.get("num_layers") == 1 else f"layer {info.get('layer')}"
+    return "dimension", (f"{dim} dimensions" if dim else "dimensions") + f" of {upstream} {layer}"
+
+
+def plot_heatmap(corr: np.ndarray, path: str | os.PathLike, title: str,
+                 axis: str = "feature dimension") -> None:
+    """Draw ``corr`` as a heatmap PNG (matplotlib, Agg backend), via a temporary name; every
+    label inside the canvas (the figure is cropped to what it draws)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100, layout="constrained")
     im = ax.imshow(corr, cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("feature dimension")
-    ax.set_ylabel("feature dimension")
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(axis)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Pearson correlation")
-    fig.tight_layout()
     path = Path(path)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
 
@@ -356,8 +383,9 @@ def analyze(
     report["dim_correlation_mean_abs"] = float(np.abs(off).mean()) if off.size else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"Feature-dimension correlation: {report['upstream']} layer {report['layer']}"
-    plot_heatmap(corr, out / "dim_correlation.png", title)
+    axis, source = feature_axis({"upstream": report["upstream"], "layer": report["layer"],
+                                 "dim": q.dim, **shards.info})
+    plot_heatmap(corr, out / "dim_correlation.png", f"Correlation between the {source}", axis)
     report["heatmap"] = str(out / "dim_correlation.png")
     report["seconds"] = round(time.time() - t0, 3)
     write_text_atomic(out / "analysis.json", json.dumps(report, indent=2) + "\n")

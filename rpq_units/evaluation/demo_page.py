@@ -24,15 +24,21 @@ from rpq_units.pipeline.shards import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
+# Laid out for a 1280-px screen without sideways scrolling: long command lines wrap, a table
+# wider than the page scrolls inside its own box, figures shrink to the page.
 _CSS = """
 body { font-family: sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; }
+.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: center; }
 th { background: #eee; }
 td.utt { text-align: left; font-size: 85%; min-width: 180px; max-width: 260px; }
 audio { width: 150px; }
-img { max-width: 480px; margin: 0 1em 1em 0; }
-figure { display: inline-block; margin: 0; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 85%; background: #f6f6f6;
+      padding: 0.5em; }
+img { max-width: 100%; height: auto; }
+figure { display: inline-block; margin: 0 1em 1em 0; max-width: 100%; }
+figcaption { max-width: 640px; font-size: 90%; color: #333; }
 """
 
 
@@ -55,7 +61,11 @@ def markdown_to_html(md: str) -> str:
             j = i + 1
             while j < len(lines) and not lines[j].startswith("```"):
                 j += 1
-            out.append("<pre>" + html.escape("\n".join(lines[i + 1 : j])) + "</pre>")
+            block = lines[i + 1 : j]
+            pre = "<pre>" + html.escape("\n".join(block)) + "</pre>"
+            # a long block (the commands behind a table) folded, so the tables stay in view
+            out.append(pre if len(block) <= 4 else
+                       f"<details><summary>{len(block)} lines</summary>{pre}</details>")
             i = j + 1
             continue
         if line.startswith("|"):
@@ -70,7 +80,7 @@ def markdown_to_html(md: str) -> str:
                 body = "".join(
                     "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:]
                 )
-                out.append(f"<table><tr>{head}</tr>{body}</table>")
+                out.append(f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>')
             continue
         if line.startswith("- "):
             items = []
@@ -101,6 +111,19 @@ def _layer(report: dict) -> str:
     if report.get("num_layers") == 1:
         return "its one output"
     return f"layer {report['layer']}"
+
+
+def _heatmap_caption(png: Path) -> str:
+    """What a ``dim_correlation.png`` shows, from the ``analysis.json`` beside it where there
+    is one (its frames and the features they came from)."""
+    text = ("Pearson correlation between every pair of feature dimensions (red: positive, "
+            "blue: negative; the diagonal is 1)")
+    try:
+        a = json.loads((png.parent / "analysis.json").read_text())
+        text += f"; {int(a['frames']):,} frames of <code>{html.escape(str(a['feats_dir']))}</code>"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return text + "."
 
 
 def write_page(
@@ -134,7 +157,7 @@ def write_page(
         "features (the upper bound of the inversion); Continuous uses the features the "
         "discretizers see.</p>",
         "<h2>Samples</h2>",
-        "<table><tr><th>Utterance</th>"
+        '<div class="wide"><table><tr><th>Utterance</th>'
         + "".join(f"<th>{html.escape(label(s))}</th>" for s in systems)
         + "</tr>",
     ]
@@ -150,7 +173,7 @@ def write_page(
                 'type="audio/wav"></audio></td>'
             )
         parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     parts += ["<h2>Resynthesis (averages over the test utterances)</h2>",
               markdown_to_html(format_table(report))]
     if results_md is not None and Path(results_md).is_file():
@@ -167,7 +190,7 @@ def write_page(
             linked.append(rel)
             parts.append(
                 f'<figure><img src="{rel}" alt="{html.escape(h.name)}">'
-                f"<figcaption>{html.escape(str(h))}</figcaption></figure>"
+                f"<figcaption>{_heatmap_caption(h)}</figcaption></figure>"
             )
     parts.append("</body></html>")
     write_text_atomic(page / "index.html", "\n".join(parts) + "\n")

@@ -382,67 +382,14 @@ def test_bench_vocoder_runs_tiny_on_cpu(capsys):
 # ---- the page in a real browser -------------------------------------------------------------
 
 
-class Chromium:
-    """Headless Debian chromium driven over the DevTools protocol (websocket-client)."""
+def _chromium(profile: Path):
+    """Headless Debian chromium over the DevTools protocol (tools/screenshots.py's driver)."""
+    import importlib.util
 
-    def __init__(self, profile: Path) -> None:
-        import subprocess
-        import time
-        import urllib.request
-
-        import websocket
-
-        exe = shutil.which("chromium") or shutil.which("chromium-browser")
-        self.proc = subprocess.Popen(
-            [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-port=0", "--remote-allow-origins=*",
-             "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
-             "--window-size=1400,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.is_file() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        self.ws = websocket.create_connection(ws_url, timeout=60)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                assert "error" not in msg, msg
-                return msg["result"]
-            self.events.append(msg)
-
-    def wait_event(self, method: str) -> dict:
-        for i, e in enumerate(self.events):
-            if e.get("method") == method:
-                return self.events.pop(i)
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("method") == method:
-                return msg
-            self.events.append(msg)
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except Exception:  # the browser may close the socket first
-            pass
-        self.ws.close()
-        try:
-            self.proc.wait(timeout=20)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
+    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "tools" / "screenshots.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Chromium(profile)
 
 
 _AUDIO_JS = """
@@ -469,7 +416,7 @@ def check_page_in_browser(index: Path, screenshot: Path) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as prof:
-        b = Chromium(Path(prof))
+        b = _chromium(Path(prof))
         try:
             b.call("Page.enable")
             b.call("Page.navigate", url=index.resolve().as_uri())
