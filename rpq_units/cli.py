@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rpq_units.errors import UserError, is_user_error, one_line
-from rpq_units.pipeline.steps import dump_feats, encode, fit, merge, token_list
+from rpq_units.pipeline.steps import QUANTIZE_FRAMES, dump_feats, encode, fit, merge, token_list
 from rpq_units.quant.base import METHODS
 
 logger = logging.getLogger("rpq_units")
@@ -86,6 +86,13 @@ def _opt(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
 
 def _int_or_none(s: str) -> int | None:
     return None if s.lower() in ("none", "null", "") else int(s)
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{s}: must be a positive integer")
+    return v
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -258,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "feats_dir", default=None,
          help="dump_feats output of this data dir: its utterances are encoded from those "
          "features (same upstream, layer, autocast and batch size), the rest on the fly")
+    _opt(p, "quantize_frames", type=_positive_int, default=QUANTIZE_FRAMES,
+         help="utterances are quantized together in one search until their frames reach this "
+         "many (bounds the memory; 1: one utterance at a time); the units are the same for any value")
     feature_opts(p, required=False)
 
     p = sub.add_parser(

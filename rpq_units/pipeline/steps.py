@@ -55,6 +55,10 @@ _FIT_KEYS = {"method", "max_frames"}
 
 #: with ``--batch_size`` > 1, this many batches of utterances are read ahead and grouped by length
 LENGTH_SORT_BATCHES = 16
+#: ``encode`` gathers utterances until their frames reach this many and quantizes them in one
+#: search (256 MB of float32 frames at D = 1024); the units equal those of one utterance at
+#: a time (tests/pipeline/test_encode_batched.py)
+QUANTIZE_FRAMES = 1 << 16
 
 
 class BadUtterance(UserError):
@@ -205,6 +209,34 @@ def _check_feats(utt: Utterance, feats: np.ndarray) -> np.ndarray:
         n = int((~np.isfinite(feats)).any(axis=1).sum())
         raise BadUtterance(f"utterance {utt.uttid}: {n} of {feats.shape[0]} frames are NaN/Inf")
     return feats
+
+
+def _quantize_utterances(
+    q: Any, batch: Sequence[tuple[Utterance, np.ndarray]], *, strict: bool, skipped: list[str],
+) -> list[tuple[Utterance, np.ndarray]]:
+    """``(utterance, codes (T, M))`` for the utterances of ``batch``: one search over their
+    frames together (with their lengths, so no window of frames crosses an utterance), split
+    back; when that fails, one at a time to find the bad ones, which are skipped (or raise
+    :class:`BadUtterance` with ``strict``)."""
+    if len(batch) > 1:
+        lengths = [f.shape[0] for _, f in batch]
+        try:
+            codes = q.encode(np.concatenate([f for _, f in batch]), lengths)
+        except QuantizerError:
+            pass  # find the culprit one by one below
+        else:
+            ends = np.cumsum(lengths)
+            return [(utt, codes[e - n : e]) for (utt, _), n, e in zip(batch, lengths, ends, strict=True)]
+    out = []
+    for utt, feats in batch:
+        try:
+            out.append((utt, q.encode(feats)))
+        except QuantizerError as e:
+            if strict:
+                raise BadUtterance(f"utterance {utt.uttid}: {e}") from e
+            logger.warning("skipping utterance %s: %s", utt.uttid, e)
+            skipped.append(utt.uttid)
+    return out
 
 
 def report_skipped(what: str, done: int, total: int, skipped: list[str]) -> None:
@@ -486,6 +518,7 @@ def encode(
     strict: bool = False,
     autocast: str | None = None,
     feats_dir: str | None = None,
+    quantize_frames: int = QUANTIZE_FRAMES,
 ) -> dict[str, Any]:
     """Units of shard ``rank`` of ``data_dir``, features computed on the fly with the
     codebook's upstream/layer (or the given overrides); writes ``out`` (sorted unit text) and,
@@ -494,7 +527,11 @@ def encode(
     ``feats_dir``: a ``dump_feats`` output of the same data dir (the features a codebook was
     fit on): its utterances are encoded from those features, only the others run through the
     upstream (which is not loaded at all when every utterance is there). Used only when the
-    features were made with the same upstream, checkpoint, layer, autocast and batch size."""
+    features were made with the same upstream, checkpoint, layer, autocast and batch size.
+
+    ``quantize_frames``: utterances are gathered until their frames reach this many and
+    quantized in one search on the codebook's device (a longer utterance alone; 1: one
+    utterance at a time); the units are the same for any value."""
     from rpq_units.pipeline.features import FeatureExtractor
 
     q = load_quantizer(codebook, device=device)
@@ -547,21 +584,27 @@ def encode(
     units: dict[str, str] = {}
     arks = UnitArkWriter(ark) if ark else None
     frames = 0
+    pending: list[tuple[Utterance, np.ndarray]] = []
+    pending_frames = 0
+
+    def flush() -> None:
+        nonlocal frames, pending_frames
+        with _timed(clock, "quantize"):
+            for utt, codes in _quantize_utterances(q, pending, strict=strict, skipped=skipped):
+                units[utt.uttid] = units_to_text(codes, q.codebook_size)
+                frames += codes.shape[0]
+                if arks is not None:
+                    arks.add(utt.uttid, codes)
+        pending.clear()
+        pending_frames = 0
+
     for utt, feats in _merge_in_order(mine, dumped, computed):
-        t0 = time.perf_counter()
-        try:
-            codes = q.encode(feats)
-        except QuantizerError as e:
-            if strict:
-                raise BadUtterance(f"utterance {utt.uttid}: {e}") from e
-            logger.warning("skipping utterance %s: %s", utt.uttid, e)
-            skipped.append(utt.uttid)
-            continue
-        units[utt.uttid] = units_to_text(codes, q.codebook_size)
-        frames += codes.shape[0]
-        if arks is not None:
-            arks.add(utt.uttid, codes)
-        clock["quantize"] += time.perf_counter() - t0
+        if pending and pending_frames + feats.shape[0] > quantize_frames:
+            flush()
+        pending.append((utt, feats))
+        pending_frames += feats.shape[0]
+    if pending:
+        flush()
     report_skipped("encode", len(units), len(mine), skipped)
     with _timed(clock, "write"):
         write_units(out, units)

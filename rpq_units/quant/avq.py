@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rpq_units.quant.base import GRADIENT_TRAINERS, QuantizerError
 from rpq_units.quant.rvq import ResidualVectorQuantizer, SumOfCodewords, residual_beam_encode
-from rpq_units.quant.search import sum_codewords, topk
+from rpq_units.quant.search import pad_rows, sum_codewords, topk
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def additive_beam_encode(
         xc = x[s : s + chunk]
         nc = xc.shape[0]
         ar = torch.arange(nc, device=x.device).unsqueeze(1)
-        ip0 = xc @ flat.T  # (n, MK) = <x, c>
+        ip0 = (pad_rows(xc) @ flat.T)[:nc]  # (n, MK) = <x, c>
         # step 1: best single codewords
         rn, j = topk(xc, flat, beam)  # (n, b)
         ip = ip0.unsqueeze(1) - gram[j]  # (n, b, MK) = <x - s, c>

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from rpq_units.quant.base import Quantizer, QuantizerError, as_tensor, check_lengths
-from rpq_units.quant.search import assign_cosine
+from rpq_units.quant.search import assign_cosine, pad_rows
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ class RandomProjectionQuantizer(Quantizer):
         stacked = stack_frames((x - self.mean) / self.std, self.stack_frames, lengths)
         codes = torch.empty(x.shape[0], self.num_codebooks, dtype=torch.long, device=x.device)
         for m in range(self.num_codebooks):
-            codes[:, m] = assign_cosine(stacked @ self.projection[m].T, self.codebook[m])
+            proj = (pad_rows(stacked) @ self.projection[m].T)[: x.shape[0]]
+            codes[:, m] = assign_cosine(proj, self.codebook[m])
         return codes
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,25 @@ FUSED_KERNEL = "gemm"
 LOWP_TINY = {torch.float16: 2.0**-23, torch.bfloat16: 0.0}
 
 
+#: on CPU every matrix product of the searches has at least this many rows (zero rows are
+#: appended to smaller blocks), so that the result for a row does not depend on the rows
+#: around it: MKL computes products of fewer than 12 rows (4 and 8 aside) by another method
+#: whose last bits differ (measured on an AMD EPYC, MKL 2024.2: rows 1-3, 5-7, 9-11), while
+#: from 12 rows on each row's result is the same for any block size and offset. This is what
+#: makes units of utterances quantized together equal to units quantized one at a time
+#: (tests/quant/test_search.py::test_search_rows_do_not_depend_on_the_block).
+MIN_GEMM_ROWS = 16
+
+
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """x (..., n, d) with zero rows appended up to :data:`MIN_GEMM_ROWS` when it is on CPU and
+    has fewer (else x itself); the caller keeps the first n rows of the product."""
+    n = x.shape[-2]
+    if x.device.type != "cpu" or n >= MIN_GEMM_ROWS:
+        return x
+    return torch.cat([x, x.new_zeros(*x.shape[:-2], MIN_GEMM_ROWS - n, x.shape[-1])], dim=-2)
+
+
 def _chunk_rows(n: int, k: int, budget: int = 1 << 26) -> int:
     """Rows per chunk so a (chunk, K) score block stays under ``budget`` floats."""
     return max(1, min(n, budget // max(k, 1)))
@@ -153,8 +172,13 @@ def assign_exact(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor
     buf = torch.empty(g, min(step, n), k, dtype=torch.float32, device=x.device)
     for s in range(0, n, step):
         xc = x[:, s : s + step]
-        scores = buf[:, : xc.shape[1]]
-        torch.baddbmm(c_sq, xc, c_t, alpha=-2.0, out=scores)
+        b = xc.shape[1]
+        xp = pad_rows(xc)
+        if xp is xc:
+            scores = buf[:, :b]
+            torch.baddbmm(c_sq, xc, c_t, alpha=-2.0, out=scores)
+        else:
+            scores = torch.baddbmm(c_sq, xp, c_t, alpha=-2.0)[:, :b]
         best, idx = scores.min(dim=2)
         codes[:, s : s + step] = idx
         dist[:, s : s + step] = (best + (xc * xc).sum(-1)).clamp_min_(0.0)
@@ -569,7 +593,8 @@ def topk(
     idx = torch.empty(n, k, dtype=torch.long, device=x.device)
     step = block_rows(x.unsqueeze(0), kk)
     for s in range(0, n, step):
-        sc = torch.addmm(c_sq, x[s : s + step], codebook.t(), alpha=-2.0)
+        xb = x[s : s + step]
+        sc = torch.addmm(c_sq, pad_rows(xb), codebook.t(), alpha=-2.0)[: xb.shape[0]]
         sc += x_sq[s : s + step].unsqueeze(1)
         v, i = sc.topk(k, dim=1, largest=False)
         vals[s : s + step], idx[s : s + step] = v, i

@@ -220,3 +220,26 @@ def test_bad_config():
         make_quantizer("rpq", num_codebooks=2, dims_ratio=1.5)
     with pytest.raises(QuantizerError, match="codebook_size"):
         make_quantizer("pq", codebook_size=1)
+
+
+@pytest.mark.parametrize("method, kw", [
+    ("kmeans", {"codebook_size": 64}),
+    ("pq", {"num_codebooks": 3, "codebook_size": 32}),
+    ("rpq", {"num_codebooks": 3, "codebook_size": 32}),
+    ("rvq", {"num_codebooks": 2, "codebook_size": 16, "beam_width": 3, "max_iter": 10}),
+    ("avq", {"num_codebooks": 2, "codebook_size": 8, "beam_width": 2, "num_iters": 1,
+             "max_iter": 10}),
+    ("random_projection", {"num_codebooks": 2, "codebook_size": 64, "proj_dim": 8}),
+])
+def test_utterances_quantized_together_equal_one_at_a_time(method, kw):
+    """Codes of many utterances encoded as one array (with their lengths) equal, bit for bit,
+    those of each utterance encoded alone, short utterances (1-15 frames) included: the
+    pipeline's batched quantization (steps.encode, quantize_frames) relies on it."""
+    x = mixture(n=1500, d=40, comps=40, seed=3)
+    q = make_quantizer(method, seed=0, **kw).fit(x)
+    lengths = [1, 2, 3, 5, 6, 7, 9, 10, 11, 12, 15, 16, 17, 40, 100, 333, 4, 8, 13]
+    z = mixture(n=sum(lengths), d=40, comps=40, seed=4)
+    together = q.encode(z, lengths)
+    starts = np.cumsum([0, *lengths])
+    alone = np.concatenate([q.encode(z[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)])
+    assert together.dtype == alone.dtype and np.array_equal(together, alone)

@@ -135,6 +135,27 @@ def test_segment_sum_equals_index_add(kernels):
     assert float(out[7].abs().max()) == 0.0 and float(out[20].abs().max()) == 0.0
 
 
+def test_search_rows_do_not_depend_on_the_block():
+    """A row's code and squared distance (so its score, bit for bit) are the same whether it
+    is searched alone, in a small block or inside a large one at any offset, for one problem
+    and several (PQ); the same for the beam searches' top-k: what lets the pipeline quantize
+    many utterances at once and get the units of one at a time (search.MIN_GEMM_ROWS)."""
+    gen = torch.Generator().manual_seed(12)
+    for g in (1, 3):
+        x = torch.randn(g, 500, 96, generator=gen) * 3.0 + 1.0
+        c = torch.randn(g, 300, 96, generator=gen)
+        codes, dist = search.assign_exact(x, c)
+        for t in [*range(1, 20), 31, 64]:
+            for s in (0, 5, 333):
+                cs, ds = search.assign_exact(x[:, s : s + t], c)
+                assert torch.equal(cs, codes[:, s : s + t]), (g, t, s)
+                assert torch.equal(ds, dist[:, s : s + t]), (g, t, s)
+    v, i = search.topk(x[0], c[0], 4)
+    for t in (1, 3, 7, 11, 40):
+        vt, it = search.topk(x[0, 9 : 9 + t], c[0], 4)
+        assert torch.equal(vt, v[9 : 9 + t]) and torch.equal(it, i[9 : 9 + t])
+
+
 def test_topk_and_cosine_search():
     g = torch.Generator().manual_seed(4)
     x, c = torch.randn(200, 12, generator=g) + 3.0, torch.randn(30, 12, generator=g) + 3.0
