@@ -3,7 +3,8 @@ directory (their own config, sockets, ports, state and logs) and are stopped by 
 
 Needs root and the Debian packages slurmctld, slurmd, slurm-client and munge (``.ci/run``
 installs them). The settings are those verified for a single node (no accounting, one line per
-finished task in a jobcomp file, short job ages so ``sbatch --wait`` returns quickly).
+finished task in a jobcomp file, short job ages so ``sbatch --wait`` returns quickly), and GPUs
+as a generic resource on stand-in device files, so a job's GPU request is scheduled and recorded.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class LocalSlurm:
     """``start()`` brings the cluster up under ``root``; ``env`` is what clients need
     (``SLURM_CONF``); ``stop()`` ends the daemons by the PIDs in their pidfiles."""
 
-    def __init__(self, root: str | os.PathLike, cpus: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, cpus: int | None = None, gpus: int = 1) -> None:
         self.root = Path(root)
         self.cpus = cpus or os.cpu_count() or 1
+        self.gpus = min(gpus, 4)  # GPUs the node offers (stand-ins, at most 4)
         self.conf = self.root / "etc" / "slurm.conf"
         self.env = {"SLURM_CONF": str(self.conf)}
         self.pidfiles = {
@@ -79,8 +81,15 @@ class LocalSlurm:
         self._run(["munged", "--force", f"--socket={sock}", f"--key-file={key}",
                    f"--pid-file={self.pidfiles['munged']}", f"--log-file={self._log('munged')}",
                    f"--seed-file={self.root / 'munge-key' / 'munged.seed'}"], "munged")
+        # GPUs as a generic resource on stand-in device files: a job's --gres=gpu:N is
+        # scheduled and recorded (scontrol show job: TresPerNode=gres:gpu:N) on a node without
+        # a real GPU (slurmd counts the gpus of gres.conf by their files)
+        fake = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random")[: self.gpus]
+        (self.root / "etc" / "gres.conf").write_text(
+            "".join(f"NodeName=localhost Name=gpu File={f}\n" for f in fake))
         self.conf.write_text("\n".join([
             "ClusterName=rpqtest",
+            *(["GresTypes=gpu"] if self.gpus else []),
             "SlurmctldHost=localhost(127.0.0.1)",
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
@@ -108,7 +117,8 @@ class LocalSlurm:
             "SchedulerParameters=batch_sched_delay=0",
             "MpiDefault=none",
             f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} "
-            f"RealMemory={int(_mem_mb() * 0.9)} State=UNKNOWN",
+            f"RealMemory={int(_mem_mb() * 0.9)}" + (f" Gres=gpu:{self.gpus}" if self.gpus else "")
+            + " State=UNKNOWN",
             "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))

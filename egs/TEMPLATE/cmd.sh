@@ -7,7 +7,10 @@
 # cmd_backend=local runs jobs as processes on this machine (the default).
 # cmd_backend=slurm submits job arrays with "sbatch --wait" (single jobs with srun); add
 # partitions, memory and time limits below, or export RPQ_CMD_BACKEND=slurm and
-# RPQ_SLURM_OPTS="--partition=... --mem=16G" instead of editing this file.
+# RPQ_SLURM_OPTS="--partition=... --mem=16G" instead of editing this file. A job that runs on
+# GPUs (cuda_cmd --gpu N; the unit steps with --device cuda) asks Slurm for them with
+# --gres=gpu:N; a site that names GPUs otherwise sets RPQ_SLURM_GPU_OPT (e.g. "--gpus={n}" or
+# "--gres=gpu:a100:{n}", {n} the number) or passes --gpu_opt to run_jobs.sh below.
 cmd_backend=${RPQ_CMD_BACKEND:-local}
 
 case "${cmd_backend}" in

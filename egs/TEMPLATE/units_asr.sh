@@ -272,8 +272,10 @@ keep_trained() {  # keep_trained <dir> <done marker> <stamp>: stop before a mode
 }
 
 steps() {  # steps <step> [options]: one unit step (utils/units_steps.sh) with this run's upstream and jobs
-    local step=$1; shift
-    utils/units_steps.sh --cmd "${decode_cmd}" --fit_cmd "${train_cmd}" --nj "${nj}" --device "${device}" \
+    local step=$1 gpu=0; shift
+    case "${device}" in cuda*) gpu=1 ;; esac  # its jobs ask the job runner for a GPU (Slurm: --gres)
+    utils/units_steps.sh --cmd "${decode_cmd} --gpu ${gpu}" --fit_cmd "${train_cmd} --gpu ${gpu}" \
+        --nj "${nj}" --device "${device}" \
         --upstream "${upstream}" --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" \
         --fwd_opts "${fwd_opts}" "$@" "${step}"
 }

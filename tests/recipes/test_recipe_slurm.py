@@ -10,6 +10,7 @@ installs Slurm (``.ci/run``) so these tests always run there.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,3 +171,50 @@ def test_demo_sharded_stages_on_slurm_match_local(slurm, tmp_path):
     text = failed.read_text()
     assert "error:" in text and "Format not recognised" in text, text[-2000:]
     assert not (units / ".done").exists()
+
+
+def _job_record(log) -> str:
+    """What ``scontrol show job`` said of the job from inside it (the test's command prints it)."""
+    text = log.read_text()
+    assert "# Ended (code 0)" in text, text[-2000:]
+    return text
+
+
+# a job's own record of its GPU request (TresPerNode for --gres, TresPerJob for --gpus); the
+# variable's name is put together because run_jobs.sh replaces every "JOB" in a command
+SHOW_JOB = ("v=SLURM_J; v=${v}OB_ID; scontrol show job ${!v} | tr ' ' '\\n'"
+            " | grep -E '^Tres(PerNode|PerJob)=' || echo no-gpu-request")
+
+
+@pytest.mark.parametrize("how", ["default", "gpu_opt", "env"])
+def test_slurm_gpu_request_reaches_sbatch(slurm, tmp_path, how):
+    """--gpu 1 (cmd.sh's cuda_cmd, the unit steps with --device cuda) asks Slurm for one GPU:
+    --gres=gpu:1 by default, a site's own form through --gpu_opt or RPQ_SLURM_GPU_OPT; the
+    job's record in Slurm shows the request, for an array (sbatch) and a single job (srun);
+    --gpu 0 asks for none. (The one-node test cluster offers counted GPUs, slurm_cluster.py.)"""
+    e = env()
+    opt, want = [], r"TresPerNode=gres[:/]gpu:1\b"
+    if how == "gpu_opt":
+        opt, want = ["--gpu_opt", "--gres=gpu:{n}"], r"TresPerNode=gres[:/]gpu:1\b"
+    elif how == "env":
+        e["RPQ_SLURM_GPU_OPT"] = "--gpus={n}"
+        want = r"TresPerJob=gres[:/]gpu:1\b"  # --gpus is a request per job
+    for name, rng in (("arr.JOB", ["JOB=1:2"]), ("one", [])):
+        r = subprocess.run([str(UTILS / "run_jobs.sh"), "--backend", "slurm", "--gpu", "1", *opt, *rng,
+                            str(tmp_path / f"{name}.log"), "bash", "-c", SHOW_JOB],
+                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        for log in sorted(tmp_path.glob(f"{name.replace('JOB', '*')}.log")):
+            assert re.search(want, _job_record(log)), log.read_text()[-1500:]
+        assert sorted(p.name for p in tmp_path.glob(f"{name.replace('JOB', '*')}.log")) == (
+            ["arr.1.log", "arr.2.log"] if rng else ["one.log"])
+    r = run([UTILS / "run_jobs.sh", "--backend", "slurm", "--gpu", "0", tmp_path / "none.log",
+             "bash", "-c", SHOW_JOB], cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = _job_record(tmp_path / "none.log")
+    assert "no-gpu-request" in rec and "TresPer" not in rec
+
+
+def test_run_jobs_gpu_must_be_a_count(tmp_path):
+    r = run([UTILS / "run_jobs.sh", "--gpu", "yes", tmp_path / "x.log", "true"], cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == f"{UTILS / 'run_jobs.sh'}: --gpu yes: must be 0 or a positive integer"

@@ -13,14 +13,17 @@
 #   local  (default) up to --max_jobs_run processes at once on this machine
 #   slurm  a job array through "sbatch --wait" (one job: "srun"; one job on --num_nodes N > 1
 #          nodes: "sbatch --wait --nodes N"), each task re-entering this script with the local
-#          backend; --gpu N adds --gres=gpu:N; --mem, --time, --partition and free-form
-#          --slurm_opts are passed on; stopping this script (INT, TERM, HUP) cancels its Slurm
+#          backend; --gpu N > 0 asks for N GPUs per job (--gpu_opt, default --gres=gpu:{n});
+#          --mem, --time, --partition and free-form --slurm_opts are passed on; stopping this script (INT, TERM, HUP) cancels its Slurm
 #          jobs.
 set -euo pipefail
 
 backend=local     # local or slurm
 max_jobs_run=0    # local: most jobs at once (0: number of CPUs)
-gpu=0             # GPUs per job (slurm: --gres=gpu:N; local: only recorded)
+gpu=0             # GPUs per job (slurm: requested with gpu_opt; local: only recorded)
+gpu_opt=${RPQ_SLURM_GPU_OPT:-"--gres=gpu:{n}"}  # slurm: the option that asks for the GPUs, {n} their
+                  # number (a site's own form: --gpus={n}, --gres=gpu:a100:{n}; default:
+                  # $RPQ_SLURM_GPU_OPT, else --gres=gpu:{n})
 mem=""            # slurm --mem
 time=""           # slurm --time
 partition=""      # slurm --partition
@@ -36,7 +39,7 @@ usage() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --backend|--max_jobs_run|--max-jobs-run|--gpu|--mem|--time|--partition|--slurm_opts|--slurm-opts|--num_threads|--num-threads|--num_nodes|--num-nodes)
+        --backend|--max_jobs_run|--max-jobs-run|--gpu|--gpu_opt|--gpu-opt|--mem|--time|--partition|--slurm_opts|--slurm-opts|--num_threads|--num-threads|--num_nodes|--num-nodes)
             [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
             name=${1#--}; name=${name//-/_}
             printf -v "${name}" '%s' "$2"
@@ -61,6 +64,7 @@ elif [[ $# -gt 0 && "$1" =~ ^[A-Za-z]+= ]]; then
 fi
 [ $# -ge 2 ] || usage
 case "${num_nodes}" in ''|*[!0-9]*|0) echo "$0: --num_nodes must be a positive integer" >&2; exit 2 ;; esac
+case "${gpu}" in ''|*[!0-9]*) echo "$0: --gpu ${gpu}: must be 0 or a positive integer" >&2; exit 2 ;; esac
 if [ "${num_nodes}" -gt 1 ] && { [ "${backend}" != slurm ] || ${has_range}; }; then
     echo "$0: --num_nodes ${num_nodes} needs the slurm backend and a single job" >&2
     exit 2
@@ -138,7 +142,7 @@ case "${backend}" in
     slurm)
         command -v sbatch >/dev/null || { echo "$0: backend slurm but sbatch is not on PATH" >&2; exit 1; }
         opts=()
-        [ "${gpu}" -gt 0 ] && opts+=("--gres=gpu:${gpu}")
+        [ "${gpu}" -gt 0 ] && opts+=("${gpu_opt//\{n\}/${gpu}}")
         [ -n "${mem}" ] && opts+=("--mem=${mem}")
         [ -n "${time}" ] && opts+=("--time=${time}")
         [ -n "${partition}" ] && opts+=("--partition=${partition}")
