@@ -288,9 +288,9 @@ def part_tiles(args, dev: torch.device, report: list[str]) -> None:
     x = x[:n].contiguous()
     c = cent.float()
     mu = c.mean(0)
-    tiles = [st.SMALL_CONFIG] + [
-        (cf.kwargs["BM"], cf.kwargs["BN"], cf.kwargs["BK"], cf.num_warps, cf.num_stages)
-        for cf in st._configs()]
+    # the tiles in use, then those left out for wrong codes (search_triton.WRONG_TILES), so a
+    # run shows whether they still are
+    tiles = st.tiles(wrong=True)
     report += [f"## 4. Fused kernel per tile ({n:,} x {d}, K = {k}; top-2 of the kernel against "
                "torch's fp32 product of the same rounded inputs)", "",
                "| dtype | BM | BN | BK | warps | stages | best equal % | second equal % | "
