@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["npy", "ark"],
         help="npy shards (for fit) or a Kaldi ark + scp (ESPnet kaldi_ark input)",
     )
+    _opt(p, "from_feats_dir", default=None,
+         help="npy dump_feats output of this data dir: its utterances are copied from it, the "
+              "others run through the upstream (used only if made with the same upstream, "
+              "checkpoint, layer, autocast and batch size)")
 
     p = sub.add_parser(
         "fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common]
@@ -312,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "device", default="cpu", help="torch device")
     _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
     _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
+    _opt(p, "feats_dir", default=None,
+         help="npy dump_feats output of this data dir: its utterances' features are read from "
+              "it (used only if made with the same upstream, checkpoint, layer and precision)")
 
     p = sub.add_parser(
         "resynth", help="resynthesize a data dir from units, scored", formatter_class=fmt,

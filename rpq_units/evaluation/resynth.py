@@ -622,17 +622,27 @@ def train_vocoder_from_data(
     device: str = "cpu",
     chunk_s: float = 30.0,
     strict: bool = False,
+    feats_dir: str | None = None,
 ) -> dict[str, Any]:
     """Train a HiFi-GAN (:mod:`rpq_units.evaluation.vocoder`) on the continuous features of the first
     ``max_utts`` utterances of ``data_dir`` (all with 0); resumes from ``<out>.train``; writes
-    ``out`` and ``<out>.json`` (the summary)."""
+    ``out`` and ``<out>.json`` (the summary).
+
+    ``feats_dir``: a ``dump_feats`` npy output of ``data_dir`` (the recipe's stage 2): the
+    features of its utterances are read from it instead of computed again, when it was made
+    with the same upstream, checkpoint, layer and precision (as ``encode --feats_dir``)."""
     import yaml
 
     from rpq_units.evaluation.vocoder import Vocoder
     from rpq_units.evaluation.vocoder import train_vocoder as train
     from rpq_units.pipeline.data import AudioLoader, load_data_dir
     from rpq_units.pipeline.features import FeatureExtractor
-    from rpq_units.pipeline.steps import iter_features, report_skipped
+    from rpq_units.pipeline.steps import (
+        iter_features,
+        merge_in_order,
+        report_skipped,
+        reusable_features,
+    )
 
     with open(config) as f:
         cfg = yaml.safe_load(f) or {}
@@ -642,11 +652,25 @@ def train_vocoder_from_data(
     fx = FeatureExtractor(upstream=upstream, ckpt=upstream_ckpt, layer=layer, device=device,
                           chunk_s=chunk_s)
     feats, wavs, skipped = [], [], []
+    dumped: dict[str, np.ndarray] = {}
+    if feats_dir is not None:
+        dumped, _ = reusable_features(
+            feats_dir, data_dir=data_dir, upstream=upstream, ckpt=fx.ckpt, sha=fx.ckpt_sha256,
+            layer=fx.layer, autocast=None, batch_size=1)
+        dumped = {u.uttid: dumped[u.uttid] for u in utts if u.uttid in dumped}
+        logger.info("train_vocoder: %d of %d utterances from the features in %s, %d through "
+                    "the upstream", len(dumped), len(utts), feats_dir, len(utts) - len(dumped))
+    rest = [u for u in utts if u.uttid not in dumped]
     load = AudioLoader()
-    for utt, f in iter_features(utts, fx, strict=strict, skipped=skipped, desc="vocoder feats"):
+    computed = iter_features(rest, fx, strict=strict, skipped=skipped, desc="vocoder feats")
+    for utt, f in merge_in_order(utts, dumped, computed):
         feats.append(f)
         wavs.append(load(utt))
     report_skipped("train_vocoder", len(feats), len(utts), skipped)
+    import torch
+
+    # the initial weights from the config's seed too: the same data and config, the same vocoder
+    torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
     voc = Vocoder(in_dim=fx.dim, hop=fx.stride, config=cfg, device=device)
     summary = train(voc, feats, wavs, out=out, steps=steps)
     summary.update({"utterances": len(feats), "upstream": upstream, "layer": fx.layer,

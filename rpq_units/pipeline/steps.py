@@ -269,11 +269,17 @@ def dump_feats(
     strict: bool = False,
     autocast: str | None = None,
     format: str = "npy",
+    from_feats_dir: str | None = None,
 ) -> dict[str, Any]:
     """Features of a seeded ``portion`` of ``data_dir`` (shard ``rank`` of ``nshard``) to
     ``out_dir/feats.<rank>.{npy,len,ids}`` (``format="npy"``: the shards ``fit`` reads) or
     ``out_dir/feats.<rank>.{ark,scp}`` (``format="ark"``: Kaldi matrices, as ESPnet's
-    ``kaldi_ark`` input), and ``out_dir/feats.json``."""
+    ``kaldi_ark`` input), and ``out_dir/feats.json``.
+
+    ``from_feats_dir``: an npy dump of the same data dir: its utterances are copied from it
+    (e.g. into the ark the continuous reference reads), only the others run through the
+    upstream; used only when it was made with the same upstream, checkpoint, layer, autocast
+    and batch size (the rule ``encode --feats_dir`` follows)."""
     from rpq_units.pipeline.features import FeatureArkWriter, FeatureExtractor
 
     writers = {"npy": FeatureShardWriter, "ark": FeatureArkWriter}
@@ -301,17 +307,20 @@ def dump_feats(
             autocast=autocast,
         )
     skipped: list[str] = []
+    dumped: dict[str, np.ndarray] = {}
+    if from_feats_dir is not None:
+        dumped, _ = reusable_features(
+            from_feats_dir, data_dir=data_dir, upstream=upstream, ckpt=fx.ckpt,
+            sha=fx.ckpt_sha256, layer=fx.layer, autocast=autocast, batch_size=batch_size)
+        dumped = {u.uttid: dumped[u.uttid] for u in mine if u.uttid in dumped}
+        logger.info("dump_feats: %d of %d utterances from the features in %s, %d through the "
+                    "upstream", len(dumped), len(mine), from_feats_dir, len(mine) - len(dumped))
+    rest = [u for u in mine if u.uttid not in dumped]
+    computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
+                             desc=f"dump_feats.{rank}", clock=clock)
     out = Path(out_dir)
     with writers[format](out, rank) as writer:
-        for utt, feats in iter_features(
-            mine,
-            fx,
-            strict=strict,
-            skipped=skipped,
-            batch_size=batch_size,
-            desc=f"dump_feats.{rank}",
-            clock=clock,
-        ):
+        for utt, feats in merge_in_order(mine, dumped, computed):
             with _timed(clock, "write"):
                 writer.add(utt.uttid, feats)
         report_skipped("dump_feats", len(writer.ids), len(mine), skipped)
@@ -452,7 +461,7 @@ def fit(
     return metrics
 
 
-def _dumped_features(
+def reusable_features(
     feats_dir: str, *, data_dir: str, upstream: str, ckpt: str | None, sha: str | None,
     layer: int, autocast: str | None, batch_size: int,
 ) -> tuple[dict[str, np.ndarray], int]:
@@ -486,7 +495,7 @@ def _dumped_features(
     return out, shards.dim
 
 
-def _merge_in_order(
+def merge_in_order(
     utts: Sequence[Utterance], dumped: dict[str, np.ndarray],
     computed: Iterator[tuple[Utterance, np.ndarray]],
 ) -> Iterator[tuple[Utterance, np.ndarray]]:
@@ -552,7 +561,7 @@ def encode(
     sha = meta.get("upstream_sha256")
     dumped: dict[str, np.ndarray] = {}
     if feats_dir is not None:
-        dumped, dim = _dumped_features(
+        dumped, dim = reusable_features(
             feats_dir, data_dir=data_dir, upstream=up, ckpt=ckpt, sha=sha if same else None,
             layer=lay, autocast=autocast, batch_size=batch_size)
         dumped = {u.uttid: dumped[u.uttid] for u in mine if u.uttid in dumped}
@@ -598,7 +607,7 @@ def encode(
         pending.clear()
         pending_frames = 0
 
-    for utt, feats in _merge_in_order(mine, dumped, computed):
+    for utt, feats in merge_in_order(mine, dumped, computed):
         if pending and pending_frames + feats.shape[0] > quantize_frames:
             flush()
         pending.append((utt, feats))

@@ -545,6 +545,14 @@ def test_ssl_units_through_a_trained_vocoder(tmp_path):
                      "--steps", "2"]) == 0
     info = json.loads((tmp_path / "voc" / "vocoder.json").read_text())
     assert (info["steps"], info["hop"], info["dim"]) == (2, 320, 32)
+    # the same training on the dumped features of the training set (the recipe's stage 2
+    # sample): no forward, the same vocoder
+    assert cli.main(["train_vocoder", "--data_dir", tmp_path / "train", "--config",
+                     tmp_path / "voc.yaml", "--out", tmp_path / "voc2" / "vocoder.pt", *up,
+                     "--steps", "2", "--feats_dir", tmp_path / "feats"]) == 0
+    a = torch.load(tmp_path / "voc" / "vocoder.pt", map_location="cpu")
+    b = torch.load(tmp_path / "voc2" / "vocoder.pt", map_location="cpu")
+    assert _tensors_equal(a, b)
     out = tmp_path / "rs"
     assert cli.main(["resynth", "--data_dir", tmp_path / "test", "--names", "kmeans",
                      "--codebooks", tmp_path / "km.pt", "--units", tmp_path / "units",
@@ -598,3 +606,14 @@ def test_resynth_judged_by_whisper(resynth_run, tmp_path):
         assert report["summary"][s]["dwer"] >= 0.0
     assert report["summary"]["original"]["dwer"] == 0.0
     assert "WER (%)" in (out / "resynth.md").read_text()
+
+
+def _tensors_equal(a, b) -> bool:
+    """Nested dicts/lists of tensors and plain values, equal element by element."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b, strict=True))
+    if torch.is_tensor(a):
+        return torch.equal(a, b)
+    return a == b

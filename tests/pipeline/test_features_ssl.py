@@ -120,3 +120,39 @@ def test_dump_feats_ark_matches_npy_shards(encoder_file, tiny_data, tmp_path):
         np.testing.assert_array_equal(ark[uttid], feats)
     assert json.loads((tmp_path / "ark" / "feats.json").read_text())["format"] == "ark"
     assert not list((tmp_path / "ark").glob("*.tmp"))
+
+
+def test_dump_feats_from_an_npy_dump_copies_it_and_runs_only_the_rest(encoder_file, tiny_data,
+                                                                        tmp_path, caplog):
+    """The continuous reference's ark copied from the npy features of stages 2/4: the same
+    matrices as a forward; utterances the npy dump lacks run through the upstream; a dump made
+    at another layer is not used."""
+    import logging
+
+    import kaldiio
+
+    from rpq_units.pipeline.shards import FeatureShards
+
+    args = ["--upstream", "rpq_ssl", "--upstream_ckpt", str(encoder_file), "--data_dir",
+            str(tiny_data)]
+    assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "half"),
+                     "--portion", "0.5"]) == 0
+    assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "ref"),
+                     "--format", "ark"]) == 0
+    ref = dict(kaldiio.load_scp(str(tmp_path / "ref" / "feats.0.scp")))
+    half = set(FeatureShards(tmp_path / "half").ids)
+    assert 0 < len(half) < len(ref)
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "ark"),
+                         "--format", "ark", "--from_feats_dir", str(tmp_path / "half")]) == 0
+    assert (f"{len(half)} of {len(ref)} utterances from the features in {tmp_path / 'half'}, "
+            f"{len(ref) - len(half)} through the upstream") in caplog.text
+    got = dict(kaldiio.load_scp(str(tmp_path / "ark" / "feats.0.scp")))
+    assert sorted(got) == sorted(ref)
+    for uttid, feats in ref.items():
+        np.testing.assert_allclose(got[uttid], feats, rtol=0, atol=1e-6)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["dump_feats", *args, "--layer", "2", "--out_dir", str(tmp_path / "l2"),
+                         "--from_feats_dir", str(tmp_path / "half")]) == 0
+    assert "not using the features in" in caplog.text and "layer 1 (here 2)" in caplog.text
