@@ -50,7 +50,7 @@ def have(*tools: str) -> bool:
 
 
 # files whose content records time or the run itself, not a result
-VOLATILE = {"timing.tsv", "commands.txt", "train_seconds"}
+VOLATILE = {"timing.tsv", "commands.txt", "train_seconds", ".lock"}
 TIME_KEYS = {"fit_seconds", "load_seconds", "seconds"}
 
 

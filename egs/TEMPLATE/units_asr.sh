@@ -54,6 +54,8 @@ device=cpu              # device for rpq-units (cpu, cuda)
 datadir=data            # Kaldi data dirs
 dumpdir=dump            # feature samples and unit files
 expdir=exp              # codebooks, models, logs, results
+lock_wait=0             # seconds to wait while another run holds --expdir or --dumpdir (0: stop at
+                        # once, naming that run); one run at a time writes an experiment
 # Data
 data_sh=local/data.sh   # the recipe's data preparation script (stage 1)
 data_opts=""            # options for data_sh
@@ -139,6 +141,38 @@ fwd_opts="--batch_size ${feats_batch_size}"
 [ "${feats_autocast}" = none ] || fwd_opts+=" --autocast ${feats_autocast}"
 case "${on_encode_error}" in fail|delete) ;; *) echo "$0: --on_encode_error must be fail or delete" >&2; exit 2 ;; esac
 case "${resynth_judge}" in espnet|whisper) ;; *) echo "$0: --resynth_judge must be espnet or whisper" >&2; exit 2 ;; esac
+# Every other value, checked here before any stage acts on it (nothing is removed for settings
+# that are not valid), and numbers written one way (0.50 and 0.5 are the same stamp)
+usage_error() { echo "$0: $*" >&2; exit 2; }
+for v in nj inference_nj nbpe text_fold_length src_fold_length; do
+    if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "$((10#${!v}))" -eq 0 ]; then
+        usage_error "--${v} ${!v}: must be a positive integer"
+    fi
+    printf -v "${v}" '%d' "$((10#${!v}))"
+done
+for v in ngpu max_frames resynth_utts page_utts lock_wait; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || usage_error "--${v} ${!v}: must be 0 or a positive integer"
+    printf -v "${v}" '%d' "$((10#${!v}))"
+done
+[[ "${layer}" =~ ^-?[0-9]+$ ]] || usage_error "--layer ${layer}: must be an integer (-1: the last layer)"
+number() {  # number <value>: the value written one way (1.0 for 1, 0.5 for 0.50), or false
+    [[ "$1" =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] || return 1
+    awk -v x="$1" 'BEGIN { s = sprintf("%.10g", x + 0); if (s !~ /[.e]/) s = s ".0"; print s }'
+}
+if ! _v=$(number "${feats_portion}") || ! awk -v p="${_v}" 'BEGIN { exit !(p > 0 && p <= 1) }'; then
+    usage_error "--feats_portion ${feats_portion}: must be a number in (0, 1]"
+fi
+feats_portion=${_v}
+_v=$(number "${lm_weight}") || usage_error "--lm_weight ${lm_weight}: must be a number"
+lm_weight=${_v}
+case "${bpemode}" in unigram|bpe|char|word) ;; *) usage_error "--bpemode ${bpemode}: must be unigram, bpe, char or word" ;; esac
+case "${device}" in
+    cpu) ;;
+    cuda|cuda:[0-9]*)
+        python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null \
+            || usage_error "--device ${device}: PyTorch sees no CUDA GPU on this machine: use --device cpu" ;;
+    *) usage_error "--device ${device}: must be cpu, cuda or cuda:<index>" ;;
+esac
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
 if [ -z "${feat_tag}" ]; then
@@ -152,6 +186,43 @@ tokendir=${dumpdir}/token_list/${token_type}
 lmdir=${expdir}/lm_$(basename "${tokendir}")
 contdir=${expdir}/asr_${feat_tag}_continuous  # the continuous reference (stage 11)
 timing=${expdir}/timing.tsv
+
+# ---- one run at a time per experiment ----
+# Every run that may write takes a lock on --expdir and --dumpdir (and --datadir when stage 1
+# runs): flock(1) on <dir>/.lock, held until this script and every job it started have ended
+# (the jobs inherit it), released by the kernel however they end, kill -9 included. A second run
+# on the same dirs stops with one line naming the run that holds them, or with --lock_wait N
+# waits up to N seconds. The dirs may be on a shared file system (NFS, as for Slurm) that
+# supports locks; on one that does not, the run stops and says so.
+take_lock() {  # take_lock <dir>
+    local dir=$1 fd rc real
+    mkdir -p "${dir}"
+    real=$(cd "${dir}" && pwd -P)
+    [[ " ${_locked:-} " == *" ${real} "* ]] && return 0  # the same dir under two options
+    exec {fd}>>"${dir}/.lock"
+    rc=0
+    if [ "${lock_wait}" -gt 0 ]; then
+        flock -n -E 75 "${fd}" || {
+            log "${dir} is in use by another run ($(cat "${dir}/.lock")): waiting up to ${lock_wait} s"
+            flock -w "${lock_wait}" -E 75 "${fd}"; } || rc=$?
+    else
+        flock -n -E 75 "${fd}" || rc=$?
+    fi
+    if [ "${rc}" -eq 75 ]; then
+        log "error: ${dir} is in use by another run ($(cat "${dir}/.lock")); wait for it to end (--lock_wait <seconds> waits), or use another --expdir and --dumpdir"
+        exit 1
+    elif [ "${rc}" -ne 0 ]; then
+        log "error: cannot lock ${dir}/.lock (exit ${rc}): its file system may not support locks (flock); use a --expdir and --dumpdir on one that does"
+        exit 1
+    fi
+    printf 'pid %s on %s since %s: %s\n' "$$" "${HOSTNAME:-$(uname -n)}" "$(date '+%Y-%m-%dT%H:%M:%S')" "${run_args% }" > "${dir}/.lock"
+    _locked="${_locked:-} ${real}"
+}
+if [ -z "${show_stamp}" ]; then
+    take_lock "${expdir}"
+    take_lock "${dumpdir}"
+    if [ "${stage}" -le 1 ]; then take_lock "${datadir}"; fi
+fi
 mkdir -p "${expdir}"
 touch "${expdir}/commands.txt"  # every invocation that finished, for RESULTS.md (appended at the end)
 
@@ -198,7 +269,10 @@ st_feats() {
 st_units() {  # <discretizer>
     st_feats; echo "units_config.$1=$(file_sig "${units_conf_dir}/$1.yaml")"; echo "max_frames=${max_frames}"
 }
-st_encode() { st_units "$1"; echo "data.$2=${data_sig[$2]}"; }  # <discretizer> <set>
+st_encode() {  # <discretizer> <set>; --on_encode_error when not the default (older stamps stay valid)
+    st_units "$1"; echo "data.$2=${data_sig[$2]}"
+    [ "${on_encode_error}" = fail ] || echo "on_encode_error=${on_encode_error}"
+}
 st_tokens() {
     echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
     echo "token_type=${token_type}"; echo "nlsyms_txt=$(file_sig "${nlsyms_txt}")"
@@ -423,12 +497,11 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_end "token lists"
 fi
 
-bpe_args() {  # ESPnet target tokenizer arguments
-    echo "--token_type ${token_type} --token_list ${tokendir}/tokens.txt"
-    [ "${token_type}" = bpe ] && echo "--bpemodel ${tokendir}/bpe.model"
-    [ -n "${nlsyms_txt}" ] && echo "--non_linguistic_symbols ${nlsyms_txt}"
-    true
-}
+# ESPnet target tokenizer arguments, one path per word (paths may hold spaces)
+tok_opts=(--token_type "${token_type}" --token_list "${tokendir}/tokens.txt")
+[ "${token_type}" = bpe ] && tok_opts+=(--bpemodel "${tokendir}/bpe.model")
+[ -n "${nlsyms_txt}" ] && tok_opts+=(--non_linguistic_symbols "${nlsyms_txt}")
+bpe_args() { echo "${tok_opts[*]}"; }  # the same as a word list, for callers that split it
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
     stage_begin 6 "language model on ${train_set} text -> ${lmdir}"
@@ -445,9 +518,8 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
             mkdir -p "${lmdir}/stats"
             cut -d' ' -f1 "${datadir}/${train_set}/text" > "${lmdir}/stats/train.keys"
             cut -d' ' -f1 "${datadir}/${valid_set}/text" > "${lmdir}/stats/valid.keys"
-            # shellcheck disable=SC2046  # bpe_args is a word list
             ${train_cmd} "${lmdir}/stats/collect_stats.log" python -m espnet2.bin.lm_train \
-                --collect_stats true --use_preprocessor true $(bpe_args) \
+                --collect_stats true --use_preprocessor true "${tok_opts[@]}" \
                 --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
                 --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
                 --train_shape_file "${lmdir}/stats/train.keys" --valid_shape_file "${lmdir}/stats/valid.keys" \
@@ -460,9 +532,9 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
             stamp_write "${lmdir}/stats/.done" "${stamp}"
         fi
         python utils/check_resume.py "${lmdir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2046,SC2086  # word lists
+        # shellcheck disable=SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
-            --use_preprocessor true $(bpe_args) --ngpu "${ngpu}" --resume true \
+            --use_preprocessor true "${tok_opts[@]}" --ngpu "${ngpu}" --resume true \
             --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
             --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
             --train_shape_file "${lmdir}/stats/train/text_shape.${token_type}" \
@@ -497,9 +569,8 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
         cut -d' ' -f1 "${tr}/units" > "${stats}/train.keys"
         cut -d' ' -f1 "${va}/units" > "${stats}/valid.keys"
-        # shellcheck disable=SC2046  # bpe_args is a word list
         ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.mt_train \
-            --collect_stats true --use_preprocessor true $(bpe_args) \
+            --collect_stats true --use_preprocessor true "${tok_opts[@]}" \
             --src_token_type word --src_token_list "${udir}/tokens.txt" \
             --train_data_path_and_name_and_type "${tr}/text,text,text" \
             --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
@@ -539,9 +610,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         stamp_write "${adir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
         _t=${SECONDS}
         python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2046,SC2086  # word lists
+        # shellcheck disable=SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
-            --use_preprocessor true $(bpe_args) \
+            --use_preprocessor true "${tok_opts[@]}" \
             --src_token_type word --src_token_list "${udir}/tokens.txt" \
             --train_data_path_and_name_and_type "${tr}/text,text,text" \
             --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
@@ -643,14 +714,14 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     stage_end "decode"
 fi
 
-current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode made with the current settings
+current_decodes() {  # "<decode dir>\t<model>\t<variant>\t<set>" of every decode made with the current settings
     local d s v ddir
     for d in ${discretizers}; do
         for s in ${test_sets}; do
             for v in $(decode_variants); do
                 ddir=$(asrdir_of "${d}")/decode_${s}_${v}
                 if stamp_ok "${ddir}/.done" "$(stamp_of st_decode "${d}" "${s}" "${v}")"; then
-                    echo "${ddir} ${d} ${v} ${s}"
+                    printf '%s\t%s\t%s\t%s\n' "${ddir}" "${d}" "${v}" "${s}"
                 fi
             done
         done
@@ -661,7 +732,7 @@ current_decodes() {  # "<decode dir> <model> <variant> <set>" of every decode ma
             # the continuous reference's decodes made with the current settings (stage 11 redoes
             # the others)
             if stamp_ok "${ddir}/.done" "$(stamp_of st_cdecode "${s}")"; then
-                echo "${ddir} continuous nolm ${s}"
+                printf '%s\tcontinuous\tnolm\t%s\n' "${ddir}" "${s}"
             fi
         done
     fi
@@ -690,7 +761,7 @@ score_decodes() {  # score_decodes <decode dir>...: the one scoring path of ever
 
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     stage_begin 10 "scoring (${score_unit})"
-    mapfile -t decodes < <(current_decodes | cut -d' ' -f1)
+    mapfile -t decodes < <(current_decodes | cut -f1)
     if [ "${#decodes[@]}" -eq 0 ]; then
         log "no decode made with the current settings: run stage 9 first"
     else
@@ -802,7 +873,7 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     # with a signature of its done marker, kept per feature tag for later tables (--results_tags)
     rowdir=${expdir}/results_rows
     mkdir -p "${rowdir}"
-    current_decodes | while read -r ddir d v s; do
+    current_decodes | while IFS=$'\t' read -r ddir d v s; do
         if [ "${d}" = continuous ]; then
             conf=${continuous_config}
         else

@@ -91,11 +91,25 @@ def test_arguments_with_spaces_are_kept(tmp_path):
     assert "a b|c|" in (tmp_path / "one.log").read_text()
 
 
+def test_failed_job_names_the_cause_from_its_log(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("# cmd\nTraceback (most recent call last):\n  File x\n"
+                   "OSError: [Errno 28] No space left on device: 'out.tmp'\n# Ended (code 1)\n")
+    r = run([UTILS / "job_error.sh", log])
+    assert r.stdout.strip() == "OSError: [Errno 28] No space left on device: 'out.tmp'"
+    log.write_text("# cmd\nINFO start\nerror: utterance u1: bad\nmore\n# Ended (code 1)\n")
+    assert run([UTILS / "job_error.sh", log]).stdout.strip() == "error: utterance u1: bad"
+    log.write_text("# cmd\nerror: fine\n# Ended (code 0) at now\n")
+    assert run([UTILS / "job_error.sh", log]).stdout.strip() == ""
+
+
 def test_failing_job_fails_and_names_its_log(tmp_path):
     r = run([UTILS / "run_jobs.sh", "JOB=1:4", tmp_path / "x.JOB.log",
              "bash", "-c", "echo working JOB; [ JOB -ne 3 ] || { echo broken input >&2; exit 7; }"])
     assert r.returncode == 1
-    assert f"job 3 of 1:4 failed; see {tmp_path}/x.3.log" in r.stderr
+    # with its cause: the job's last line of output (an "error: " line or a Python exception's
+    # last line where it has one, e.g. "OSError: [Errno 28] No space left on device")
+    assert f"job 3 of 1:4 failed; see {tmp_path}/x.3.log (broken input)" in r.stderr
     assert "x.1.log" not in r.stderr
     log = (tmp_path / "x.3.log").read_text()
     assert "broken input" in log and "# Ended (code 7)" in log

@@ -107,12 +107,14 @@ run_one() {  # run_one <job index>: one job, logged; returns its exit code
     return "${rc}"
 }
 
-check_logs() {  # fail naming every job whose log does not end with code 0
-    local id log failed=0
+check_logs() {  # fail naming every job whose log does not end with code 0, and its cause
+    local id log cause failed=0
     for ((id = first; id <= last; id++)); do
         log=${log_template//JOB/${id}}
         if [ ! -f "${log}" ] || ! tail -n 1 "${log}" | grep -q '^# Ended (code 0)'; then
-            echo "$0: job ${id} of ${first}:${last} failed; see ${log}" >&2
+            cause=""
+            [ ! -f "${log}" ] || cause=$("$(dirname "$0")/job_error.sh" "${log}" || true)
+            echo "$0: job ${id} of ${first}:${last} failed; see ${log}${cause:+ (${cause})}" >&2
             failed=$((failed + 1))
         fi
     done

@@ -66,17 +66,30 @@ for step in "$@"; do
 done
 case "${strict}" in true|false) ;; *) echo "$0: --strict must be true or false" >&2; exit 2 ;; esac
 case "${format}" in npy|ark) ;; *) echo "$0: --format must be npy or ark" >&2; exit 2 ;; esac
-ckpt_opt=""
-[ -n "${upstream_ckpt}" ] && ckpt_opt="--upstream_ckpt ${upstream_ckpt}"
+case "${nj}" in ''|*[!0-9]*|0) echo "$0: --nj ${nj}: must be a positive integer" >&2; exit 2 ;; esac
+case "${max_frames}" in ''|*[!0-9]*) echo "$0: --max_frames ${max_frames}: must be 0 (all) or a positive integer" >&2; exit 2 ;; esac
+if ! awk -v p="${portion}" 'BEGIN { exit !(p ~ /^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$/ && p > 0 && p <= 1) }'; then
+    echo "$0: --portion ${portion}: must be a number in (0, 1]" >&2; exit 2
+fi
+ckpt_opt=()
+[ -n "${upstream_ckpt}" ] && ckpt_opt=(--upstream_ckpt "${upstream_ckpt}")
+# shellcheck disable=SC2206  # fwd_opts is a word list of options without paths
+fwd=(${fwd_opts})
+# A job's command: rank JOB - 1 of the job array (run_jobs.sh replaces JOB in it), the paths
+# passed as arguments, never pasted into a shell string
+# shellcheck disable=SC2016  # expanded by the job's shell, not here
+job_rank() { echo 'exec "$0" "$@" --rank $((JOB - 1))'; }
 
 step_feats() {
     need data_dir feats_dir
     [ -f "${data_dir}/wav.scp" ] || die "${data_dir}: no wav.scp"
     local n j parts=(); n=$(njobs "${data_dir}")
-    ${cmd} --num_threads 1 JOB=1:"${n}" "${feats_dir}/log/dump_feats.JOB.log" \
-        bash -c "rpq-units dump_feats --data_dir ${data_dir} --out_dir ${feats_dir} --format ${format} \
-            --upstream ${upstream} ${ckpt_opt} --layer ${layer} --portion ${portion} \
-            --seed ${seed} --nshard ${n} --rank \$((JOB - 1)) --device ${device} ${fwd_opts}"
+    if ! ${cmd} --num_threads 1 JOB=1:"${n}" "${feats_dir}/log/dump_feats.JOB.log" \
+        bash -c "$(job_rank)" rpq-units dump_feats --data_dir "${data_dir}" --out_dir "${feats_dir}" \
+            --format "${format}" --upstream "${upstream}" "${ckpt_opt[@]}" --layer "${layer}" \
+            --portion "${portion}" --seed "${seed}" --nshard "${n}" --device "${device}" "${fwd[@]}"; then
+        die "features of ${data_dir} failed: $("${utils}/job_error.sh" "${feats_dir}"/log/dump_feats.*.log) (logs: ${feats_dir}/log)"
+    fi
     if [ "${format}" = ark ]; then
         for ((j = 0; j < n; j++)); do parts+=("${feats_dir}/feats.${j}.scp"); done
         "${utils}/merge_sorted.sh" "${feats_dir}/feats.scp" "${parts[@]}"
@@ -100,17 +113,20 @@ step_fit() {
 step_encode() {
     need data_dir units_dir out_dir
     [ -f "${data_dir}/wav.scp" ] || die "${data_dir}: no wav.scp"
-    local n j reuse="" strict_opt="" parts=()
+    local n j reuse=() strict_opt=() hint="" parts=()
     n=$(njobs "${data_dir}")
-    [ -n "${feats_dir}" ] && reuse="--feats_dir ${feats_dir}"
-    "${strict}" && strict_opt=--strict
+    [ -n "${feats_dir}" ] && reuse=(--feats_dir "${feats_dir}")
+    if "${strict}"; then
+        strict_opt=(--strict)
+        hint="; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion"
+    fi
     mkdir -p "${out_dir}"
     if ! ${cmd} --num_threads 1 JOB=1:"${n}" "${out_dir}/log/encode.JOB.log" \
-        bash -c "rpq-units encode --data_dir ${data_dir} --codebook ${units_dir}/codebook.pt \
-            --out ${out_dir}/units.JOB --nshard ${n} --rank \$((JOB - 1)) --device ${device} ${strict_opt} \
-            ${fwd_opts} ${reuse}"; then
-        die "encoding ${label:-${data_dir} with ${units_dir}} failed: $(grep -h '^error: ' "${out_dir}"/log/encode.*.log | head -n 3 | paste -sd' ')" \
-            "(logs: ${out_dir}/log; --on_encode_error delete scores an utterance that cannot be encoded as a full deletion)"
+        bash -c "$(job_rank)" rpq-units encode --data_dir "${data_dir}" --codebook "${units_dir}/codebook.pt" \
+            --out "${out_dir}/units.JOB" --nshard "${n}" --device "${device}" "${strict_opt[@]}" \
+            "${fwd[@]}" "${reuse[@]}"; then
+        die "encoding ${label:-${data_dir} with ${units_dir}} failed: $("${utils}/job_error.sh" "${out_dir}"/log/encode.*.log)" \
+            "(logs: ${out_dir}/log${hint})"
     fi
     for ((j = 1; j <= n; j++)); do parts+=("${out_dir}/units.${j}"); done
     "${utils}/merge_sorted.sh" "${out_dir}/units" "${parts[@]}"
