@@ -1,5 +1,5 @@
 """Runs that cannot spoil each other or finished work, on a toy recipe whose every directory
-option holds a space (the recipe's own path too): a second run on the same experiment is
+option holds a space (the recipe's own path too; quotes, $(...) and ; in one test): a second run on the same experiment is
 refused with one line naming the first, or waits for it (both started for real); a value that
 makes no sense is refused in one line before anything is removed; an utterance shorter than
 one frame is named under --on_encode_error fail and scored as a deletion under delete."""
@@ -166,6 +166,25 @@ def test_second_run_on_the_same_experiment(sampled):
     r = engine(toy, "--stage", "2", "--stop_stage", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _frames_sampled(featdir) == fitted_on and f"units_{TAG} already fitted" in r.stderr
+
+
+def test_shell_characters_in_every_directory_option(sampled):
+    """Quotes, $(...), ; and * in every directory option: stages 2-5 write where they are told
+    and run nothing that a path spells."""
+    toy = sampled
+    odd = {"--datadir": "d'a $(touch injected);t\"a", "--dumpdir": "du*mp `touch injected` $HOME",
+           "--expdir": "e;x&p |touch injected", "--units_conf_dir": "conf/un'its $(touch injected)"}
+    shutil.copytree(toy / "da ta", toy / odd["--datadir"], ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(toy / "conf" / "un its", toy / odd["--units_conf_dir"])
+    args = [a for a in engine_args("--stage", "2", "--stop_stage", "5", "--on_encode_error", "delete")]
+    for opt, value in odd.items():
+        args[args.index(opt) + 1] = value
+    r = run(args, cwd=toy, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    units = toy / odd["--dumpdir"] / f"units_{TAG}"
+    assert [len((units / s / "units").read_text().splitlines()) for s in ("train", "dev", "test")] == [6, 2, 3]
+    assert (toy / odd["--expdir"] / f"units_{TAG}" / "tokens.txt").exists()
+    assert not list(toy.rglob("injected")) and not (toy / "injected").exists()
 
 
 @pytest.mark.slow
