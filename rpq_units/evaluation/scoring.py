@@ -80,6 +80,10 @@ def read_text(path: str | os.PathLike) -> dict[str, str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise ScoringError(f"{path}: cannot read ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        line_no = e.object[: e.start].count(b"\n") + 1
+        raise ScoringError(f"{path}:{line_no}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                           "convert the file to UTF-8") from e
     for i, line in enumerate(lines, 1):
         parts = line.split(maxsplit=1)
         if not parts:

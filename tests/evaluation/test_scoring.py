@@ -87,6 +87,9 @@ def test_bad_files(tmp_path):
         scoring.score(r, h)
     with pytest.raises(scoring.ScoringError, match="cannot read"):
         scoring.score(tmp_path / "nope", h)
+    r.write_bytes("a X\nb CAF\u00c9\n".encode("latin-1"))
+    with pytest.raises(scoring.ScoringError, match=r"ref:2: not UTF-8 text \(byte 0xc9\)"):
+        scoring.score(r, h)
 
 
 def test_cli_and_results_table(tmp_path, capsys):
