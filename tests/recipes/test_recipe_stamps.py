@@ -81,7 +81,7 @@ def test_reruns_with_changed_settings(toy):
     assert f"error: encoding test with km failed: error: utterance {short}" in r.stderr
     assert "--on_encode_error delete" in r.stderr
 
-    # --on_encode_error delete: named and counted, scored as a full deletion
+    # --on_encode_error delete: named and counted, scored as a full deletion (and in the stamp)
     r = engine(toy, "--stage", "2", "--stop_stage", "12", "--on_encode_error", "delete")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "features already dumped" in r.stderr and f"exp/units_{TAG} already fitted" in r.stderr
@@ -109,7 +109,8 @@ def test_reruns_with_changed_settings(toy):
     # another feature sample under a trained model: refused before anything is touched
     codebook = toy / "exp" / f"units_{TAG}" / "codebook.pt"
     mtime = codebook.stat().st_mtime_ns
-    r = engine(toy, "--stage", "2", "--stop_stage", "12", "--feats_portion", "1.0")
+    r = engine(toy, "--stage", "2", "--stop_stage", "12", "--on_encode_error", "delete",
+               "--feats_portion", "1.0")
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1
