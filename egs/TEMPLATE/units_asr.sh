@@ -77,6 +77,9 @@ feats_batch_size=1      # utterances per upstream forward in dump_feats/encode (
 on_encode_error=fail    # an utterance that cannot be encoded: fail (stop stage 4) or delete (left
                         # out of training; scored as a full deletion; named in the log with the count)
 max_frames=0            # at most this many frames to fit on (0: all sampled)
+reuse_set_feats=true    # dump the features of the validation and test sets once (npy, under
+                        # dumpdir) for every discretizer's encoding and the continuous reference,
+                        # instead of one upstream forward each (false: no copy on disk)
 discretizers="kmeans pq rpq"  # discretizer configs: conf/units/<name>.yaml
 units_conf_dir=conf/units     # where the discretizer configs live
 # Target text
@@ -165,6 +168,7 @@ fi
 feats_portion=${_v}
 _v=$(number "${lm_weight}") || usage_error "--lm_weight ${lm_weight}: must be a number"
 lm_weight=${_v}
+case "${reuse_set_feats}" in true|false) ;; *) usage_error "--reuse_set_feats ${reuse_set_feats}: must be true or false" ;; esac
 case "${bpemode}" in unigram|bpe|char|word) ;; *) usage_error "--bpemode ${bpemode}: must be unigram, bpe, char or word" ;; esac
 case "${device}" in
     cpu) ;;
@@ -236,6 +240,7 @@ stage_end() {  # record the stage's wall time in exp/timing.tsv
 }
 units_tag() { echo "${feat_tag}_$1"; }                         # discretizer name -> tag
 all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
+set_featdir() { echo "${dumpdir}/feats_${feat_tag}_$1"; }  # <set>: its features (npy shards)
 asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
 
 # ---- stamps: the settings behind each result (see utils/stamp.sh) ----
@@ -353,6 +358,17 @@ steps() {  # steps <step> [options]: one unit step (utils/units_steps.sh) with t
         --upstream "${upstream}" --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" \
         --fwd_opts "${fwd_opts}" "$@" "${step}"
 }
+dump_set_feats() {  # dump_set_feats <set>: every utterance's features of a set other than the
+    local s=$1 fdir stamp    # training set, dumped once (npy) for every discretizer's encoding
+    fdir=$(set_featdir "${s}")  # (stage 4) and the continuous reference's ark (stage 11)
+    stamp=$(stamp_of st_cfeats "${s}")
+    redo_if_changed "${fdir}/.done" "${stamp}" || return 0
+    rm -rf "${fdir}"
+    stamp_write "${fdir}/.stamp" "${stamp}"
+    log "dumping ${s} features once for every discretizer -> ${fdir}"
+    steps feats --data_dir "${datadir}/${s}" --portion 1 --seed 0 --feats_dir "${fdir}"
+    stamp_write "${fdir}/.done" "${stamp}"
+}
 
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
@@ -445,12 +461,16 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             rm -rf "${odir}"
             mkdir -p "${odir}"
             stamp_write "${odir}/.stamp" "${stamp}"
-            log "encoding ${s} with ${d} -> ${odir}/units"
-            # the training utterances of stage 2's sample are encoded from its features
+            # the training utterances of stage 2's sample are encoded from its features, those
+            # of the other sets from their features dumped once for every discretizer
             reuse=()
-            if [ "${s}" = "${train_set}" ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)"; then
-                reuse=(--feats_dir "${featdir}")
+            if [ "${s}" = "${train_set}" ]; then
+                stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && reuse=(--feats_dir "${featdir}")
+            elif "${reuse_set_feats}"; then
+                dump_set_feats "${s}"
+                reuse=(--feats_dir "$(set_featdir "${s}")")
             fi
+            log "encoding ${s} with ${d} -> ${odir}/units"
             steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" --label "${s} with ${d}" \
                 --strict "$([ "${on_encode_error}" = fail ] && echo true || echo false)"
             stamp_write "${odir}/.done" "${stamp}"
@@ -663,8 +683,59 @@ fi
 
 decode_variants() { echo nolm; "${use_lm}" && echo lm; true; }
 
+# Decoding: a stage queues its decodes, each split into up to --inference_nj parts of its keys,
+# then runs them in --inference_nj processes, process J going through part J of every decode
+# (rpq_units.pipeline.espnet_decode: ESPnet's own inference, its start-up paid once per process
+# instead of once per decode); the logs are <decode_jobs>/decode.J.log.
+queue_decode() {  # queue_decode <jobdir> <decode dir> <keyed scp> <espnet inference args>...
+    local jobdir=$1 ddir=$2 scp=$3 nj j keys=()
+    shift 3
+    nj=$(min "${inference_nj}" "$(wc -l < "${scp}")")
+    for ((j = 1; j <= nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
+    utils/split_scp.sh "${scp}" "${keys[@]}"
+    for ((j = 1; j <= nj; j++)); do
+        printf '%q ' --batch_size 1 --ngpu "$(inference_ngpu)" "$@" --key_file "${ddir}/log/keys.${j}.scp" \
+            --output_dir "${ddir}/log/output.${j}" >> "${jobdir}/jobs.${j}.txt"
+        echo >> "${jobdir}/jobs.${j}.txt"
+    done
+    echo "${nj}" > "${ddir}/log/nj"
+}
+inference_ngpu() { if "${gpu_inference}"; then echo 1; else echo 0; fi; }
+run_decodes() {  # run_decodes <espnet2.bin module> <jobdir> <test set> <decode dir>... (pairs): run the queued decodes, then each decode's hyp, ref and done marker; false if one failed
+    local bin=$1 jobdir=$2 n s ddir j nj part parts failed=0
+    shift 2
+    [ $# -gt 0 ] || return 0
+    n=$(find "${jobdir}" -maxdepth 1 -name 'jobs.*.txt' | wc -l)
+    log "decoding in ${n} process(es) (logs: ${jobdir}/decode.*.log)"
+    # a failed decode is found below by its missing output; the others are kept
+    ${decode_cmd} --gpu "$(inference_ngpu)" --num_threads 1 JOB=1:"${n}" "${jobdir}/decode.JOB.log" \
+        python -m rpq_units.pipeline.espnet_decode --bin "${bin}" --jobs "${jobdir}/jobs.JOB.txt" || true
+    while [ $# -gt 0 ]; do
+        s=$1; ddir=$2; shift 2
+        nj=$(cat "${ddir}/log/nj"); parts=()
+        for ((j = 1; j <= nj; j++)); do
+            part=${ddir}/log/output.${j}/1best_recog/text
+            [ -f "${part}" ] && parts+=("${part}")
+        done
+        if [ "${#parts[@]}" -ne "${nj}" ]; then
+            log "decoding ${ddir} failed (logs: ${jobdir}/decode.*.log)"
+            failed=1
+            continue
+        fi
+        utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
+        # the reference is the whole test set: an utterance left out at encoding has no
+        # hypothesis and is scored as a full deletion
+        cp "${datadir}/${s}/text" "${ddir}/ref"
+        stamp_write "${ddir}/.done" "$(cat "${ddir}/.stamp")"
+    done
+    [ "${failed}" -eq 0 ]
+}
+
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     stage_begin 9 "ESPnet mt_inference on ${test_sets}"
+    jobdir=${expdir}/decode_jobs/stage9
+    rm -rf "${jobdir}"; mkdir -p "${jobdir}"
+    pending=()
     for d in ${discretizers}; do
         tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}")
         for s in ${test_sets}; do
@@ -676,41 +747,27 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
                 fi
                 require "${adir}/.done_train" "$(stamp_of st_train "${d}")" 8
                 require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+                lm_opts=()
                 if [ "${v}" = lm ]; then
                     require "${lmdir}/.done" "$(stamp_of st_lm)" 6
-                fi
-                lm_opts=""
-                if [ "${v}" = lm ]; then
-                    lm_opts="--lm_train_config ${lmdir}/config.yaml --lm_file ${lmdir}/valid.loss.ave.pth --lm_weight ${lm_weight}"
+                    lm_opts=(--lm_train_config "${lmdir}/config.yaml" --lm_file "${lmdir}/valid.loss.ave.pth"
+                             --lm_weight "${lm_weight}")
                 fi
                 src=${dumpdir}/units_${tag}/${s}
-                _nj=$(min "${inference_nj}" "$(wc -l < "${src}/units")")
                 rm -rf "${ddir}"
                 mkdir -p "${ddir}/log"
                 stamp_write "${ddir}/.stamp" "${stamp}"
-                keys=()
-                for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
-                utils/split_scp.sh "${src}/units" "${keys[@]}"
-                _ngpu=0; "${gpu_inference}" && _ngpu=1
                 log "decoding ${s} with ${adir} (${v}) -> ${ddir}"
-                # shellcheck disable=SC2086  # word lists
-                ${decode_cmd} --gpu "${_ngpu}" --num_threads 1 JOB=1:"${_nj}" "${ddir}/log/decode.JOB.log" \
-                    python -m espnet2.bin.mt_inference --batch_size 1 --ngpu "${_ngpu}" \
+                # shellcheck disable=SC2086  # inference_args is a word list
+                queue_decode "${jobdir}" "${ddir}" "${src}/units" \
                     --data_path_and_name_and_type "${src}/units,src_text,text" \
-                    --key_file "${ddir}/log/keys.JOB.scp" \
                     --mt_train_config "${adir}/config.yaml" --mt_model_file "${adir}/${inference_model}" \
-                    --output_dir "${ddir}/log/output.JOB" --config "${inference_config}" \
-                    ${lm_opts} ${inference_args}
-                parts=()
-                for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
-                utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
-                # the reference is the whole test set: an utterance left out at encoding has no
-                # hypothesis and is scored as a full deletion
-                cp "${datadir}/${s}/text" "${ddir}/ref"
-                stamp_write "${ddir}/.done" "${stamp}"
+                    --config "${inference_config}" "${lm_opts[@]}" ${inference_args}
+                pending+=("${s}" "${ddir}")
             done
         done
     done
+    run_decodes mt_inference "${jobdir}" "${pending[@]}" || exit 1
     stage_end "decode"
 fi
 
@@ -782,8 +839,16 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         stamp=$(stamp_of st_cfeats "${s}")
         redo_if_changed "${fdir}/.done" "${stamp}" || continue
         rm -rf "${fdir}"
-        log "dumping ${s} features -> ${fdir}/feats.scp"
-        steps feats --data_dir "${datadir}/${s}" --portion 1 --format ark --feats_dir "${fdir}"
+        # copied from the npy features of stages 2 and 4 where they hold the whole set
+        from=()
+        if [ "${s}" = "${train_set}" ]; then
+            [ "${feats_portion}" = 1.0 ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" \
+                && from=(--from_feats_dir "${featdir}")
+        elif stamp_ok "$(set_featdir "${s}")/.done" "$(stamp_of st_cfeats "${s}")"; then
+            from=(--from_feats_dir "$(set_featdir "${s}")")
+        fi
+        log "dumping ${s} features -> ${fdir}/feats.scp${from:+ (from ${from[1]})}"
+        steps feats --data_dir "${datadir}/${s}" --portion 1 --format ark --feats_dir "${fdir}" "${from[@]}"
         # the target text, restricted to the utterances with features, in the same order
         join -j1 <(cut -d' ' -f1 "${fdir}/feats.scp") "${datadir}/${s}/text" > "${fdir}/text.tmp"
         mv "${fdir}/text.tmp" "${fdir}/text"
@@ -835,33 +900,25 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             --config "${adir}/train_config.yaml" ${asr_args}
         stamp_write "${adir}/.done_train" "${ctrain}"
     fi
+    jobdir=${expdir}/decode_jobs/stage11
+    rm -rf "${jobdir}"; mkdir -p "${jobdir}"
+    pending=()
     for s in ${test_sets}; do
         ddir=${adir}/decode_${s}_nolm
         src=${cdump}/${s}
         stamp=$(stamp_of st_cdecode "${s}")
-        if redo_if_changed "${ddir}/.done" "${stamp}"; then
-            _nj=$(min "${inference_nj}" "$(wc -l < "${src}/feats.scp")")
-            rm -rf "${ddir}"; mkdir -p "${ddir}/log"
-            keys=()
-            for ((j = 1; j <= _nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
-            utils/split_scp.sh "${src}/feats.scp" "${keys[@]}"
-            _ngpu=0; "${gpu_inference}" && _ngpu=1
-            log "decoding ${s} with ${adir} -> ${ddir}"
-            # shellcheck disable=SC2086  # word list
-            ${decode_cmd} --gpu "${_ngpu}" --num_threads 1 JOB=1:"${_nj}" "${ddir}/log/decode.JOB.log" \
-                python -m espnet2.bin.asr_inference --batch_size 1 --ngpu "${_ngpu}" \
-                --data_path_and_name_and_type "${src}/feats.scp,speech,kaldi_ark" \
-                --key_file "${ddir}/log/keys.JOB.scp" \
-                --asr_train_config "${adir}/config.yaml" --asr_model_file "${adir}/${inference_model}" \
-                --output_dir "${ddir}/log/output.JOB" --config "${inference_config}" ${inference_args}
-            parts=()
-            for ((j = 1; j <= _nj; j++)); do parts+=("${ddir}/log/output.${j}/1best_recog/text"); done
-            utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
-            # the reference is the whole test set (an utterance with no features counts as deleted)
-            cp "${datadir}/${s}/text" "${ddir}/ref"
-            stamp_write "${ddir}/.done" "${stamp}"
-        fi
+        redo_if_changed "${ddir}/.done" "${stamp}" || continue
+        rm -rf "${ddir}"; mkdir -p "${ddir}/log"
+        stamp_write "${ddir}/.stamp" "${stamp}"
+        log "decoding ${s} with ${adir} -> ${ddir}"
+        # shellcheck disable=SC2086  # inference_args is a word list
+        queue_decode "${jobdir}" "${ddir}" "${src}/feats.scp" \
+            --data_path_and_name_and_type "${src}/feats.scp,speech,kaldi_ark" \
+            --asr_train_config "${adir}/config.yaml" --asr_model_file "${adir}/${inference_model}" \
+            --config "${inference_config}" ${inference_args}
+        pending+=("${s}" "${ddir}")
     done
+    run_decodes asr_inference "${jobdir}" "${pending[@]}" || exit 1
     mapfile -t decodes < <(for s in ${test_sets}; do echo "${adir}/decode_${s}_nolm"; done)
     score_decodes "${decodes[@]}"
     stage_end "continuous reference"
@@ -929,14 +986,16 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         if redo_if_changed "${vdir}/.done" "${stamp}"; then
             mkdir -p "${vdir}"
             cp "${vocoder_config}" "${vdir}/config.yaml"
-            ckpt_opt=()
-            [ -n "${upstream_ckpt}" ] && ckpt_opt=(--upstream_ckpt "${upstream_ckpt}")
+            voc_opts=()
+            [ -n "${upstream_ckpt}" ] && voc_opts=(--upstream_ckpt "${upstream_ckpt}")
+            # stage 2's features of the training set where it has them (and the same forward)
+            stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && voc_opts+=(--feats_dir "${featdir}")
             log "training a HiFi-GAN on ${train_set} features -> ${voc} (log: ${vdir}/train.log)"
             _dev=${device}; [ "${ngpu}" -gt 0 ] && _dev=cuda
             # shellcheck disable=SC2086  # vocoder_args is a word list
             ${cuda_cmd} --gpu "${ngpu}" "${vdir}/train.log" rpq-units train_vocoder \
                 --data_dir "${datadir}/${train_set}" --config "${vdir}/config.yaml" --out "${voc}" \
-                --upstream "${upstream}" "${ckpt_opt[@]}" --layer "${layer}" --device "${_dev}" ${vocoder_args}
+                --upstream "${upstream}" "${voc_opts[@]}" --layer "${layer}" --device "${_dev}" ${vocoder_args}
             stamp_write "${vdir}/.done" "${stamp}"
         fi
     fi

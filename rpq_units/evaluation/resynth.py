@@ -663,9 +663,12 @@ def train_vocoder_from_data(
     rest = [u for u in utts if u.uttid not in dumped]
     load = AudioLoader()
     computed = iter_features(rest, fx, strict=strict, skipped=skipped, desc="vocoder feats")
-    for utt, f in merge_in_order(utts, dumped, computed):
-        feats.append(f)
-        wavs.append(load(utt))
+    try:
+        for utt, f in merge_in_order(utts, dumped, computed):
+            feats.append(f)
+            wavs.append(load(utt))
+    finally:
+        computed.close()  # its progress bar ends its line before an error is printed
     report_skipped("train_vocoder", len(feats), len(utts), skipped)
     import torch
 

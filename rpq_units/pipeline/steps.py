@@ -319,12 +319,15 @@ def dump_feats(
     computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
                              desc=f"dump_feats.{rank}", clock=clock)
     out = Path(out_dir)
-    with writers[format](out, rank) as writer:
-        for utt, feats in merge_in_order(mine, dumped, computed):
-            with _timed(clock, "write"):
-                writer.add(utt.uttid, feats)
-        report_skipped("dump_feats", len(writer.ids), len(mine), skipped)
-        writer.dim = writer.dim or fx.dim
+    try:
+        with writers[format](out, rank) as writer:
+            for utt, feats in merge_in_order(mine, dumped, computed):
+                with _timed(clock, "write"):
+                    writer.add(utt.uttid, feats)
+            report_skipped("dump_feats", len(writer.ids), len(mine), skipped)
+            writer.dim = writer.dim or fx.dim
+    finally:
+        computed.close()  # its progress bar ends its line before an error is printed
     clock["total"] = time.perf_counter() - start  # with the files closed and renamed
     info = {
         **fx.describe(),

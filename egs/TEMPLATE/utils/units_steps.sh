@@ -42,6 +42,8 @@ format=npy              # feats: npy shards (for fit) or ark (kaldi_ark for ESPn
                         # <feats_dir>/feats.scp)
 feats_dir=""            # feats: output; fit: input; encode: features to reuse for the utterances
                         # dumped there with the same settings (optional)
+from_feats_dir=""       # feats: an npy feats dump of the same data dir whose utterances are copied
+                        # instead of run through the upstream (used only with the same settings)
 config=""               # fit: discretizer config (conf/units/<name>.yaml)
 max_frames=0            # fit: at most this many frames (0: all)
 units_dir=""            # fit: output; encode, token_list: the codebook's dir
@@ -83,11 +85,13 @@ job_rank() { echo 'exec "$0" "$@" --rank $((JOB - 1))'; }
 step_feats() {
     need data_dir feats_dir
     [ -f "${data_dir}/wav.scp" ] || die "${data_dir}: no wav.scp"
-    local n j parts=(); n=$(njobs "${data_dir}")
+    local n j parts=() from=(); n=$(njobs "${data_dir}")
+    [ -n "${from_feats_dir}" ] && from=(--from_feats_dir "${from_feats_dir}")
     if ! ${cmd} --num_threads 1 JOB=1:"${n}" "${feats_dir}/log/dump_feats.JOB.log" \
         bash -c "$(job_rank)" rpq-units dump_feats --data_dir "${data_dir}" --out_dir "${feats_dir}" \
             --format "${format}" --upstream "${upstream}" "${ckpt_opt[@]}" --layer "${layer}" \
-            --portion "${portion}" --seed "${seed}" --nshard "${n}" --device "${device}" "${fwd[@]}"; then
+            --portion "${portion}" --seed "${seed}" --nshard "${n}" --device "${device}" "${fwd[@]}" \
+            "${from[@]}"; then
         die "features of ${data_dir} failed: $("${utils}/job_error.sh" "${feats_dir}"/log/dump_feats.*.log) (logs: ${feats_dir}/log)"
     fi
     if [ "${format}" = ark ]; then
