@@ -170,13 +170,18 @@ _v=$(number "${lm_weight}") || usage_error "--lm_weight ${lm_weight}: must be a 
 lm_weight=${_v}
 case "${reuse_set_feats}" in true|false) ;; *) usage_error "--reuse_set_feats ${reuse_set_feats}: must be true or false" ;; esac
 case "${bpemode}" in unigram|bpe|char|word) ;; *) usage_error "--bpemode ${bpemode}: must be unigram, bpe, char or word" ;; esac
-case "${device}" in
-    cpu) ;;
-    cuda|cuda:[0-9]*)
-        python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null \
-            || usage_error "--device ${device}: PyTorch sees no CUDA GPU on this machine: use --device cpu" ;;
-    *) usage_error "--device ${device}: must be cpu, cuda or cuda:<index>" ;;
-esac
+case "${device}" in cpu|cuda|cuda:[0-9]*) ;; *) usage_error "--device ${device}: must be cpu, cuda or cuda:<index>" ;; esac
+# a GPU is needed only where the device is used: stages 2-4, 11 (with --run_continuous true) and
+# 13, and not by --show_stamp (a GPU recipe's stage 12 or stamps run on a CPU login node)
+_uses_device=false
+for _s in 2 3 4 11 13; do
+    [ "${_s}" -eq 11 ] && [ "${run_continuous}" != true ] && continue
+    [ "${stage}" -le "${_s}" ] && [ "${stop_stage}" -ge "${_s}" ] && _uses_device=true
+done
+if [[ "${device}" == cuda* ]] && "${_uses_device}" && [ -z "${show_stamp}" ] \
+    && ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    usage_error "--device ${device}: PyTorch sees no CUDA GPU on this machine: use --device cpu"
+fi
 
 [ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
 if [ -z "${feat_tag}" ]; then
@@ -366,8 +371,14 @@ dump_set_feats() {  # dump_set_feats <set>: every utterance's features of a set 
     rm -rf "${fdir}"
     stamp_write "${fdir}/.stamp" "${stamp}"
     log "dumping ${s} features once for every discretizer -> ${fdir}"
-    steps feats --data_dir "${datadir}/${s}" --portion 1 --seed 0 --feats_dir "${fdir}"
-    stamp_write "${fdir}/.done" "${stamp}"
+    if ! steps feats --data_dir "${datadir}/${s}" --portion 1 --seed 0 --feats_dir "${fdir}"; then
+        # e.g. every utterance of a shard unreadable: the encoding meets them itself and fails
+        # or leaves them out as --on_encode_error says
+        log "warning: no features of ${s} to share (logs: ${fdir}/log): each discretizer encodes it from the audio"
+        rm -rf "${fdir}"
+    else
+        stamp_write "${fdir}/.done" "${stamp}"
+    fi
 }
 
 if [ -n "${show_stamp}" ]; then
@@ -468,7 +479,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
                 stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && reuse=(--feats_dir "${featdir}")
             elif "${reuse_set_feats}"; then
                 dump_set_feats "${s}"
-                reuse=(--feats_dir "$(set_featdir "${s}")")
+                stamp_ok "$(set_featdir "${s}")/.done" "$(stamp_of st_cfeats "${s}")" \
+                    && reuse=(--feats_dir "$(set_featdir "${s}")")
             fi
             log "encoding ${s} with ${d} -> ${odir}/units"
             steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" --label "${s} with ${d}" \

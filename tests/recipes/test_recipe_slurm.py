@@ -163,6 +163,9 @@ def test_demo_sharded_stages_on_slurm_match_local(slurm, tmp_path):
         f.write(b"not audio")
     units = recipe / f"dump/units_{TAG}_pq/test_clean"
     (units / ".done").unlink()
+    # and the set's features, shared by the discretizers, dumped again (the dump skips the
+    # unreadable utterance, so the encoding meets it)
+    (recipe / f"dump/feats_{TAG}_test_clean/.done").unlink()
     r = _engine(recipe, ["--stage", "4", "--stop_stage", "4", *OPTS], "slurm")
     assert r.returncode != 0
     failed = units / "log" / "encode.2.log"
