@@ -170,6 +170,16 @@ _v=$(number "${lm_weight}") || usage_error "--lm_weight ${lm_weight}: must be a 
 lm_weight=${_v}
 case "${reuse_set_feats}" in true|false) ;; *) usage_error "--reuse_set_feats ${reuse_set_feats}: must be true or false" ;; esac
 case "${bpemode}" in unigram|bpe|char|word) ;; *) usage_error "--bpemode ${bpemode}: must be unigram, bpe, char or word" ;; esac
+if [ "${stop_stage}" -ge 3 ]; then  # from stage 3 on, each discretizer's config is fitted, stamped, tabled
+    for _d in ${discretizers}; do
+        [ -f "${units_conf_dir}/${_d}.yaml" ] && continue
+        _have=""
+        for _f in "${units_conf_dir}"/*.yaml; do
+            if [ -f "${_f}" ]; then _f=${_f##*/}; _have+=" ${_f%.yaml}"; fi
+        done
+        usage_error "--discretizers: no config ${units_conf_dir}/${_d}.yaml for '${_d}' (configs in ${units_conf_dir}:${_have:- none}); add it, or name one of those"
+    done
+fi
 case "${device}" in cpu|cuda|cuda:[0-9]*) ;; *) usage_error "--device ${device}: must be cpu, cuda or cuda:<index>" ;; esac
 # a GPU is needed only where the device is used: stages 2-4, 11 (with --run_continuous true) and
 # 13, and not by --show_stamp (a GPU recipe's stage 12 or stamps run on a CPU login node)

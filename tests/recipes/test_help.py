@@ -190,9 +190,41 @@ def one_line_usage_error(r: subprocess.CompletedProcess, *words: str) -> None:
     (["./run.sh", "--run_args", "x"], ["unknown option --run_args"]),
     (["./units_asr.sh", "--PATH", "/x"], ["unknown option --PATH"]),
     (["utils/units_steps.sh"], ["Usage:"]),
+    # a discretizer without its config, named before any stage runs (stage 1 included)
+    (["./run.sh", "--discretizers", "kmeans rpqq"], ["conf/units/rpqq.yaml", "kmeans pq rpq"]),
+    (["./run.sh", "--device", "gpu"], ["--device gpu", "cpu, cuda"]),
 ])
 def test_usage_errors_are_one_line(args, words):
     one_line_usage_error(run(args, cwd=DEMO), *words)
+
+
+def have_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(have_cuda(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("args", [
+    ["--device", "cuda"],  # stages 1-13: 2-4 and 13 use the device
+    ["--device", "cuda", "--stage", "13", "--stop_stage", "13"],
+    ["--device", "cuda:1", "--stage", "11", "--stop_stage", "11", "--run_continuous", "true"],
+])
+def test_engine_cuda_without_a_gpu_is_one_line(args):
+    one_line_usage_error(run(["./run.sh", *args], cwd=DEMO), "--device cuda", "use --device cpu")
+
+
+@pytest.mark.skipif(have_cuda(), reason="needs a machine without a CUDA GPU")
+def test_engine_cuda_is_not_needed_where_no_stage_uses_it(tmp_path):
+    """A GPU recipe's stamps, scoring and table on a CPU login node: --device cuda is only
+    checked for a range with stage 2, 3, 4, 13 (or 11 with --run_continuous true)."""
+    from recipe_helpers import copy_recipe
+
+    recipe = copy_recipe(tmp_path)
+    for args in (["--show_stamp", "feats"], ["--stage", "9", "--stop_stage", "10"],
+                 ["--stage", "11", "--stop_stage", "12"]):
+        r = run(["./run.sh", "--device", "cuda", "--discretizers", "", *args], cwd=recipe)
+        assert r.returncode == 0, r.stderr
 
 
 def test_run_from_elsewhere_is_one_line():
