@@ -87,8 +87,8 @@ import soundfile as sf  # noqa: E402
 
 from rpq_units.errors import OptionError, UserError, exit_status, str2bool  # noqa: E402
 from rpq_units.evaluation.lang_scoring import lid_tag, normalize_text  # noqa: E402
+from rpq_units.files import write_text_atomic  # noqa: E402
 from rpq_units.pipeline.data import write_data_dir as write_kaldi_dir  # noqa: E402
-from rpq_units.pipeline.shards import write_text_atomic  # noqa: E402
 
 logger = logging.getLogger("data_prep_asterisk")
 

@@ -22,6 +22,10 @@ class OptionError(UserError):
     """An option value outside its allowed range."""
 
 
+class QuantizerError(UserError):
+    """Bad input to a quantizer (shape, dimension, NaN/Inf, too few frames, an option value)."""
+
+
 # OSErrors that name a path the user gave or a machine condition the user can fix (a missing or
 # unreadable input, an output path through a file, a full or read-only disk); any other OSError
 # is reported with its traceback

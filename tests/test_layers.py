@@ -1,7 +1,9 @@
-"""The package's layers depend one way: errors <- quant <- ssl <- pipeline <- evaluation <- cli.
+"""The package's layers depend one way: errors <- files <- quant <- ssl <- pipeline <- evaluation
+<- cli, and no modules import each other in a circle.
 
 Read from the source (every import statement, those inside functions included), so a lazy
-import that crosses a layer upwards fails here as well as a top-level one.
+import that crosses a layer upwards, or closes a circle, fails here as well as a top-level one.
+Every module's layer is its folder's (or, at the top, its own name's): there is no exception list.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "rpq_units"
 
-LAYERS = ["errors", "quant", "ssl", "pipeline", "evaluation", "cli"]
-# modules whose layer is not their folder's: the encoder export writes files (a pipeline step)
-OVERRIDES = {"rpq_units.ssl.export": "pipeline"}
+LAYERS = ["errors", "files", "quant", "ssl", "pipeline", "evaluation", "cli"]
 # the quantizer math reads and writes no files
 IO_CALLS = {"open", "torch.save", "torch.load", "np.load", "np.save", "np.savez", "kaldiio"}
 
@@ -26,8 +26,6 @@ def module_name(path: Path) -> str:
 
 
 def layer_of(module: str) -> int:
-    if module in OVERRIDES:
-        return LAYERS.index(OVERRIDES[module])
     parts = module.split(".")
     if len(parts) == 1 or parts[1] in ("cli", "__main__"):
         return LAYERS.index("cli")  # the package facade and the command line sit on top
@@ -68,6 +66,66 @@ def test_imports_go_down_the_layers(path):
     assert not bad, f"{me} ({LAYERS[layer_of(me)]}) reaches up: " + "; ".join(bad)
 
 
+def module_graph(sources: list[Path]) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (a name imported from a package module counts
+    as that module)."""
+    mods = {module_name(p) for p in sources}
+    graph = {}
+    for path in sources:
+        me, deps = module_name(path), set()
+        for _, dep in imports_of(path):
+            while dep not in mods and "." in dep:
+                dep = dep.rsplit(".", 1)[0]
+            if dep in mods and dep != me:
+                deps.add(dep)
+        graph[me] = deps
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected parts of more than one module
+    (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            v, deps = work[-1]
+            w = next(deps, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                part = stack[stack.index(v):]
+                del stack[stack.index(v):]
+                if len(part) > 1:
+                    out.append(sorted(part))
+    return out
+
+
+def test_no_import_circle():
+    assert circles(module_graph(SOURCES)) == []
+
+
+def test_the_checker_sees_an_import_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert circles(graph) == [["a", "b", "c"]]
+
+
 def test_quantizer_math_does_no_file_io():
     for path in sorted((PKG / "quant").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -79,10 +137,16 @@ def test_quantizer_math_does_no_file_io():
                 assert "kaldiio" not in names and "soundfile" not in names, f"{path.name}:{node.lineno}"
 
 
+def test_quantizers_do_not_import_the_file_acts():
+    for path in sorted((PKG / "quant").rglob("*.py")):
+        bad = [line for line, dep in imports_of(path) if dep == "rpq_units.files"]
+        assert not bad, f"{path.name}:{bad} imports rpq_units.files (the quantizers write no files)"
+
+
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The scan catches a lazy, upward import (a constructed case, so the tests above can fail)."""
     fake = PKG / "quant" / "search.py"
-    src = "def f():\n    from rpq_units.pipeline.shards import write_bytes_atomic\n"
+    src = "def f():\n    from rpq_units.pipeline.shards import FeatureShards\n"
     probe = tmp_path / "probe.py"
     probe.write_text(src)
     deps = imports_of(probe)

@@ -53,7 +53,8 @@ import torch
 
 from rpq_units import make_quantizer
 from rpq_units.evaluation.analyze import RHO_DEFINITIONS, bound_holds, code_stats, error_correlation
-from rpq_units.pipeline.shards import FeatureShards, write_text_atomic
+from rpq_units.files import write_text_atomic
+from rpq_units.pipeline.shards import FeatureShards
 
 logger = logging.getLogger("paper_claims")
 ROOT = Path(__file__).resolve().parents[2]

@@ -61,8 +61,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rpq_units.files import write_bytes_atomic, write_text_atomic
 from rpq_units.pipeline.codebooks import load_quantizer
-from rpq_units.pipeline.shards import FeatureShards, write_bytes_atomic, write_text_atomic
+from rpq_units.pipeline.shards import FeatureShards
 from rpq_units.quant.base import Quantizer, QuantizerError, reconstruct
 
 logger = logging.getLogger(__name__)

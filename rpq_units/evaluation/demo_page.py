@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rpq_units.pipeline.shards import write_text_atomic
+from rpq_units.files import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +101,8 @@ def markdown_to_html(md: str) -> str:
 
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _layer(report: dict) -> str:

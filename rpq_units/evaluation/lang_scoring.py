@@ -39,6 +39,7 @@ from rpq_units.evaluation.scoring import (
     read_text,
     tokens,
 )
+from rpq_units.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,5 @@ def score_files(
         ("cer_per_lang.txt", format_report(report, title=f"# {hyp_file}")),
         ("cer.json", json.dumps(report.as_dict(), indent=1, ensure_ascii=False) + "\n"),
     ):
-        tmp = out / f"{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+        write_text_atomic(out / name, text)
     return report

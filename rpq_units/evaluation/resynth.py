@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from rpq_units.errors import UserError
-from rpq_units.pipeline.shards import write_text_atomic
+from rpq_units.files import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ def _write_wav(path: Path, wav: np.ndarray) -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.wav")
-    sf.write(tmp, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path, ".tmp.wav") as tmp:  # the ending tells soundfile the format
+        sf.write(tmp, np.clip(wav, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
 
 
 class Synthesizer:
@@ -140,9 +139,8 @@ class Synthesizer:
             stds.append(s)
         mean = np.mean(means, 0).astype(np.float32)
         std = np.mean(stds, 0).astype(np.float32)
-        tmp = path.with_name("logmel_stats.tmp.npz")
-        np.savez(tmp, mean=mean, std=std, utterances=len(means))
-        os.replace(tmp, path)
+        with atomic_path(path, ".tmp.npz") as tmp:  # np.savez adds .npz to other names
+            np.savez(tmp, mean=mean, std=std, utterances=len(means))
         logger.info("log-mel level/scale from %d utterances of %s -> %s", len(means), data_dir, path)
         return mean, std
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import jiwer
 
 from rpq_units.errors import UserError, is_user_error, one_line
+from rpq_units.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +183,7 @@ def write_result(c: Counts, out: str | os.PathLike, unit: str, ref_file: object 
         lines.append("# no hypothesis (scored as deleted): " + " ".join(c.missing))
     lines += ["", "# uttid N Sub Del Ins"]
     lines += [f"{u} {n} {s} {d} {i}" for u, n, s, d, i in c.per_utt]
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(out, "\n".join(lines) + "\n")
 
 
 def read_result(path: str | os.PathLike) -> dict[str, int]:
@@ -396,9 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = read_rows(args.rows) if args.rows else None
             text = table(args.exp_dir, args.test_sets.split(), args.command, args.timing, rows)
             if args.out:
-                tmp = Path(args.out + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, args.out)
+                write_text_atomic(args.out, text)
             else:
                 sys.stdout.write(text)
     except (UserError, OSError) as e:

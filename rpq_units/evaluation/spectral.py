@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from rpq_units.errors import UserError
+from rpq_units.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,5 @@ def raw_config(path: str | os.PathLike, out: str | os.PathLike) -> Path:
     cfg["input"]["cmvn"] = False
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, out)
+    write_text_atomic(out, yaml.safe_dump(cfg, sort_keys=False))
     return out

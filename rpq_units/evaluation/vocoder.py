@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from rpq_units.errors import UserError
+from rpq_units.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +239,8 @@ class Vocoder:
 def _save_atomic(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class SegmentSampler:

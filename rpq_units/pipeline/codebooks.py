@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rpq_units.pipeline.shards import write_bytes_atomic
+from rpq_units.files import write_bytes_atomic
 from rpq_units.quant.base import Quantizer, QuantizerError, quantizer_from_blob
 
 

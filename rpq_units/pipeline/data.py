@@ -21,6 +21,7 @@ warning and a count by default, or stops with ``--strict``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -32,6 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from rpq_units.errors import UserError
+from rpq_units.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +122,11 @@ def write_data_dir(d: str | os.PathLike, utts: list[tuple[str, str, str, str, st
         "utt2lang": [(u[0], u[4]) for u in utts],
         "spk2utt": [(s, " ".join(sorted(v, key=str.encode))) for s, v in spk2utt.items()],
     }
-    tmps = {}
-    for name, rows in tables.items():
-        tmp = d / f"{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(f"{k} {v}\n" for k, v in sorted(rows, key=lambda r: r[0].encode("utf-8")))
-        tmps[name] = tmp
-    for name, tmp in tmps.items():
-        os.replace(tmp, d / name)
+    with contextlib.ExitStack() as renames:  # renamed when all are written (last one first)
+        for name, rows in tables.items():
+            tmp = renames.enter_context(atomic_path(d / name))
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(f"{k} {v}\n" for k, v in sorted(rows, key=lambda r: r[0].encode("utf-8")))
 
 
 def load_data_dir(data_dir: str | os.PathLike) -> list[Utterance]:

@@ -57,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -73,6 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from rpq_units.errors import UserError
+from rpq_units.files import atomic_path, discard, file_sha256, tmp_path
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +255,6 @@ def _all_loaded(model: Any, loaded: list) -> bool:
         return False
     covered = {id(t) for m in loaded for t in m.state_dict(keep_vars=True).values()}
     return all(id(t) in covered for t in model.state_dict(keep_vars=True).values())
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _normalize_flag(expert: Any) -> tuple[Any, str] | None:
@@ -594,7 +585,7 @@ class FeatureArkWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / f"feats.{int(rank)}.ark"
         self.scp = self.path.with_suffix(".scp")
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._tmp = tmp_path(self.path)
         self._fh: Any = None
         self._offsets: dict[str, int] = {}
         self.dim: int | None = None
@@ -627,14 +618,12 @@ class FeatureArkWriter:
         if exc_type is not None:
             self._tmp.unlink(missing_ok=True)
             return
-        scp_tmp = self.scp.with_name(self.scp.name + ".tmp")
         final = self.path.resolve()
         try:
-            with open(scp_tmp, "w", encoding="utf-8") as f:
-                for key in sorted(self._offsets):
-                    f.write(f"{key} {final}:{self._offsets[key]}\n")
-            os.replace(self._tmp, self.path)
-            os.replace(scp_tmp, self.scp)
+            with atomic_path(self.scp) as scp_tmp:  # renamed after the ark it points into
+                with open(scp_tmp, "w", encoding="utf-8") as f:
+                    for key in sorted(self._offsets):
+                        f.write(f"{key} {final}:{self._offsets[key]}\n")
+                os.replace(self._tmp, self.path)
         finally:
-            self._tmp.unlink(missing_ok=True)
-            scp_tmp.unlink(missing_ok=True)
+            discard(None, self._tmp)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rpq_units.errors import OptionError, UserError
+from rpq_units.files import discard, named_os_error, tmp_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class FeatureShardWriter:
         self.rank = int(rank)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = shard_file(self.out_dir, self.rank, "npy")
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._tmp = tmp_path(self.path)
         self._fh: Any = None
         self.dim: int | None = None
         self.ids: list[str] = []
@@ -105,7 +106,7 @@ class FeatureShardWriter:
         try:
             self._fh.write(b"\0" * _NPY_HEADER_BYTES)
         except OSError as e:
-            _discard(self._fh, self._tmp)
+            discard(self._fh, self._tmp)
             raise named_os_error(e, self.path) from e
         return self
 
@@ -131,7 +132,7 @@ class FeatureShardWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         fh, self._fh = self._fh, None
         if exc_type is not None:
-            _discard(fh, self._tmp)
+            discard(fh, self._tmp)
             return
         try:
             fh.seek(0)
@@ -145,60 +146,11 @@ class FeatureShardWriter:
             )
             os.replace(self._tmp, self.path)
         except OSError as e:
-            _discard(fh, self._tmp)
+            discard(fh, self._tmp)
             raise named_os_error(e, self.path) from e
         except BaseException:
-            _discard(fh, self._tmp)
+            discard(fh, self._tmp)
             raise
-
-
-def named_os_error(e: OSError, path: str | os.PathLike) -> OSError:
-    """``e`` naming ``path`` when it names no file (a failing ``write`` on a full disk does
-    not), so the one-line error says which output could not be written."""
-    if e.filename is not None or e.errno is None:
-        return e
-    return OSError(e.errno, e.strerror or str(e), str(path))
-
-
-def _discard(fh: Any, tmp: Path) -> None:
-    """Close ``fh`` and remove the temporary file ``tmp``, ignoring errors (a close on a full
-    disk fails again while flushing)."""
-    try:
-        fh.close()
-    except OSError:
-        pass
-    try:
-        tmp.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via ``path.tmp`` and a rename; on failure (full disk,
-    read-only dir) the temporary file is removed, an earlier ``path`` is left as it was and the
-    error names ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fh = None
-    try:
-        fh = open(tmp, "wb")
-        fh.write(data)
-        fh.close()
-        os.replace(tmp, path)
-    except OSError as e:
-        if fh is not None:
-            _discard(fh, tmp)
-        raise named_os_error(e, path) from e
-    except BaseException:
-        if fh is not None:
-            _discard(fh, tmp)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via ``path.tmp`` and a rename (see
-    :func:`write_bytes_atomic`)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_feats_json(out_dir: str | os.PathLike, info: dict[str, Any]) -> None:
@@ -348,8 +300,5 @@ __all__ = [
     "select_portion",
     "shard_file",
     "shard_range",
-    "named_os_error",
-    "write_bytes_atomic",
     "write_feats_json",
-    "write_text_atomic",
 ]

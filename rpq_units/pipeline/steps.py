@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from rpq_units.errors import UserError
+from rpq_units.files import write_text_atomic
 from rpq_units.pipeline.codebooks import load_quantizer, save_codebook
 from rpq_units.pipeline.data import AudioError, AudioLoader, Utterance, load_data_dir
 from rpq_units.pipeline.shards import (
@@ -36,7 +37,6 @@ from rpq_units.pipeline.shards import (
     select_portion,
     shard_range,
     write_feats_json,
-    write_text_atomic,
 )
 from rpq_units.pipeline.units import (
     UnitArkWriter,

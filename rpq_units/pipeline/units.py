@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rpq_units.errors import UserError
-from rpq_units.pipeline.shards import named_os_error, write_bytes_atomic
+from rpq_units.files import atomic_path, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +159,8 @@ class UnitArkWriter:
 
         self.ark.parent.mkdir(parents=True, exist_ok=True)
         self.scp.parent.mkdir(parents=True, exist_ok=True)
-        ark_tmp = self.ark.with_name(self.ark.name + ".tmp")
-        scp_tmp = self.scp.with_name(self.scp.name + ".tmp")
-        try:
+        # the ark is renamed first, then the scp that points into it
+        with atomic_path(self.scp) as scp_tmp, atomic_path(self.ark) as ark_tmp:
             data = {k: self.arrays[k] for k in sorted(self.arrays)}
             kaldiio.save_ark(str(ark_tmp), data, scp=str(scp_tmp), write_function="numpy")
             # the scp points into the temporary ark: point it at the final name
@@ -172,10 +171,3 @@ class UnitArkWriter:
                     _, _, offset = loc.rpartition(":")
                     lines.append(f"{key} {self.ark}:{offset}")
             write_lines_atomic(scp_tmp, lines)
-            os.replace(ark_tmp, self.ark)
-            os.replace(scp_tmp, self.scp)
-        except OSError as e:
-            raise named_os_error(e, self.ark) from e
-        finally:
-            ark_tmp.unlink(missing_ok=True)
-            scp_tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@
   (:mod:`~rpq_units.quant.avq`), ``random_projection``; trainers: Lloyd, progressive,
   least squares, gradient NSVQ / STE (:mod:`~rpq_units.quant.nsvq`), frozen.
 
-Layers depend one way: ``quant`` <- ``ssl`` <- ``pipeline`` <- ``evaluation`` <- ``cli``
-(``tests/test_layers.py`` checks it).
+Layers depend one way: ``errors`` <- ``files`` <- ``quant`` <- ``ssl`` <- ``pipeline`` <-
+``evaluation`` <- ``cli`` (``tests/test_layers.py`` checks it); the quantizers import nothing
+of ``files``: they read and write no files.
 """

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rpq_units.errors import UserError
+from rpq_units.errors import QuantizerError
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ GRADIENT_TRAINERS = ("nsvq", "ste")
 #: (configs and codebook files of earlier versions) are read as ``method: <base>`` with
 #: ``trainer: nsvq`` / ``ste`` and ``max_iter: <init_iter>`` (see :func:`canonical_config`)
 LEGACY_METHODS = ("nsvq", "ste")
-
-
-class QuantizerError(UserError):
-    """Bad input to a quantizer (shape, dimension, NaN/Inf, too few frames)."""
 
 
 def as_tensor(x: Any, device: torch.device | str, what: str = "features") -> torch.Tensor:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import torch
 from tqdm import tqdm
 
-from rpq_units.quant.base import QuantizerError
+from rpq_units.errors import QuantizerError
 from rpq_units.quant.search import assign
 
 logger = logging.getLogger(__name__)

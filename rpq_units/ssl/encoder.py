@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from rpq_units.errors import UserError
+from rpq_units.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +229,8 @@ def build_payload(
 
 def save_payload(payload: dict[str, Any], path: str | os.PathLike) -> None:
     """Write atomically (temp name, then rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path, f".tmp{os.getpid()}") as tmp:  # one temporary name per writer
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from rpq_units.pipeline.features import file_sha256
+from rpq_units.files import file_sha256
 from rpq_units.ssl.encoder import (
     SSLCheckpointError,
     SSLEncoder,
