@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from rpq_units.quant.base import GRADIENT_TRAINERS, QuantizerError
+from rpq_units.quant.base import GRADIENT_TRAINERS, at_least
 from rpq_units.quant.rvq import ResidualVectorQuantizer, SumOfCodewords, residual_beam_encode
 from rpq_units.quant.search import pad_rows, sum_codewords, topk
 
@@ -192,14 +192,12 @@ class AdditiveQuantizer(SumOfCodewords):
             num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
             trainer=trainer, trainer_conf=trainer_conf,
         )
-        if beam_width < 1:
-            raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
+        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
+        at_least("beam_width", beam_width, 1)
+        at_least("num_iters", num_iters, 0)
         self.beam_width = int(beam_width)
         self.num_iters = int(num_iters)
         self.ridge = float(ridge)
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.max_frames = None if max_frames is None else int(max_frames)
         self.codebooks: torch.Tensor | None = None
 
     def _fit(self, x: torch.Tensor) -> None:

@@ -84,6 +84,12 @@ def check_lengths(lengths: Any, n: int, what: str = "lengths") -> list[int] | No
     return lens
 
 
+def at_least(name: str, value: Any, low: float) -> None:
+    """The one check of an option's lower bound: ``"<name> must be >= <low>, got <value>"``."""
+    if value < low:
+        raise QuantizerError(f"{name} must be >= {low}, got {value}")
+
+
 def like_input(y: torch.Tensor, x: Any) -> Any:
     """Return ``y`` as numpy when the caller passed numpy, else as a tensor."""
     return y.cpu().numpy() if isinstance(x, np.ndarray) else y
@@ -91,7 +97,12 @@ def like_input(y: torch.Tensor, x: Any) -> Any:
 
 class Quantizer:
     """Base class. Subclasses set ``method`` and implement ``_fit``, ``_encode``, ``_decode``,
-    ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``."""
+    ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``.
+
+    The options every structure takes are checked here, once: ``num_codebooks`` (M >= 1),
+    ``codebook_size`` (K >= 2), ``seed`` (>= 0), ``trainer`` and ``trainer_conf``; those of the
+    structures fitted by iterations (all but random projection: ``max_iter``, ``tol``,
+    ``max_frames``) by :meth:`_set_fit_options`."""
 
     method: str = ""
     #: the trainers this structure takes; the first is the default
@@ -110,10 +121,9 @@ class Quantizer:
         trainer: str | None = None,
         trainer_conf: dict[str, Any] | None = None,
     ) -> None:
-        if num_codebooks < 1:
-            raise QuantizerError(f"num_codebooks must be >= 1, got {num_codebooks}")
-        if codebook_size < 2:
-            raise QuantizerError(f"codebook_size must be >= 2, got {codebook_size}")
+        at_least("num_codebooks", num_codebooks, 1)
+        at_least("codebook_size", codebook_size, 2)
+        at_least("seed", seed, 0)
         self.num_codebooks = int(num_codebooks)
         self.codebook_size = int(codebook_size)
         self.seed = int(seed)
@@ -206,6 +216,18 @@ class Quantizer:
         return {"format": FORMAT, "config": self.config(), "meta": dict(self.meta), "state": state}
 
     # ---- helpers for subclasses ----------------------------------------------------
+    def _set_fit_options(self, *, max_iter: int, tol: float, max_frames: int | None) -> None:
+        """Check and set the options of a structure fitted by iterations: ``max_iter`` (>= 1)
+        Lloyd iterations, ``tol`` (>= 0) their relative-objective stopping tolerance,
+        ``max_frames`` (>= 1; None: all) a seeded random subset of the training frames."""
+        at_least("max_iter", max_iter, 1)
+        at_least("tol", tol, 0)
+        if max_frames is not None:
+            at_least("max_frames", max_frames, 1)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.max_frames = None if max_frames is None else int(max_frames)
+
     def _check_fitted(self) -> None:
         if self.dim is None:
             raise QuantizerError(f"{self.method} quantizer is not fitted (call fit or load)")

@@ -90,11 +90,7 @@ class _SubspaceQuantizer(Quantizer):
             num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
             trainer=trainer, trainer_conf=trainer_conf,
         )
-        if max_iter < 1:
-            raise QuantizerError(f"max_iter must be >= 1, got {max_iter}")
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.max_frames = None if max_frames is None else int(max_frames)
+        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
         self.codebooks: torch.Tensor | None = None  # (M, K, d_max)
         self.inertia: torch.Tensor | None = None  # (M,)
         self.train_distortion: float | None = None

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from rpq_units.quant.base import Quantizer, QuantizerError, as_tensor, check_lengths
+from rpq_units.quant.base import Quantizer, QuantizerError, as_tensor, at_least, check_lengths
 from rpq_units.quant.search import assign_cosine, pad_rows
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,8 @@ class RandomProjectionQuantizer(Quantizer):
             num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
             trainer=trainer, trainer_conf=trainer_conf,
         )
-        if proj_dim < 1 or stack_frames < 1:
-            raise QuantizerError(
-                f"proj_dim and stack_frames must be >= 1, got {proj_dim}, {stack_frames}"
-            )
+        at_least("proj_dim", proj_dim, 1)
+        at_least("stack_frames", stack_frames, 1)
         self.proj_dim = int(proj_dim)
         self.stack_frames = int(stack_frames)
         self.mean = self.std = self.projection = self.codebook = self.scale = None

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from rpq_units.quant.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
+from rpq_units.quant.base import GRADIENT_TRAINERS, Quantizer, QuantizerError, at_least
 from rpq_units.quant.lloyd import fit_kmeans
 from rpq_units.quant.search import assign, sum_codewords, topk
 
@@ -205,18 +205,16 @@ class ResidualVectorQuantizer(SumOfCodewords):
             num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
             trainer=trainer, trainer_conf=trainer_conf,
         )
-        if beam_width < 1:
-            raise QuantizerError(f"beam_width must be >= 1, got {beam_width}")
+        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
+        at_least("beam_width", beam_width, 1)
+        at_least("progressive_dim", progressive_dim, 0)
         if beam_training not in BEAM_TRAINING:
             raise QuantizerError(
                 f"unknown beam_training {beam_training!r}; choose one of {', '.join(BEAM_TRAINING)}"
             )
         self.beam_width = int(beam_width)
         self.beam_training = beam_training
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
         self.progressive_dim = int(progressive_dim)
-        self.max_frames = None if max_frames is None else int(max_frames)
         self.codebooks: torch.Tensor | None = None  # (M, K, D)
 
     # ---- fitting -------------------------------------------------------------------
