@@ -177,7 +177,9 @@ def synthesize(spk: Speaker, text: str, out: Path) -> None:
                   f"(utt.save.wave (utt.synth (Utterance Text \"{spoken}\")) \"-\" 'riff))")
         synth = subprocess.run(["festival", "--batch", scheme], check=True, capture_output=True)
         wav = synth.stdout
-    subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", str(tmp)],
+    # -R: sox seeds its dither with a fixed number (without it every run's audio differs in the
+    # last bits, and so do the features, the codebooks and every figure made from them)
+    subprocess.run(["sox", "-R", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", str(tmp)],
                    input=wav, check=True, capture_output=True)
     os.replace(tmp, out)
 

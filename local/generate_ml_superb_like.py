@@ -107,7 +107,8 @@ def synthesize(job: tuple[str, str, str, int, int]) -> float:
         raw = os.path.join(tmp, "raw.wav")
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
                         "-w", raw, text], check=True, capture_output=True)  # fmt: skip
-        subprocess.run(["sox", "-q", raw, "-r", "16000", "-c", "1", "-b", "16", path + ".tmp.wav"],
+        # -R: a fixed seed for sox's dither, so a corpus comes out the same on every run
+        subprocess.run(["sox", "-q", "-R", raw, "-r", "16000", "-c", "1", "-b", "16", path + ".tmp.wav"],
                        check=True, capture_output=True)  # fmt: skip
     os.replace(path + ".tmp.wav", path)
     return sf.info(path).duration
