@@ -270,6 +270,79 @@ def _bitrate(q: Any | None, dim: int, frame_rate: float) -> float:
     return q.num_codebooks * math.log2(q.codebook_size) * frame_rate
 
 
+def _discretizers(
+    codebooks: Sequence[str], units: Sequence[str], names: Sequence[str], device: str
+) -> tuple[list[Any], tuple[str, str | None, int | None]]:
+    """The quantizers of ``codebooks`` (one per name and unit file) and the ``(upstream, ckpt,
+    layer)`` of the features they were all fitted on."""
+    from rpq_units.pipeline.codebooks import load_quantizer
+
+    if not (len(codebooks) == len(units) == len(names)):
+        raise ResynthError(
+            f"give one codebook and one unit file per name: {len(names)} names, "
+            f"{len(codebooks)} codebooks, {len(units)} unit files"
+        )
+    if set(names) & {ORIGINAL, COPY, CONTINUOUS}:
+        raise ResynthError(f"discretizer names must differ from {ORIGINAL}, {COPY}, {CONTINUOUS}")
+    qs = [load_quantizer(c, device=device) for c in codebooks]
+    metas = [(q.meta.get("upstream"), q.meta.get("upstream_ckpt"), q.meta.get("layer")) for q in qs]
+    if not qs:
+        raise ResynthError("no discretizers given")
+    if len(set(metas)) != 1:
+        raise ResynthError(f"the codebooks were fitted on different features: {metas}")
+    if not metas[0][0]:
+        raise ResynthError(f"{codebooks[0]}: no upstream recorded in the codebook")
+    return qs, metas[0]
+
+
+def _utterance_codes(
+    q: Any, text: dict[str, str], ufile: str, uttid: str, name: str, frames: int
+) -> np.ndarray:
+    """Codes ``(T, M)`` of ``uttid`` in the unit text of ``ufile`` (discretizer ``name``); a
+    frame count other than the features' ``frames`` is logged."""
+    from rpq_units.pipeline.units import UnitsError, text_to_units
+
+    try:
+        codes = text_to_units(text[uttid], q.num_codebooks, q.codebook_size)
+    except UnitsError as e:
+        raise ResynthError(f"{ufile}: utterance {uttid}: {e}") from e
+    if codes.shape[0] != frames:
+        logger.warning("%s: %s has %d frames, the features %d", uttid, name, codes.shape[0], frames)
+    return codes
+
+
+def _summary(
+    systems: list[str], quantizers: dict[str, Any], dim: int, frame_rate: float,
+    per_utt: dict[str, dict[str, dict[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """Per system: its bit rate (``kbps``) and the mean over utterances of each measure."""
+    bitrate = {ORIGINAL: 16.0 * SAMPLE_RATE, CONTINUOUS: _bitrate(None, dim, frame_rate)}
+    if COPY in systems:
+        bitrate[COPY] = bitrate[CONTINUOUS]
+    for name, q in quantizers.items():
+        bitrate[name] = _bitrate(q, dim, frame_rate)
+    summary: dict[str, dict[str, float]] = {}
+    for s in systems:
+        row: dict[str, float] = {"kbps": bitrate[s] / 1000.0}
+        if s != ORIGINAL:
+            keys = next(iter(per_utt[s].values())).keys()
+            for k in keys:
+                vals = [m[k] for m in per_utt[s].values()]
+                row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
+        summary[s] = row
+    return summary
+
+
+def _references(data_dir: str) -> dict[str, str]:
+    """The reference transcripts of ``data_dir`` by utterance id (none without ``text``)."""
+    text_file = Path(data_dir) / "text"
+    if not text_file.is_file():
+        return {}
+    from rpq_units.evaluation.scoring import read_text
+
+    return read_text(text_file)
+
+
 def resynth(
     *,
     data_dir: str,
@@ -300,27 +373,11 @@ def resynth(
     if judge not in JUDGES:
         raise ResynthError(f"judge must be one of {', '.join(JUDGES)}, got {judge!r}")
     from rpq_units.evaluation.speech_metrics import all_measures, world_analysis
-    from rpq_units.pipeline.codebooks import load_quantizer
     from rpq_units.pipeline.data import AudioLoader, load_data_dir
     from rpq_units.pipeline.features import FeatureExtractor
-    from rpq_units.pipeline.units import UnitsError, read_units, text_to_units
+    from rpq_units.pipeline.units import read_units
 
-    if not (len(codebooks) == len(units) == len(names)):
-        raise ResynthError(
-            f"give one codebook and one unit file per name: {len(names)} names, "
-            f"{len(codebooks)} codebooks, {len(units)} unit files"
-        )
-    if set(names) & {ORIGINAL, COPY, CONTINUOUS}:
-        raise ResynthError(f"discretizer names must differ from {ORIGINAL}, {COPY}, {CONTINUOUS}")
-    qs = [load_quantizer(c, device=device) for c in codebooks]
-    metas = [(q.meta.get("upstream"), q.meta.get("upstream_ckpt"), q.meta.get("layer")) for q in qs]
-    if not qs:
-        raise ResynthError("no discretizers given")
-    if len(set(metas)) != 1:
-        raise ResynthError(f"the codebooks were fitted on different features: {metas}")
-    upstream, ckpt, layer = metas[0]
-    if not upstream:
-        raise ResynthError(f"{codebooks[0]}: no upstream recorded in the codebook")
+    qs, (upstream, ckpt, layer) = _discretizers(codebooks, units, names, device)
     unit_text = [read_units(u) for u in units]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -348,13 +405,7 @@ def resynth(
         if cp is not None:
             made[COPY] = cp
         for name, q, text, ufile in zip(names, qs, unit_text, units, strict=True):
-            try:
-                codes = text_to_units(text[utt.uttid], q.num_codebooks, q.codebook_size)
-            except UnitsError as e:
-                raise ResynthError(f"{ufile}: utterance {utt.uttid}: {e}") from e
-            if codes.shape[0] != feats.shape[0]:
-                logger.warning("%s: %s has %d frames, the features %d", utt.uttid, name,
-                               codes.shape[0], feats.shape[0])
+            codes = _utterance_codes(q, text, ufile, utt.uttid, name, feats.shape[0])
             made[name] = synth(q.decode(codes), wav.shape[0], seed=seed + i)
         ref_world = world_analysis(wav, SAMPLE_RATE)
         for s, w in made.items():
@@ -363,31 +414,13 @@ def resynth(
             if s != ORIGINAL:
                 per_utt[s][utt.uttid] = all_measures(wav, w, SAMPLE_RATE, ref_world=ref_world)
     frame_rate = fx.frame_rate
-    bitrate = {ORIGINAL: 16.0 * SAMPLE_RATE, CONTINUOUS: _bitrate(None, fx.dim, frame_rate)}
-    if COPY in systems:
-        bitrate[COPY] = bitrate[CONTINUOUS]
-    for name, q in zip(names, qs, strict=True):
-        bitrate[name] = _bitrate(q, fx.dim, frame_rate)
-    summary: dict[str, dict[str, float]] = {}
-    for s in systems:
-        row: dict[str, float] = {"kbps": bitrate[s] / 1000.0}
-        if s != ORIGINAL:
-            keys = next(iter(per_utt[s].values())).keys()
-            for k in keys:
-                vals = [m[k] for m in per_utt[s].values()]
-                row[k] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
-        summary[s] = row
+    summary = _summary(systems, dict(zip(names, qs, strict=True)), fx.dim, frame_rate, per_utt)
     if judge == "whisper":
         asr = _whisper_scores(judge_model, audio, data_dir, score_unit, device, summary)
     else:
         asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device,
                           summary, features=fx.extract, decode_args=asr_decode_args)
-    refs = {}
-    text_file = Path(data_dir) / "text"
-    if text_file.is_file():
-        from rpq_units.evaluation.scoring import read_text
-
-        refs = read_text(text_file)
+    refs = _references(data_dir)
     report = {
         "data_dir": str(data_dir),
         "upstream": upstream,

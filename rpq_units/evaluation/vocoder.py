@@ -276,6 +276,72 @@ class SegmentSampler:
         return torch.stack(xs), torch.stack(ys)
 
 
+def _resume_training(
+    resume: Path, vocoder: Vocoder, disc: torch.nn.Module, opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+) -> None:
+    """Load the generator, discriminator, optimizers and step count saved in ``resume``."""
+    st = torch.load(resume, map_location="cpu", weights_only=True)
+    vocoder.generator.load_state_dict(st["generator"])
+    disc.load_state_dict(st["discriminator"])
+    opt_g.load_state_dict(st["opt_g"])
+    opt_d.load_state_dict(st["opt_d"])
+    vocoder.steps = int(st["steps"])
+    logger.info("vocoder: resumed from %s at step %d", resume, vocoder.steps)
+
+
+def _save_training(
+    out: str | os.PathLike, resume: Path, vocoder: Vocoder, disc: torch.nn.Module,
+    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+) -> None:
+    """Save the vocoder to ``out`` and what resuming needs to ``resume``."""
+    vocoder.save(out)
+    _save_atomic(
+        {
+            "generator": vocoder.generator.state_dict(),
+            "discriminator": disc.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "steps": vocoder.steps,
+        },
+        resume,
+    )
+
+
+def _gan_step(
+    vocoder: Vocoder, disc: torch.nn.Module, melspec: torch.nn.Module,
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
+    *, adv: bool, tc: dict[str, Any],
+) -> dict[str, float]:
+    """One HiFi-GAN step on normalized features ``x: (B, T, D)`` and waveforms ``y: (B, L)``:
+    the generator's mel L1 loss (plus, with ``adv``, its adversarial and feature-matching
+    losses), then with ``adv`` the discriminator's; returns the step's losses."""
+    opt_g, opt_d = opts
+    hist: dict[str, float] = {}
+    y_hat = vocoder.generator(x.transpose(1, 2))  # (B, 1, L)
+    mel_loss = F.l1_loss(melspec(y_hat.squeeze(1)), melspec(y))
+    loss_g = tc["lambda_mel"] * mel_loss
+    if adv:
+        outs_fake = disc(y_hat)
+        with torch.no_grad():
+            outs_real = disc(y.unsqueeze(1))
+        loss_g = loss_g + generator_adv_loss(outs_fake) + tc["lambda_fm"] * (
+            feature_match_loss(outs_fake, outs_real)
+        )
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    if adv:
+        real, fake = discriminator_adv_loss(disc(y_hat.detach()), disc(y.unsqueeze(1)))
+        opt_d.zero_grad(set_to_none=True)
+        (real + fake).backward()
+        opt_d.step()
+        hist["d_loss"] = float((real + fake).detach())
+    hist["mel_l1"] = float(mel_loss.detach())
+    hist["g_loss"] = float(loss_g.detach())
+    return hist
+
+
 def train_vocoder(
     vocoder: Vocoder,
     feats: Sequence[np.ndarray],
@@ -304,32 +370,15 @@ def train_vocoder(
     vocoder.feat_std = torch.as_tensor(frames.std(0) + 1e-5, device=dev)
     resume = Path(f"{out}.train") if out is not None else None
     if resume is not None and resume.is_file():
-        st = torch.load(resume, map_location="cpu", weights_only=True)
-        vocoder.generator.load_state_dict(st["generator"])
-        disc.load_state_dict(st["discriminator"])
-        opt_g.load_state_dict(st["opt_g"])
-        opt_d.load_state_dict(st["opt_d"])
-        vocoder.steps = int(st["steps"])
-        logger.info("vocoder: resumed from %s at step %d", resume, vocoder.steps)
+        _resume_training(resume, vocoder, disc, opt_g, opt_d)
     sampler = SegmentSampler(
         feats, wavs, hop=vocoder.hop, segment_frames=int(tc["segment_frames"]),
         seed=int(tc["seed"]) + vocoder.steps,
     )
 
     def save() -> None:
-        if out is None:
-            return
-        vocoder.save(out)
-        _save_atomic(
-            {
-                "generator": vocoder.generator.state_dict(),
-                "discriminator": disc.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "steps": vocoder.steps,
-            },
-            resume,
-        )
+        if out is not None:
+            _save_training(out, resume, vocoder, disc, opt_g, opt_d)
 
     from tqdm import tqdm
 
@@ -346,28 +395,8 @@ def train_vocoder(
                 g["lr"] = lr
         x, y = sampler.batch(int(tc["batch_size"]))
         x, y = vocoder.normalize(x.to(dev)), y.to(dev)
-        y_hat = vocoder.generator(x.transpose(1, 2))  # (B, 1, L)
-        mel_loss = F.l1_loss(melspec(y_hat.squeeze(1)), melspec(y))
-        adv = step >= int(tc["adv_start_step"])
-        loss_g = tc["lambda_mel"] * mel_loss
-        if adv:
-            outs_fake = disc(y_hat)
-            with torch.no_grad():
-                outs_real = disc(y.unsqueeze(1))
-            loss_g = loss_g + generator_adv_loss(outs_fake) + tc["lambda_fm"] * (
-                feature_match_loss(outs_fake, outs_real)
-            )
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        if adv:
-            real, fake = discriminator_adv_loss(disc(y_hat.detach()), disc(y.unsqueeze(1)))
-            opt_d.zero_grad(set_to_none=True)
-            (real + fake).backward()
-            opt_d.step()
-            hist["d_loss"] = float((real + fake).detach())
-        hist["mel_l1"] = float(mel_loss.detach())
-        hist["g_loss"] = float(loss_g.detach())
+        hist.update(_gan_step(vocoder, disc, melspec, (opt_g, opt_d), x, y,
+                              adv=step >= int(tc["adv_start_step"]), tc=tc))
         vocoder.steps = step + 1
         if vocoder.steps % int(tc["log_every"]) == 0 or vocoder.steps == total:
             logger.info(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,40 +117,15 @@ def iter_features(
 
     ``clock``: seconds are added to its ``"audio"`` (waiting for the reader thread) and
     ``"forward"`` (the upstream's forward with the copy of its output to the host) keys."""
-    from rpq_units.pipeline.features import FeatureError
-
     clock = {} if clock is None else clock
     clock.setdefault("audio", 0.0)
     clock.setdefault("forward", 0.0)
 
     load = AudioLoader()
-
-    def bad(utt: Utterance, err: Exception) -> None:
-        msg = str(err) if utt.uttid in str(err) else f"utterance {utt.uttid}: {err}"
-        if strict:
-            raise BadUtterance(msg) from err
-        logger.warning("skipping %s", msg)
-        skipped.append(utt.uttid)
+    bad = _bad_utterance_handler(strict, skipped)
 
     def run(batch: list[tuple[Utterance, np.ndarray]]) -> list[tuple[Utterance, np.ndarray]]:
-        if len(batch) == 1:
-            utt, wav = batch[0]
-            try:
-                return [(utt, _check_feats(utt, fx.extract(wav)))]
-            except (FeatureError, BadUtterance) as e:
-                bad(utt, e)
-                return []
-        try:
-            feats = fx.extract_batch([w for _, w in batch])
-        except FeatureError:  # find the culprit one by one
-            return [r for item in batch for r in run([item])]
-        out = []
-        for (utt, _), f in zip(batch, feats, strict=True):
-            try:
-                out.append((utt, _check_feats(utt, f)))
-            except BadUtterance as e:
-                bad(utt, e)
-        return out
+        return _extract_batch(fx, batch, bad)
 
     # batches of similar lengths (less padding): up to LENGTH_SORT_BATCHES batches of loaded
     # utterances are cut into batches in order of length; results come out in input order
@@ -190,6 +165,51 @@ def iter_features(
         # now, not when the frame is freed: the progress bar ends before an error is printed
         # and the reader thread stops
         loaded.close()
+
+
+def _bad_utterance_handler(
+    strict: bool, skipped: list[str]
+) -> Callable[[Utterance, Exception], None]:
+    """What to do with an utterance that failed: raise :class:`BadUtterance` (``strict``), or
+    log it and append its id to ``skipped``."""
+
+    def bad(utt: Utterance, err: Exception) -> None:
+        msg = str(err) if utt.uttid in str(err) else f"utterance {utt.uttid}: {err}"
+        if strict:
+            raise BadUtterance(msg) from err
+        logger.warning("skipping %s", msg)
+        skipped.append(utt.uttid)
+
+    return bad
+
+
+def _extract_batch(
+    fx: Any, batch: list[tuple[Utterance, np.ndarray]],
+    bad: Callable[[Utterance, Exception], None],
+) -> list[tuple[Utterance, np.ndarray]]:
+    """``(utterance, feats (T, D))`` of the loaded ``(utterance, wav)`` of ``batch``: one
+    forward of them all; when that fails, one at a time to find the culprit; each bad one goes
+    to ``bad``."""
+    from rpq_units.pipeline.features import FeatureError
+
+    if len(batch) == 1:
+        utt, wav = batch[0]
+        try:
+            return [(utt, _check_feats(utt, fx.extract(wav)))]
+        except (FeatureError, BadUtterance) as e:
+            bad(utt, e)
+            return []
+    try:
+        feats = fx.extract_batch([w for _, w in batch])
+    except FeatureError:  # find the culprit one by one
+        return [r for item in batch for r in _extract_batch(fx, [item], bad)]
+    out = []
+    for (utt, _), f in zip(batch, feats, strict=True):
+        try:
+            out.append((utt, _check_feats(utt, f)))
+        except BadUtterance as e:
+            bad(utt, e)
+    return out
 
 
 @contextmanager
@@ -286,19 +306,7 @@ def dump_feats(
     if format not in writers:
         raise ValueError(f"unknown feature format {format!r} (npy or ark)")
 
-    utts = load_data_dir(data_dir)
-    chosen = select_portion(len(utts), portion, seed)
-    mine = [utts[chosen[i]] for i in shard_range(len(chosen), nshard, rank)]
-    logger.info(
-        "dump_feats: %d of %d utterances selected (portion %g, seed %d); shard %d/%d has %d",
-        len(chosen),
-        len(utts),
-        portion,
-        seed,
-        rank,
-        nshard,
-        len(mine),
-    )
+    mine = _portion_shard(data_dir, portion, seed, nshard, rank)
     start = time.perf_counter()
     clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "write": 0.0}
     with _timed(clock, "load"):
@@ -309,12 +317,10 @@ def dump_feats(
     skipped: list[str] = []
     dumped: dict[str, np.ndarray] = {}
     if from_feats_dir is not None:
-        dumped, _ = reusable_features(
-            from_feats_dir, data_dir=data_dir, upstream=upstream, ckpt=fx.ckpt,
-            sha=fx.ckpt_sha256, layer=fx.layer, autocast=autocast, batch_size=batch_size)
-        dumped = {u.uttid: dumped[u.uttid] for u in mine if u.uttid in dumped}
-        logger.info("dump_feats: %d of %d utterances from the features in %s, %d through the "
-                    "upstream", len(dumped), len(mine), from_feats_dir, len(mine) - len(dumped))
+        dumped, _ = _features_of(
+            "dump_feats", from_feats_dir, mine, data_dir=data_dir, upstream=upstream,
+            ckpt=fx.ckpt, sha=fx.ckpt_sha256, layer=fx.layer, autocast=autocast,
+            batch_size=batch_size)
     rest = [u for u in mine if u.uttid not in dumped]
     computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
                              desc=f"dump_feats.{rank}", clock=clock)
@@ -341,15 +347,24 @@ def dump_feats(
     write_feats_json(out, info)
     summary = {"utterances": len(writer.ids), "frames": sum(writer.lens), "skipped": len(skipped),
                "seconds": clock}
-    logger.info(
-        "dump_feats: wrote %s (%d utterances, %d frames, %d skipped)",
-        writer.path,
-        summary["utterances"],
-        summary["frames"],
-        summary["skipped"],
-    )
+    logger.info("dump_feats: wrote %s (%d utterances, %d frames, %d skipped)", writer.path,
+                summary["utterances"], summary["frames"], summary["skipped"])
     logger.info("dump_feats: %s", clock_line(clock))
     return summary
+
+
+def _portion_shard(
+    data_dir: str, portion: float, seed: int, nshard: int, rank: int
+) -> list[Utterance]:
+    """The utterances of shard ``rank`` of ``nshard`` of a seeded ``portion`` of ``data_dir``."""
+    utts = load_data_dir(data_dir)
+    chosen = select_portion(len(utts), portion, seed)
+    mine = [utts[chosen[i]] for i in shard_range(len(chosen), nshard, rank)]
+    logger.info(
+        "dump_feats: %d of %d utterances selected (portion %g, seed %d); shard %d/%d has %d",
+        len(chosen), len(utts), portion, seed, rank, nshard, len(mine),
+    )
+    return mine
 
 
 def clock_line(clock: dict[str, float]) -> str:
@@ -420,11 +435,7 @@ def fit(
         raise QuantizerError(f"method {method}: bad option ({e})") from e
     shards = FeatureShards(feats_dir)
     t0 = time.time()
-    lengths = None
-    if q.context_frames > 1:  # codes of windows of frames: whole utterances, never pooled frames
-        x, lengths = shards.utterance_frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
-    else:
-        x = shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    x, lengths = _training_frames(q, shards, cfg)
     t_load = time.time() - t0
     logger.info("fit: %s on %d x %d frames from %s", method, x.shape[0], x.shape[1], feats_dir)
     if x.shape[0] == 0:
@@ -433,17 +444,7 @@ def fit(
     budget = None if memory_budget is None else int(memory_budget * 2**30)
     q.fit(x, lengths, memory_budget=budget)
     t_fit = time.time() - t0
-    info = shards.info
-    q.meta = {
-        "upstream": info.get("upstream"),
-        "upstream_ckpt": info.get("upstream_ckpt"),
-        "upstream_sha256": info.get("upstream_sha256"),
-        "upstream_kind": info.get("upstream_kind"),
-        "layer": info.get("layer"),
-        "sample_rate": info.get("sample_rate", 16000),
-        "frame_rate": info.get("frame_rate"),
-        "feats_dir": str(Path(feats_dir).resolve()),
-    }
+    q.meta = _codebook_meta(shards.info, feats_dir)
     out_path = Path(out)
     save_codebook(q, out_path)
     distortion = reconstruction_mse(q, x, lengths, memory_budget=budget)
@@ -462,6 +463,45 @@ def fit(
     write_text_atomic(out_path.with_suffix(".metrics.json"), json.dumps(metrics, indent=2) + "\n")
     logger.info("fit: wrote %s (distortion %.6g, %.1f s)", out_path, distortion, t_fit)
     return metrics
+
+
+def _training_frames(
+    q: Any, shards: FeatureShards, cfg: dict[str, Any]
+) -> tuple[np.ndarray, list[int] | None]:
+    """The frames ``x: (N, D)`` to fit ``q`` on (at most ``cfg["max_frames"]``, drawn with
+    ``cfg["seed"]``) and, for a quantizer of windows of frames, the lengths of their
+    utterances (whole utterances, never pooled frames); else lengths ``None``."""
+    if q.context_frames > 1:
+        return shards.utterance_frames(cfg.get("max_frames"), int(cfg.get("seed", 0)))
+    return shards.frames(cfg.get("max_frames"), int(cfg.get("seed", 0))), None
+
+
+def _codebook_meta(info: dict[str, Any], feats_dir: str) -> dict[str, Any]:
+    """A codebook's provenance: the upstream and layer of the features (``feats.json``
+    ``info``) it was fit on, and their folder."""
+    return {
+        "upstream": info.get("upstream"),
+        "upstream_ckpt": info.get("upstream_ckpt"),
+        "upstream_sha256": info.get("upstream_sha256"),
+        "upstream_kind": info.get("upstream_kind"),
+        "layer": info.get("layer"),
+        "sample_rate": info.get("sample_rate", 16000),
+        "frame_rate": info.get("frame_rate"),
+        "feats_dir": str(Path(feats_dir).resolve()),
+    }
+
+
+def _features_of(
+    what: str, feats_dir: str, utts: Sequence[Utterance], **same_as: Any
+) -> tuple[dict[str, np.ndarray], int]:
+    """The features of those of ``utts`` that ``feats_dir`` holds, by utterance id, and their
+    dimension, when :func:`reusable_features` (``same_as``: its keyword arguments) allows;
+    logs how many come from there (``what``: the step's name)."""
+    dumped, dim = reusable_features(feats_dir, **same_as)
+    dumped = {u.uttid: dumped[u.uttid] for u in utts if u.uttid in dumped}
+    logger.info("%s: %d of %d utterances from the features in %s, %d through the upstream",
+                what, len(dumped), len(utts), feats_dir, len(utts) - len(dumped))
+    return dumped, dim
 
 
 def reusable_features(
@@ -548,6 +588,55 @@ def encode(
 
     q = load_quantizer(codebook, device=device)
     meta = q.meta
+    up, same, ckpt, lay = _encoding_upstream(meta, codebook, upstream, upstream_ckpt, layer)
+    start = time.perf_counter()
+    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "quantize": 0.0, "write": 0.0}
+    utts = load_data_dir(data_dir)
+    mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
+    sha = meta.get("upstream_sha256")
+    dumped: dict[str, np.ndarray] = {}
+    if feats_dir is not None:
+        dumped, dim = _features_of(
+            "encode", feats_dir, mine, data_dir=data_dir, upstream=up, ckpt=ckpt,
+            sha=sha if same else None, layer=lay, autocast=autocast, batch_size=batch_size)
+        if dumped and dim != q.dim:
+            raise QuantizerError(f"codebook {codebook} was trained on {q.dim}-dim features but "
+                                 f"{feats_dir} has {dim}-dim features")
+    rest = [u for u in mine if u.uttid not in dumped]
+    computed: Iterator[tuple[Utterance, np.ndarray]] = iter(())
+    skipped: list[str] = []
+    if rest:
+        with _timed(clock, "load"):
+            fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
+                                  chunk_s=chunk_s, autocast=autocast)
+        _check_upstream_fits(fx, q, codebook, up, sha if same else None)
+        computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
+                                 desc=f"encode.{rank}", clock=clock)
+    arks = UnitArkWriter(ark) if ark else None
+    units, frames = _units_of(q, merge_in_order(mine, dumped, computed), arks,
+                              quantize_frames=quantize_frames, strict=strict, skipped=skipped,
+                              clock=clock)
+    report_skipped("encode", len(units), len(mine), skipped)
+    with _timed(clock, "write"):
+        write_units(out, units)
+        if arks is not None:
+            arks.close()
+    clock["total"] = time.perf_counter() - start
+    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
+               "from_feats_dir": len(dumped), "seconds": clock}
+    logger.info("encode: wrote %s (%d utterances, %d frames, %d skipped)", out, len(units),
+                frames, len(skipped))
+    logger.info("encode: %s", clock_line(clock))
+    return summary
+
+
+def _encoding_upstream(
+    meta: dict[str, Any], codebook: str, upstream: str | None, upstream_ckpt: str | None,
+    layer: int | None,
+) -> tuple[str, bool, str | None, int]:
+    """``(upstream, same, ckpt, layer)`` that ``encode`` computes features with: the given
+    ones, else the codebook's (``meta``); ``same``: the upstream is the codebook's own. The
+    layer of another upstream defaults to its last."""
     up = upstream or meta.get("upstream")
     if not up:
         raise QuantizerError(f"{codebook}: no upstream recorded in the codebook; give --upstream")
@@ -557,44 +646,34 @@ def encode(
         lay = layer
     else:  # the codebook's layer for its own upstream, the last layer of another one
         lay = meta.get("layer", -1) if same else -1
-    start = time.perf_counter()
-    clock = {"load": 0.0, "audio": 0.0, "forward": 0.0, "quantize": 0.0, "write": 0.0}
-    utts = load_data_dir(data_dir)
-    mine = [utts[i] for i in shard_range(len(utts), nshard, rank)]
-    sha = meta.get("upstream_sha256")
-    dumped: dict[str, np.ndarray] = {}
-    if feats_dir is not None:
-        dumped, dim = reusable_features(
-            feats_dir, data_dir=data_dir, upstream=up, ckpt=ckpt, sha=sha if same else None,
-            layer=lay, autocast=autocast, batch_size=batch_size)
-        dumped = {u.uttid: dumped[u.uttid] for u in mine if u.uttid in dumped}
-        if dumped and dim != q.dim:
-            raise QuantizerError(f"codebook {codebook} was trained on {q.dim}-dim features but "
-                                 f"{feats_dir} has {dim}-dim features")
-        logger.info("encode: %d of %d utterances from the features in %s, %d through the "
-                    "upstream", len(dumped), len(mine), feats_dir, len(mine) - len(dumped))
-    rest = [u for u in mine if u.uttid not in dumped]
-    computed: Iterator[tuple[Utterance, np.ndarray]] = iter(())
-    skipped: list[str] = []
-    if rest:
-        with _timed(clock, "load"):
-            fx = FeatureExtractor(upstream=up, ckpt=ckpt, layer=lay, device=device,
-                                  chunk_s=chunk_s, autocast=autocast)
-        if same and sha and fx.ckpt_sha256 != sha:
-            raise QuantizerError(
-                f"codebook {codebook} was fit on features of a checkpoint with sha256 "
-                f"{sha[:12]}..., but {fx.ckpt} has sha256 {(fx.ckpt_sha256 or '')[:12]}... "
-                "(another or changed file)"
-            )
-        if fx.dim != q.dim:
-            raise QuantizerError(
-                f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
-                f"layer {fx.layer} gives {fx.dim}-dim features"
-            )
-        computed = iter_features(rest, fx, strict=strict, skipped=skipped, batch_size=batch_size,
-                                 desc=f"encode.{rank}", clock=clock)
+    return up, same, ckpt, lay
+
+
+def _check_upstream_fits(fx: Any, q: Any, codebook: str, up: str, sha: str | None) -> None:
+    """Refuse the features of ``fx`` (upstream ``up``) whose checkpoint is not the one the codebook was fit on (``sha``:
+    its recorded sha256, for the codebook's own upstream) or whose features have another
+    dimension."""
+    if sha and fx.ckpt_sha256 != sha:
+        raise QuantizerError(
+            f"codebook {codebook} was fit on features of a checkpoint with sha256 "
+            f"{sha[:12]}..., but {fx.ckpt} has sha256 {(fx.ckpt_sha256 or '')[:12]}... "
+            "(another or changed file)"
+        )
+    if fx.dim != q.dim:
+        raise QuantizerError(
+            f"codebook {codebook} was trained on {q.dim}-dim features but upstream {up} "
+            f"layer {fx.layer} gives {fx.dim}-dim features"
+        )
+
+
+def _units_of(
+    q: Any, feats: Iterator[tuple[Utterance, np.ndarray]], arks: UnitArkWriter | None, *,
+    quantize_frames: int, strict: bool, skipped: list[str], clock: dict[str, float],
+) -> tuple[dict[str, str], int]:
+    """Unit text by utterance id of ``(utterance, feats)`` and the number of frames; codes are
+    also added to ``arks``. Utterances are gathered until their frames reach
+    ``quantize_frames`` and quantized in one search (a longer utterance alone)."""
     units: dict[str, str] = {}
-    arks = UnitArkWriter(ark) if ark else None
     frames = 0
     pending: list[tuple[Utterance, np.ndarray]] = []
     pending_frames = 0
@@ -610,30 +689,14 @@ def encode(
         pending.clear()
         pending_frames = 0
 
-    for utt, feats in merge_in_order(mine, dumped, computed):
-        if pending and pending_frames + feats.shape[0] > quantize_frames:
+    for utt, f in feats:
+        if pending and pending_frames + f.shape[0] > quantize_frames:
             flush()
-        pending.append((utt, feats))
-        pending_frames += feats.shape[0]
+        pending.append((utt, f))
+        pending_frames += f.shape[0]
     if pending:
         flush()
-    report_skipped("encode", len(units), len(mine), skipped)
-    with _timed(clock, "write"):
-        write_units(out, units)
-        if arks is not None:
-            arks.close()
-    clock["total"] = time.perf_counter() - start
-    summary = {"utterances": len(units), "frames": frames, "skipped": len(skipped),
-               "from_feats_dir": len(dumped), "seconds": clock}
-    logger.info(
-        "encode: wrote %s (%d utterances, %d frames, %d skipped)",
-        out,
-        len(units),
-        frames,
-        len(skipped),
-    )
-    logger.info("encode: %s", clock_line(clock))
-    return summary
+    return units, frames
 
 
 def token_list(

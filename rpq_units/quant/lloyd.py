@@ -550,6 +550,22 @@ def _lloyd(
 
 
 @torch.no_grad()
+def _initial_centroids(
+    x: torch.Tensor, k: int, init: str | torch.Tensor, init_frames: int | None,
+    warm_frames: int | None, gen: torch.Generator, device: torch.device,
+) -> tuple[torch.Tensor, int]:
+    """Initial centroids (G, K, d) on ``device`` for :func:`fit_kmeans` and the rows of its
+    warm start (0: none): ``init`` as given, or k-means++ seeds on a subset of x (G, N, d)."""
+    g, n, d = x.shape
+    if isinstance(init, torch.Tensor):
+        return init.reshape(g, k, d).to(device, x.dtype).clone(), 0
+    if init != "k-means++":
+        raise ValueError(f"k-means: unknown init {init!r} (use 'k-means++' or a tensor)")
+    n0 = min(n, init_frames or max(INIT_FRAMES_PER_CENTROID * k, 1024))
+    cent = kmeans_plusplus(subsample(x, n0, gen, dim=1).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
+    return cent, WARM_FRAMES_PER_CENTROID * k if warm_frames is None else warm_frames
+
+
 def fit_kmeans(
     x: torch.Tensor,
     k: int,
@@ -602,15 +618,7 @@ def fit_kmeans(
         raise ValueError(f"k-means: {n} rows is fewer than k={k}")
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
-    if isinstance(init, torch.Tensor):
-        cent = init.reshape(g, k, d).to(device, x.dtype).clone()
-        warm = 0
-    elif init == "k-means++":
-        n0 = min(n, init_frames or max(INIT_FRAMES_PER_CENTROID * k, 1024))
-        cent = kmeans_plusplus(subsample(x, n0, gen, dim=1).to(device), k, gen, proj_dim=SEED_PROJ_DIM)
-        warm = WARM_FRAMES_PER_CENTROID * k if warm_frames is None else warm_frames
-    else:
-        raise ValueError(f"k-means: unknown init {init!r} (use 'k-means++' or a tensor)")
+    cent, warm = _initial_centroids(x, k, init, init_frames, warm_frames, gen, device)
     if bounds is None:
         bounds = device.type == "cpu" and rows is None
     elif bounds and rows is not None:

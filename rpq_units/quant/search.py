@@ -34,8 +34,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -253,6 +254,23 @@ def _count(stats: dict | None, rows: int, rescored: int, fallback: int) -> None:
 
 
 @torch.no_grad()
+def _candidates(
+    sc: torch.Tensor, unsure: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor, v2: torch.Tensor,
+    t: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``t`` best approximate centroids ``(U, t)`` of the ``unsure`` rows of the scores
+    ``sc`` (b, K; the best ``i1`` already set to inf, ``i2`` / ``v2`` the second best) and the
+    approximate score after them ``(U,)``."""
+    sub = sc.index_select(0, unsure)
+    cand = [i1.index_select(0, unsure), i2.index_select(0, unsure)]
+    nxt = v2.index_select(0, unsure)
+    for _ in range(t - 1):
+        sub.scatter_(1, cand[-1].unsqueeze(1), float("inf"))
+        nxt, i_next = sub.min(dim=1)
+        cand.append(i_next)
+    return torch.stack(cand[:t], dim=1), nxt
+
+
 def assign_lowp(
     x: torch.Tensor,
     centroids: torch.Tensor,
@@ -320,18 +338,10 @@ def assign_lowp(
                 unsure = (v2.float() - v1.float() <= 2.0 * err).nonzero().squeeze(1)
                 if unsure.numel():
                     rescored += int(unsure.numel())
-                    # the ``candidates`` best of the unsure rows and the score after them
-                    sub = sc.index_select(0, unsure)
-                    cand = [i1.index_select(0, unsure), i2.index_select(0, unsure)]
-                    nxt = v2.index_select(0, unsure)
-                    for _ in range(t - 1):
-                        sub.scatter_(1, cand[-1].unsqueeze(1), float("inf"))
-                        nxt, i_next = sub.min(dim=1)
-                        cand.append(i_next)
+                    cand, nxt = _candidates(sc, unsure, i1, i2, v2, t)
                     code = i1.clone()
                     limit = (nxt.float() - err.index_select(0, unsure)) * (a * beta)
-                    fallback += _tiers_2_3(xc, nrm, code, unsure, torch.stack(cand[:t], dim=1),
-                                           limit, cc, cc_sq)
+                    fallback += _tiers_2_3(xc, nrm, code, unsure, cand, limit, cc, cc_sq)
                 dist[gi, s:e] = _store(codes[gi, s:e], code, xc, cc)
     _count(stats, g * n, rescored, fallback)
     return codes, dist
@@ -463,24 +473,13 @@ def assign_fused(
     """
     from rpq_units.quant import search_triton as st
 
-    kernel = kernel or FUSED_KERNEL
-    if kernel not in ("triton", "gemm"):
-        raise ValueError(f"assign_fused: unknown kernel {kernel!r} (triton or gemm)")
-    top2 = st.top2 if kernel == "triton" else st.top2_gemm
-
+    top2 = _fused_top2(kernel or FUSED_KERNEL)
     g, n, d = x.shape
     k = centroids.shape[1]
     if prepared is not None:
         dtype = prepared.dtype
     kp, dp = st.padded(k, d)
-    elem = torch.finfo(dtype).bits // 8
-    if prepared is not None:
-        step = max(1, n)
-    else:
-        # row blocks of at least 256 MiB of rounded rows (and at least TUNE_MIN_ROWS rows: the
-        # kernel's autotuned tiles)
-        default = max(st.TUNE_MIN_ROWS, (1 << 28) // (dp * elem)) if x.is_cuda else 4096
-        step = max(1, min(n, block_rows or default))
+    step = max(1, n) if prepared is not None else _fused_block_rows(x, dp, dtype, block_rows)
     codes = torch.empty(g, n, dtype=torch.long, device=x.device)
     dist = torch.empty(g, n, dtype=torch.float32, device=x.device) if need_dist else None
     rescored = fallback = 0
@@ -508,31 +507,73 @@ def assign_fused(
             if certify:
                 err = fused_error(scale, res, rho, cmax, dp)
                 unsure = (v2 - v1 <= 2.0 * err).nonzero().squeeze(1)
-                if unsure.numel():
-                    rescored += int(unsure.numel())
-                    cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)],
-                                       1).long()
-                    pd = st.pair_dist(xb, unsure, c, cand)  # (u, 2) exact squared distances
-                    second = (pd[:, 1] < pd[:, 0]) | ((pd[:, 1] == pd[:, 0])
-                                                      & (cand[:, 1] < cand[:, 0]))
-                    pick = second.long().unsqueeze(1)
-                    best = pd.gather(1, pick).squeeze(1)
-                    code[unsure] = cand.gather(1, pick).squeeze(1)
-                    nu2 = nrm.index_select(0, unsure).square()
-                    slack = 2.0**-18 * (best + nu2 + cmax)
-                    limit = v3.index_select(0, unsure) - err.index_select(0, unsure)
-                    bad = unsure[~(best - nu2 + slack < limit)]
-                    timer("rescore")
-                    if bad.numel():
-                        fallback += int(bad.numel())
-                        code[bad] = _fallback_rows(xb.index_select(0, bad) - mu, cc, cc_sq)
-                        timer("fallback")
+                rescored += int(unsure.numel())
+                fallback += _fused_tiers_2_3(xb, unsure, code, (i1, i2, v3), err, nrm, c,
+                                             (mu, cc, cc_sq, cmax), timer)
             codes[gi, s:e] = code
             if dist is not None:
                 dist[gi, s:e] = st.pair_dist(xb, None, c, code.unsqueeze(1)).squeeze(1)
                 timer("dist")
     _count(stats, g * n, rescored, fallback)
     return codes, dist
+
+
+def _fused_top2(kernel: str) -> Callable[..., Any]:
+    """The top-2 search of :func:`assign_fused`'s ``kernel``: "triton" or "gemm"."""
+    from rpq_units.quant import search_triton as st
+
+    if kernel not in ("triton", "gemm"):
+        raise ValueError(f"assign_fused: unknown kernel {kernel!r} (triton or gemm)")
+    return st.top2 if kernel == "triton" else st.top2_gemm
+
+
+def _fused_block_rows(
+    x: torch.Tensor, dp: int, dtype: torch.dtype, block_rows: int | None
+) -> int:
+    """Rows per block of :func:`assign_fused`: ``block_rows``, else on CUDA at least 256 MiB
+    of rounded rows (and at least TUNE_MIN_ROWS rows: the kernel's autotuned tiles), on CPU
+    4096."""
+    from rpq_units.quant import search_triton as st
+
+    n = x.shape[1]
+    elem = torch.finfo(dtype).bits // 8
+    default = max(st.TUNE_MIN_ROWS, (1 << 28) // (dp * elem)) if x.is_cuda else 4096
+    return max(1, min(n, block_rows or default))
+
+
+def _fused_tiers_2_3(
+    xb: torch.Tensor, unsure: torch.Tensor, code: torch.Tensor,
+    top: tuple[torch.Tensor, torch.Tensor, torch.Tensor], err: torch.Tensor, nrm: torch.Tensor,
+    c: torch.Tensor, book: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    timer: _Timer,
+) -> int:
+    """Tiers 2 and 3 of :func:`assign_fused` for the ``unsure`` rows of the block ``xb``:
+    exact distances to the two best (``top``: i1, i2 and the third-best score v3), accepted
+    below the third-best score minus ``err``; the others searched in fp32 (``book``: mu, the
+    centred codewords cc, their squared norms and the largest). Sets ``code`` in place;
+    returns the number of rows of tier 3."""
+    from rpq_units.quant import search_triton as st
+
+    if not unsure.numel():
+        return 0
+    i1, i2, v3 = top
+    mu, cc, cc_sq, cmax = book
+    cand = torch.stack([i1.index_select(0, unsure), i2.index_select(0, unsure)], 1).long()
+    pd = st.pair_dist(xb, unsure, c, cand)  # (u, 2) exact squared distances
+    second = (pd[:, 1] < pd[:, 0]) | ((pd[:, 1] == pd[:, 0]) & (cand[:, 1] < cand[:, 0]))
+    pick = second.long().unsqueeze(1)
+    best = pd.gather(1, pick).squeeze(1)
+    code[unsure] = cand.gather(1, pick).squeeze(1)
+    nu2 = nrm.index_select(0, unsure).square()
+    slack = 2.0**-18 * (best + nu2 + cmax)
+    limit = v3.index_select(0, unsure) - err.index_select(0, unsure)
+    bad = unsure[~(best - nu2 + slack < limit)]
+    timer("rescore")
+    if not bad.numel():
+        return 0
+    code[bad] = _fallback_rows(xb.index_select(0, bad) - mu, cc, cc_sq)
+    timer("fallback")
+    return int(bad.numel())
 
 
 class Top2Search:
