@@ -150,7 +150,7 @@ def write_page(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p>Units &rarr; discretizer <code>decode</code> &rarr; features &rarr; waveform "
-        f"({html.escape(report['synthesis'])}); features: s3prl "
+        f"({html.escape(report['synthesis'])}); upstream "
         f"<code>{html.escape(str(report['upstream']))}</code>, {_layer(report)}, "
         f"{report['frame_rate']:g} frames/s. Copy-synthesis inverts the utterance's own "
         "features (the upper bound of the inversion); Continuous uses the features the "
