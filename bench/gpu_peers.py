@@ -5,9 +5,9 @@ on the same data (``bench_lloyd_gpu.make_data``), the same initial centroids and
 of Lloyd passes (tol 0); the objective of every result computed by one exact fp32 routine
 (``search.assign_exact``, TF32 off): the mean squared distance to the nearest centroid, summed
 over the problems. Seconds per pass = wall time of the fit / passes, after one warm-up fit of
-one pass (compilation, autotuning). Shapes: the three of issue 30 and many small problems (RPQ
+one pass (compilation, autotuning). Shapes: the paper's (2 M x 1024, K 2000), 2 M x 128 with K 2000, PQ's 4 x (2 M x 256) with K 256, and many small problems (RPQ
 streams). Writes ``$OUT/gpu_peers.md`` and ``.json``; bench-only dependencies (flash-kmeans,
-fast_pytorch_kmeans) are installed from wheels by bench/gpu_issue30.sh.
+fast_pytorch_kmeans) are installed from wheels by bench/gpu_figures.sh.
 
     python bench/gpu_peers.py --out "$OUT"          # needs CUDA
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of issue 30's done-when list in one run on one GPU (about 6-7 minutes on one
+# The GPU figures against flash-kmeans and of the fused search, in one run on one GPU (about 6-7 minutes on one
 # H200, compilation included; each step under its own time limit so one slow step cannot eat
 # the others'): pytest tests/quant/test_search.py (every tile in use exact, the autotuned
 # searches), the peers (bench/gpu_peers.py: ours against flash-kmeans fp16 / fp32 and
@@ -8,7 +8,7 @@
 # the rehearsal of stages 2-4 on 15 h of audio (--parts rehearsal --hours 15). Results in
 # $OUT (gpu_peers.md, gpu_run.md, pytest.txt), progress on stdout.
 #
-#   bash bench/gpu_issue30.sh            # needs CUDA, torch, triton; wheels from ./wheels
+#   bash bench/gpu_figures.sh            # needs CUDA, torch, triton; wheels from ./wheels
 #
 # Wheels (bench-only: flash-kmeans 0.3.1, fast_pytorch_kmeans; for the rehearsal s3prl,
 # soundfile, PyYAML, tqdm) are installed without an index from WHEELS_DIR (default ./wheels;
@@ -17,7 +17,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "${here}")
-OUT=${OUT:-/tmp/gpu_issue30_out}
+OUT=${OUT:-/tmp/gpu_figures_out}
 wheels=${WHEELS_DIR:-${root}/wheels}
 python=${PYTHON:-python}
 mkdir -p "${OUT}"
