@@ -15,7 +15,7 @@ Default: N = 2,000,000, D = 1024, K = 2000 (fp32 data on the device, 8 GB). Comp
 and prints the time per pass (median over ``--reps``), the assignment-only times, and the
 share of frames whose code equals the fp32 reference (target: >= 99.5 %; the search is
 exact by construction, so differences can only come from fp32 ties). Target from the
-project's issue: <= 0.03 s per pass on one H100 (plain torch: 0.07 s).
+project's target: <= 0.03 s per pass on one H100 (plain torch: 0.07 s).
 
 On a machine without CUDA it says so and exits with status 0. Example::
 

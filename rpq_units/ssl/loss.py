@@ -21,7 +21,7 @@ The loss is the first-order penalty form of the paper's bilevel problem
 min F s.t. G - min G <= delta: min G does not depend on the parameters, so its gradient is that
 of w1 F + w2 G. R and C are buffers and never change.
 
-Why the enhanced labels carry no gradient (``label_gradient: none``, the default; issue 28).
+Why the enhanced labels carry no gradient (``label_gradient: none``, the default).
 Read literally, the penalty form sends F's gradient everywhere, also through the Gumbel-softmax
 relaxation of e into the layers that make the labels (``label_gradient: gumbel``, the former
 default). Then the labels collapse: in the 2-core demo the batch's enhanced-label perplexity

@@ -1,4 +1,4 @@
-"""BiRQ label-collapse probe (issue 28): the measurements behind the BiRQ part of
+"""BiRQ label-collapse probe: the measurements behind the BiRQ part of
 ``rpq_units/ssl/loss.py``'s docstring. Not a test (pytest does not collect it): a script.
 
 A small BiRQ Conformer (d 96, 4 layers, 4 heads, conv2d 4x subsampling, enhanced labels from

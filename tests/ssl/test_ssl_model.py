@@ -313,7 +313,7 @@ def _train_label_perplexity(tmp_path, label_gradient: str, steps: int = 60,
 
 
 def test_birq_labels_without_gradient_do_not_collapse(tmp_path):
-    """The constructed case of issue 28: with F's gradient through the Gumbel-softmax labels
+    """The constructed case of the BiRQ label collapse: with F's gradient through the Gumbel-softmax labels
     (the former default) the enhanced labels of a tiny model collapse to a few codes within
     60 steps; with the labels as constants of each step (the default) the perplexity stays
     above 20 of 64 codes (169 frames). Measured over seeds 0-4 at step 60: 4.5-13.6 against
@@ -533,4 +533,4 @@ def test_shipped_configs_build(name):
     assert want[0] < enc < want[1], enc
     if name.startswith("birq"):
         assert model.enhanced_layer == round(0.7 * len(model.encoder.encoders))
-        assert model.losses[0].label_gradient == "none"  # issue 28: no gradient through labels
+        assert model.losses[0].label_gradient == "none"  # no gradient through the labels
