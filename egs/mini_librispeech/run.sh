@@ -3,7 +3,7 @@
 # frames every 40 ms (s3prl's baseline upstream, conf/upstream/mel_40ms.yaml) -> K-means / PQ /
 # RPQ units -> small ESPnet discrete ASR on CPU (12.5 Hz encoder, sentencepiece 250 targets; the
 # three models train at once, one core each) -> WER on a test set of the training voices and one
-# of held-out voices. About 43 minutes on 2 idle CPU cores, install included (README.md, Results).
+# of held-out voices. About 21 minutes on 2 idle CPU cores, install included (README.md, Results).
 # Any engine option can be added on the command line, e.g.
 #     ./run.sh --stage 8 --stop_stage 12 --use_lm true
 set -euo pipefail
