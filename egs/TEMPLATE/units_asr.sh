@@ -543,7 +543,6 @@ fi
 tok_opts=(--token_type "${token_type}" --token_list "${tokendir}/tokens.txt")
 [ "${token_type}" = bpe ] && tok_opts+=(--bpemodel "${tokendir}/bpe.model")
 [ -n "${nlsyms_txt}" ] && tok_opts+=(--non_linguistic_symbols "${nlsyms_txt}")
-bpe_args() { echo "${tok_opts[*]}"; }  # the same as a word list, for callers that split it
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
     stage_begin 6 "language model on ${train_set} text -> ${lmdir}"
@@ -894,9 +893,8 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         rm -rf "${stats}"; mkdir -p "${stats}"
         cut -d' ' -f1 "${tr}/feats.scp" > "${stats}/train.keys"
         cut -d' ' -f1 "${va}/feats.scp" > "${stats}/valid.keys"
-        # shellcheck disable=SC2046  # bpe_args is a word list
         ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.asr_train --collect_stats true \
-            --use_preprocessor true $(bpe_args) "${data_args[@]}" \
+            --use_preprocessor true "${tok_opts[@]}" "${data_args[@]}" \
             --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
             --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
         vocab=$(wc -l < "${tokendir}/tokens.txt")
@@ -910,9 +908,9 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         log "training ${adir} (log: ${adir}/train.log)"
         stamp_write "${adir}/.stamp" "${ctrain}"  # an interrupted training resumes only with these settings
         python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2046,SC2086  # word lists
+        # shellcheck disable=SC2086  # asr_args is a word list
         ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.asr_train \
-            --use_preprocessor true $(bpe_args) "${data_args[@]}" \
+            --use_preprocessor true "${tok_opts[@]}" "${data_args[@]}" \
             --train_shape_file "${stats}/train/speech_shape" \
             --train_shape_file "${stats}/train/text_shape.${token_type}" \
             --valid_shape_file "${stats}/valid/speech_shape" \

@@ -201,14 +201,23 @@ def test_spaces_in_every_directory_option_and_a_short_utterance(sampled):
             "(0.003 s) is shorter than one frame of upstream mel") in r.stderr
     assert "Traceback" not in r.stderr
 
-    r = engine(toy, "--stage", "1", "--stop_stage", "12", "--on_encode_error", "delete")
+    # the continuous reference (stage 11) as well: the demo's config, one epoch
+    cont_config = (ROOT / "egs" / "mini_librispeech" / "conf" / "asr" / "train_continuous.yaml")
+    (toy / "conf" / "a sr" / "cont.yaml").write_text(
+        cont_config.read_text().replace("max_epoch: 32", "max_epoch: 1"))
+    r = engine(toy, "--stage", "1", "--stop_stage", "12", "--on_encode_error", "delete",
+               "--run_continuous", "true", "--continuous_config", "conf/a sr/cont.yaml")
     assert r.returncode == 0, r.stderr[-4000:]
     assert "test: 1 of 4 utterances could not be encoded" in r.stderr
     ddir = toy / "e xp" / f"asr_{TAG}" / "decode_test_nolm"
     result = read_result(ddir / "result.txt")
     assert result["N"] == 8 and result["Del"] >= 2  # "HELLO 0" of the short utterance, deleted
     assert f"# no hypothesis (scored as deleted): {short}" in (ddir / "result.txt").read_text()
-    assert len([line for line in (toy / "RESULTS.md").read_text().splitlines()
-                if line.startswith(f"| {TAG}")]) == 1
+    # stage 11 too: the continuous reference's features, training and decoding under spaces
+    cont = toy / "e xp" / f"asr_{FEAT}_continuous" / "decode_test_nolm"
+    assert read_result(cont / "result.txt")["N"] == 8
+    table = (toy / "RESULTS.md").read_text().splitlines()
+    assert len([line for line in table if line.startswith(f"| {TAG} ")]) == 1
+    assert len([line for line in table if line.startswith(f"| {FEAT}_continuous ")]) == 1
     # the stamp records --on_encode_error: back to fail, the encoding is redone (and stops)
     assert "on_encode_error=delete" in (toy / "du mp" / f"units_{TAG}" / "test" / ".done").read_text()
