@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from asset_helpers import make_data_dir
 from recipe_helpers import ROOT, env, run
-from test_recipe_stamps import ASR, DECODE, UNITS
+from test_recipe_stamps import make_toy_recipe
 
 from rpq_units.evaluation.scoring import read_result
 
@@ -32,16 +32,7 @@ def toy(tmp_path_factory):
     """A recipe dir under a path with a space, linked to a copy of the engine; its data.sh
     copies tiny data dirs into --datadir. The test set holds one utterance of 50 samples."""
     root = tmp_path_factory.mktemp("runs") / "a repo"
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
-    recipe = root / "egs" / "to y"
-    recipe.mkdir()
-    for name in ("cmd.sh", "path.sh", "units_asr.sh", "utils"):
-        (recipe / name).symlink_to(f"../TEMPLATE/{name}")
-    (recipe / "conf" / "un its").mkdir(parents=True)
-    (recipe / "conf" / "a sr").mkdir()
-    (recipe / "conf" / "un its" / "km.yaml").write_text(UNITS)
-    (recipe / "conf" / "a sr" / "train.yaml").write_text(ASR)
-    (recipe / "conf" / "a sr" / "decode.yaml").write_text(DECODE)
+    recipe = make_toy_recipe(root, "to y", "un its", "a sr")
     src = root / "source data"
     make_data_dir(src / "train", [0.6, 1.1, 0.5, 1.4, 0.8, 0.7], seed=0)
     make_data_dir(src / "dev", [0.7, 0.9], prefix="dev", seed=20)

@@ -42,21 +42,27 @@ DECODE = "beam_size: 1\nctc_weight: 0.3\nmaxlenratio: 0.5\n"
 TAG = "mel_llast_km"
 
 
+def make_toy_recipe(root, name: str = "toy", units_dir: str = "units", asr_dir: str = "asr"):
+    """``<root>/egs/<name>``: a recipe dir linked to a copy of the engine, with the tiny
+    discretizer (``conf/<units_dir>/km.yaml``) and ASR configs (``conf/<asr_dir>/``)."""
+    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
+    recipe = root / "egs" / name
+    recipe.mkdir()
+    for link in ("cmd.sh", "path.sh", "units_asr.sh", "utils"):
+        (recipe / link).symlink_to(f"../TEMPLATE/{link}")
+    (recipe / "conf" / units_dir).mkdir(parents=True)
+    (recipe / "conf" / asr_dir).mkdir()
+    (recipe / "conf" / units_dir / "km.yaml").write_text(UNITS)
+    (recipe / "conf" / asr_dir / "train.yaml").write_text(ASR)
+    (recipe / "conf" / asr_dir / "decode.yaml").write_text(DECODE)
+    return recipe
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A recipe dir linked to a copy of the engine, with tiny configs and data dirs; the test
     set holds one utterance whose audio file is corrupt."""
-    root = tmp_path_factory.mktemp("repo")
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
-    recipe = root / "egs" / "toy"
-    recipe.mkdir()
-    for name in ("cmd.sh", "path.sh", "units_asr.sh", "utils"):
-        (recipe / name).symlink_to(f"../TEMPLATE/{name}")
-    (recipe / "conf" / "units").mkdir(parents=True)
-    (recipe / "conf" / "asr").mkdir()
-    (recipe / "conf" / "units" / "km.yaml").write_text(UNITS)
-    (recipe / "conf" / "asr" / "train.yaml").write_text(ASR)
-    (recipe / "conf" / "asr" / "decode.yaml").write_text(DECODE)
+    recipe = make_toy_recipe(tmp_path_factory.mktemp("repo"))
     data = recipe / "data"
     make_data_dir(data / "train", [0.6, 1.1, 0.5, 1.4, 0.8, 0.7], seed=0)
     make_data_dir(data / "dev", [0.7, 0.9], prefix="dev", seed=20)
