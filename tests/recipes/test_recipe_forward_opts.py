@@ -49,13 +49,21 @@ def test_forward_options_reach_the_commands_and_are_stamped(toy):
     assert "feats_autocast=bf16" in stamp and "feats_batch_size=2" in stamp
     log = (toy / "dump" / "units_mel_llast_km" / "train" / "log" / "encode.1.log").read_text()
     assert "2 of 4 utterances from the features in" in log and " --autocast bf16 " in log
-    assert "from the features" not in (toy / "dump" / "units_mel_llast_km" / "dev" / "log"
-                                       / "encode.1.log").read_text()
+    # the dev set's features, dumped once for every discretizer, with the same options
+    devdir = toy / "dump" / "feats_mel_llast_dev"
+    dev_info = json.loads((devdir / "feats.json").read_text())
+    assert dev_info["autocast"] == "bf16" and dev_info["batch_size"] == 2
+    assert "feats_autocast=bf16" in (devdir / ".done").read_text()
+    assert " --autocast bf16 " in (devdir / "log" / "dump_feats.1.log").read_text()
+    dev_log = (toy / "dump" / "units_mel_llast_km" / "dev" / "log" / "encode.1.log").read_text()
+    assert "utterances from the features in dump/feats_mel_llast_dev, 0 through the upstream" in dev_log
     # back to the defaults: everything redone, the stamps without the options
     r = stages_2_4(toy)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "made with other settings (feats_autocast" in r.stderr
     assert "feats_autocast" not in (featdir / ".done").read_text()
+    assert "feats_autocast" not in (devdir / ".done").read_text()
+    assert json.loads((devdir / "feats.json").read_text())["batch_size"] == 1
     assert json.loads((featdir / "feats.json").read_text())["batch_size"] == 1
     r = stages_2_4(toy, "--feats_autocast", "fp64")
     assert r.returncode == 2 and "--feats_autocast must be none, bf16 or fp16" in r.stderr
