@@ -136,6 +136,18 @@ def soft_batch_entropy(loss_fn, h, lens):
     return -(p * p.clamp_min(1e-12).log()).sum()
 
 
+def training_setup(model, a):
+    """AdamW with the recipe's warm-up then inverse-square-root schedule, the batch order's
+    generator, and the seeded global RNG, the same for both probes."""
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-6,
+                            weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / a.warmup, (a.warmup / (s + 1)) ** 0.5))
+    g = torch.Generator().manual_seed(a.seed)
+    torch.manual_seed(a.seed + 1)
+    return opt, sched, g
+
+
 def run_paths(a):
     """Ablation: the loss assembled from its parts, each gradient path on or off."""
     torch.set_num_threads(1)
@@ -148,12 +160,7 @@ def run_paths(a):
     enc = model.encoder
     below = [p for n, p in enc.named_parameters()
              if n.startswith("embed") or any(n.startswith(f"encoders.{i}.") for i in range(a.k))]
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-6,
-                            weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / a.warmup, (a.warmup / (s + 1)) ** 0.5))
-    g = torch.Generator().manual_seed(a.seed)
-    torch.manual_seed(a.seed + 1)
+    opt, sched, g = training_setup(model, a)
     step, t0 = 0, time.time()
     log = []
     while step < a.steps:
@@ -250,12 +257,7 @@ def run_forward(a):
             data["unmasked_hidden"] = states[a.k]
             return data
         model.encode = encode
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-6,
-                            weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / a.warmup, (a.warmup / (s + 1)) ** 0.5))
-    g = torch.Generator().manual_seed(a.seed)
-    torch.manual_seed(a.seed + 1)
+    opt, sched, g = training_setup(model, a)
     step, t0 = 0, time.time()
     log = []
     while step < a.steps:
