@@ -375,8 +375,8 @@ steps() {  # steps <step> [options]: one unit step (utils/units_steps.sh) with t
 }
 dump_set_feats() {  # dump_set_feats <set>: every utterance's features of a set other than the
     local s=$1 fdir stamp    # training set, dumped once (npy) for every discretizer's encoding
-    fdir=$(set_featdir "${s}")  # (stage 4) and the continuous reference's ark (stage 11)
-    stamp=$(stamp_of st_cfeats "${s}")
+    fdir=$(set_featdir "${s}")  # (stage 4) and the continuous reference's ark (stage 11); false
+    stamp=$(stamp_of st_cfeats "${s}")  # when there are none to share
     redo_if_changed "${fdir}/.done" "${stamp}" || return 0
     rm -rf "${fdir}"
     stamp_write "${fdir}/.stamp" "${stamp}"
@@ -386,9 +386,9 @@ dump_set_feats() {  # dump_set_feats <set>: every utterance's features of a set 
         # or leaves them out as --on_encode_error says
         log "warning: no features of ${s} to share (logs: ${fdir}/log): each discretizer encodes it from the audio"
         rm -rf "${fdir}"
-    else
-        stamp_write "${fdir}/.done" "${stamp}"
+        return 1
     fi
+    stamp_write "${fdir}/.done" "${stamp}"
 }
 
 if [ -n "${show_stamp}" ]; then
@@ -487,10 +487,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
             reuse=()
             if [ "${s}" = "${train_set}" ]; then
                 stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && reuse=(--feats_dir "${featdir}")
-            elif "${reuse_set_feats}"; then
-                dump_set_feats "${s}"
-                stamp_ok "$(set_featdir "${s}")/.done" "$(stamp_of st_cfeats "${s}")" \
-                    && reuse=(--feats_dir "$(set_featdir "${s}")")
+            elif "${reuse_set_feats}" && dump_set_feats "${s}"; then
+                reuse=(--feats_dir "$(set_featdir "${s}")")
             fi
             log "encoding ${s} with ${d} -> ${odir}/units"
             steps encode --data_dir "${datadir}/${s}" --units_dir "${udir}" --out_dir "${odir}" "${reuse[@]}" --label "${s} with ${d}" \
@@ -860,11 +858,10 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         stamp=$(stamp_of st_cfeats "${s}")
         redo_if_changed "${fdir}/.done" "${stamp}" || continue
         rm -rf "${fdir}"
-        # copied from the npy features of stages 2 and 4 where they hold the whole set
+        # the utterances the npy features of stages 2 and 4 hold are copied from there
         from=()
         if [ "${s}" = "${train_set}" ]; then
-            [ "${feats_portion}" = 1.0 ] && stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" \
-                && from=(--from_feats_dir "${featdir}")
+            stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && from=(--from_feats_dir "${featdir}")
         elif stamp_ok "$(set_featdir "${s}")/.done" "$(stamp_of st_cfeats "${s}")"; then
             from=(--from_feats_dir "$(set_featdir "${s}")")
         fi

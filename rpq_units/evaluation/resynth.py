@@ -669,10 +669,10 @@ def train_vocoder_from_data(
     from rpq_units.pipeline.data import AudioLoader, load_data_dir
     from rpq_units.pipeline.features import FeatureExtractor
     from rpq_units.pipeline.steps import (
+        features_of,
         iter_features,
         merge_in_order,
         report_skipped,
-        reusable_features,
     )
 
     with open(config) as f:
@@ -685,12 +685,9 @@ def train_vocoder_from_data(
     feats, wavs, skipped = [], [], []
     dumped: dict[str, np.ndarray] = {}
     if feats_dir is not None:
-        dumped, _ = reusable_features(
-            feats_dir, data_dir=data_dir, upstream=upstream, ckpt=fx.ckpt, sha=fx.ckpt_sha256,
-            layer=fx.layer, autocast=None, batch_size=1)
-        dumped = {u.uttid: dumped[u.uttid] for u in utts if u.uttid in dumped}
-        logger.info("train_vocoder: %d of %d utterances from the features in %s, %d through "
-                    "the upstream", len(dumped), len(utts), feats_dir, len(utts) - len(dumped))
+        dumped, _ = features_of(
+            "train_vocoder", feats_dir, utts, data_dir=data_dir, upstream=upstream,
+            ckpt=fx.ckpt, sha=fx.ckpt_sha256, layer=fx.layer, autocast=None, batch_size=1)
     rest = [u for u in utts if u.uttid not in dumped]
     load = AudioLoader()
     computed = iter_features(rest, fx, strict=strict, skipped=skipped, desc="vocoder feats")

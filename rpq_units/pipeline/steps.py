@@ -317,7 +317,7 @@ def dump_feats(
     skipped: list[str] = []
     dumped: dict[str, np.ndarray] = {}
     if from_feats_dir is not None:
-        dumped, _ = _features_of(
+        dumped, _ = features_of(
             "dump_feats", from_feats_dir, mine, data_dir=data_dir, upstream=upstream,
             ckpt=fx.ckpt, sha=fx.ckpt_sha256, layer=fx.layer, autocast=autocast,
             batch_size=batch_size)
@@ -491,7 +491,7 @@ def _codebook_meta(info: dict[str, Any], feats_dir: str) -> dict[str, Any]:
     }
 
 
-def _features_of(
+def features_of(
     what: str, feats_dir: str, utts: Sequence[Utterance], **same_as: Any
 ) -> tuple[dict[str, np.ndarray], int]:
     """The features of those of ``utts`` that ``feats_dir`` holds, by utterance id, and their
@@ -596,7 +596,7 @@ def encode(
     sha = meta.get("upstream_sha256")
     dumped: dict[str, np.ndarray] = {}
     if feats_dir is not None:
-        dumped, dim = _features_of(
+        dumped, dim = features_of(
             "encode", feats_dir, mine, data_dir=data_dir, upstream=up, ckpt=ckpt,
             sha=sha if same else None, layer=lay, autocast=autocast, batch_size=batch_size)
         if dumped and dim != q.dim:
