@@ -8,6 +8,7 @@ evaluation ones in :mod:`rpq_units.evaluation`; this module only parses and disp
     encode      units of a data dir (features on the fly) -> sorted unit text [+ ark/scp]
     analyze     usage, perplexity, mse, bitrate, rho, heatmap -> analysis.{json,txt}, PNG
     token_list  the ESPnet source token list for a codebook
+    src_text    the source text a model reads: repeated frames removed, units as characters (BPE)
     merge       merge per-shard unit files into one sorted file
     train_vocoder  HiFi-GAN from the continuous features of a data dir -> vocoder.pt
     resynth     units -> decode -> features -> waveform per discretizer, scored -> wav/, metrics.json
@@ -36,6 +37,7 @@ from typing import Any
 
 from rpq_units.errors import UserError, is_user_error, one_line
 from rpq_units.pipeline.steps import QUANTIZE_FRAMES, dump_feats, encode, fit, merge, token_list
+from rpq_units.pipeline.unit_text import src_text
 from rpq_units.quant.base import METHODS
 
 logger = logging.getLogger("rpq_units")
@@ -297,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
     _opt(p, "codebook_size", type=int, default=None, help="K (without --codebook)")
 
+    p = sub.add_parser(
+        "src_text", help="unit file -> model source text", formatter_class=fmt, parents=[common]
+    )
+    _opt(p, "units", required=True, help="unit file (encode/merge output)")
+    _opt(p, "out", required=True, help="source text path")
+    _opt(p, "case", default="ts", choices=["ts", "rm"],
+         help="ts: units as they are; rm: frames equal to the one before removed (ESPnet asr2's src_case)")
+    _opt(p, "chars", action="store_true",
+         help="spell each unit as one CJK character, no spaces (sentencepiece BPE input)")
+    _opt(p, "codebook", default=None, help="codebook from fit (gives M)")
+    _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
+
     p = sub.add_parser("merge", help="merge unit files", formatter_class=fmt, parents=[common])
     _opt(p, "out", required=True, help="merged unit file")
     p.add_argument("inputs", nargs="+", help="unit files")
@@ -365,6 +379,7 @@ _COMMANDS = {
     "encode": encode,
     "analyze": analyze,
     "token_list": token_list,
+    "src_text": src_text,
     "merge": merge,
     "train_vocoder": train_vocoder,
     "resynth": resynth,
@@ -423,6 +438,7 @@ __all__ = [
     "main",
     "merge",
     "resynth",
+    "src_text",
     "token_list",
     "train_vocoder",
 ]

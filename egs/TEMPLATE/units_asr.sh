@@ -82,6 +82,13 @@ reuse_set_feats=true    # dump the features of the validation and test sets once
                         # instead of one upstream forward each (false: no copy on disk)
 discretizers="kmeans pq rpq"  # discretizer configs: conf/units/<name>.yaml
 units_conf_dir=conf/units     # where the discretizer configs live
+# Source text: what the model reads of the units (ESPnet asr2's option names)
+src_case=ts             # ts: the units as encoded; rm: a frame equal to the frame before it removed
+                        # (all M codes of a PQ/RPQ frame: the frame stays whole for the patch frontend)
+src_token_type=word     # word: one token per unit; bpe: sentencepiece pieces over the units, each
+                        # unit spelled as one character, frames interleaved (read with frontend embed)
+src_nbpe=1000           # sentencepiece pieces over the units, at most (src_token_type bpe)
+src_bpemode=unigram     # sentencepiece model type of the units (unigram or bpe)
 # Target text
 token_type=bpe          # char or bpe
 nbpe=5000               # sentencepiece vocabulary size (bpe)
@@ -147,7 +154,7 @@ case "${resynth_judge}" in espnet|whisper) ;; *) echo "$0: --resynth_judge must 
 # Every other value, checked here before any stage acts on it (nothing is removed for settings
 # that are not valid), and numbers written one way (0.50 and 0.5 are the same stamp)
 usage_error() { echo "$0: $*" >&2; exit 2; }
-for v in nj inference_nj nbpe text_fold_length src_fold_length; do
+for v in nj inference_nj nbpe src_nbpe text_fold_length src_fold_length; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "$((10#${!v}))" -eq 0 ]; then
         usage_error "--${v} ${!v}: must be a positive integer"
     fi
@@ -170,6 +177,9 @@ _v=$(number "${lm_weight}") || usage_error "--lm_weight ${lm_weight}: must be a 
 lm_weight=${_v}
 case "${reuse_set_feats}" in true|false) ;; *) usage_error "--reuse_set_feats ${reuse_set_feats}: must be true or false" ;; esac
 case "${bpemode}" in unigram|bpe|char|word) ;; *) usage_error "--bpemode ${bpemode}: must be unigram, bpe, char or word" ;; esac
+case "${src_case}" in ts|rm) ;; *) usage_error "--src_case ${src_case}: must be ts (units as encoded) or rm (repeated frames removed)" ;; esac
+case "${src_token_type}" in word|bpe) ;; *) usage_error "--src_token_type ${src_token_type}: must be word or bpe" ;; esac
+case "${src_bpemode}" in unigram|bpe) ;; *) usage_error "--src_bpemode ${src_bpemode}: must be unigram or bpe" ;; esac
 if [ "${stop_stage}" -ge 3 ]; then  # from stage 3 on, each discretizer's config is fitted, stamped, tabled
     for _d in ${discretizers}; do
         [ -f "${units_conf_dir}/${_d}.yaml" ] && continue
@@ -256,7 +266,23 @@ stage_end() {  # record the stage's wall time in exp/timing.tsv
 units_tag() { echo "${feat_tag}_$1"; }                         # discretizer name -> tag
 all_sets() { echo "${train_set} ${valid_set} ${test_sets}"; }
 set_featdir() { echo "${dumpdir}/feats_${feat_tag}_$1"; }  # <set>: its features (npy shards)
-asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")"; }
+# the source text's settings name the model dir (nothing for the encoded units as words) and the
+# source file beside each set's units: units, units.rm, units.chars or units.rm.chars
+src_tag=""; src_ext=""
+[ "${src_case}" = ts ] || { src_tag+=_${src_case}; src_ext+=.${src_case}; }
+[ "${src_token_type}" = word ] || { src_tag+=_${src_bpemode}${src_nbpe}; src_ext+=.chars; }
+asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")${src_tag}"; }
+srcfile_of() { echo "${dumpdir}/units_$(units_tag "$1")/$2/units${src_ext}"; }  # <discretizer> <set>
+spmdir_of() { echo "${expdir}/units_$(units_tag "$1")/src_${src_case}_${src_bpemode}${src_nbpe}"; }
+src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer arguments, and src_list
+    if [ "${src_token_type}" = bpe ]; then
+        src_list=$(spmdir_of "$1")/tokens.txt
+        src_opts=(--src_token_type bpe --src_token_list "${src_list}" --src_bpemodel "$(spmdir_of "$1")/bpe.model")
+    else
+        src_list=${expdir}/units_$(units_tag "$1")/tokens.txt
+        src_opts=(--src_token_type word --src_token_list "${src_list}")
+    fi
+}
 
 # ---- stamps: the settings behind each result (see utils/stamp.sh) ----
 # shellcheck source=utils/stamp.sh
@@ -293,6 +319,16 @@ st_encode() {  # <discretizer> <set>; --on_encode_error when not the default (ol
     st_units "$1"; echo "data.$2=${data_sig[$2]}"
     [ "${on_encode_error}" = fail ] || echo "on_encode_error=${on_encode_error}"
 }
+st_src() {  # <discretizer> <set>: a set's source text (--src_case; the encoded units as they are for ts)
+    st_encode "$1" "$2"; [ "${src_case}" = ts ] || echo "src_case=${src_case}"
+}
+st_spm() {  # <discretizer>: the units' sentencepiece model
+    st_src "$1" "${train_set}"; echo "src_nbpe=${src_nbpe}"; echo "src_bpemode=${src_bpemode}"
+}
+st_srcopts() {  # the source text's settings, when not the default (older stamps stay valid)
+    [ "${src_case}" = ts ] || echo "src_case=${src_case}"
+    [ "${src_token_type}" = word ] || { echo "src_token_type=${src_token_type}"; echo "src_nbpe=${src_nbpe}"; echo "src_bpemode=${src_bpemode}"; }
+}
 st_tokens() {
     echo "train_set=${train_set}"; echo "data.${train_set}=${data_sig[${train_set}]}"
     echo "token_type=${token_type}"; echo "nlsyms_txt=$(file_sig "${nlsyms_txt}")"
@@ -304,7 +340,7 @@ st_lm() {
 }
 st_stats() {  # <discretizer>
     st_encode "$1" "${train_set}"; st_encode "$1" "${valid_set}"; st_tokens
-    echo "valid_set=${valid_set}"; echo "asr_config=$(file_sig "${asr_config}")"
+    echo "valid_set=${valid_set}"; echo "asr_config=$(file_sig "${asr_config}")"; st_srcopts
 }
 st_train() { st_stats "$1"; echo "asr_args=${asr_args}"; }  # <discretizer>
 st_decode() {  # <discretizer> <set> <nolm|lm>
@@ -499,6 +535,41 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     stage_end "encode"
 fi
 
+source_text() {  # source_text <discretizer>: each set's source text and, for bpe, the units' sentencepiece model
+    local d=$1 s f spm stamp tag chars=()
+    [ -n "${src_tag}" ] || return 0  # the encoded units are the source text
+    [ "${src_token_type}" = word ] || chars=(--chars)
+    tag=$(units_tag "${d}")
+    for s in $(all_sets); do
+        f=$(srcfile_of "${d}" "${s}"); stamp=$(stamp_of st_src "${d}" "${s}")
+        require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+        stamp_ok "${f}.done" "${stamp}" && continue
+        rm -f "${f}.done"
+        ${train_cmd} "${f}.log" rpq-units src_text --units "${dumpdir}/units_${tag}/${s}/units" --out "${f}" \
+            --case "${src_case}" --codebook "${expdir}/units_${tag}/codebook.pt" "${chars[@]}"
+        stamp_write "${f}.done" "${stamp}"
+    done
+    [ "${src_token_type}" = bpe ] || return 0
+    spm=$(spmdir_of "${d}"); stamp=$(stamp_of st_spm "${d}")
+    redo_if_changed "${spm}/.done" "${stamp}" || return 0
+    rm -rf "${spm}"; mkdir -p "${spm}"
+    cut -d' ' -f2- "$(srcfile_of "${d}" "${train_set}")" > "${spm}/train.txt"
+    log "sentencepiece (${src_bpemode}, ${src_nbpe} pieces) over ${d}'s units -> ${spm}"
+    # a unit line is one long word: no sentence length limit, every unit a character of the
+    # vocabulary, at most --src_nbpe pieces (fewer where the training units hold fewer)
+    ${train_cmd} "${spm}/spm_train.log" python utils/spm_train.py \
+        --input="${spm}/train.txt" --vocab_size="${src_nbpe}" --model_type="${src_bpemode}" \
+        --model_prefix="${spm}/bpe" --character_coverage=1.0 --input_sentence_size=100000000 \
+        --max_sentence_length=1000000 --split_by_whitespace=false --max_sentencepiece_length=64 \
+        --hard_vocab_limit=false
+    ${train_cmd} "${spm}/tokenize.log" python -m espnet2.bin.tokenize_text \
+        --token_type bpe --bpemodel "${spm}/bpe.model" --input "${spm}/train.txt" --output "${spm}/tokens.txt.tmp" \
+        --field 1- --write_vocabulary true \
+        --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
+    mv "${spm}/tokens.txt.tmp" "${spm}/tokens.txt"
+    stamp_write "${spm}/.done" "${stamp}"
+}
+
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_begin 5 "token lists: target ${token_type} -> ${tokendir}, source units"
     stamp=$(stamp_of st_tokens)
@@ -533,6 +604,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
         if [ ! -f "${udir}/tokens.txt" ]; then  # removed with the codebook when it is refitted
             steps token_list --units_dir "${udir}"
         fi
+        source_text "${d}"
     done
     stage_end "token lists"
 fi
@@ -599,30 +671,39 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
         done
         [ -f "${udir}/tokens.txt" ] || { log "error: ${udir}/tokens.txt is missing: run stage 5 first"; exit 1; }
+        if [ -n "${src_tag}" ]; then
+            for s in "${train_set}" "${valid_set}"; do
+                require "$(srcfile_of "${d}" "${s}").done" "$(stamp_of st_src "${d}" "${s}")" 5
+            done
+            [ "${src_token_type}" = word ] || require "$(spmdir_of "${d}")/.done" "$(stamp_of st_spm "${d}")" 5
+        fi
         rm -rf "${stats}"
         mkdir -p "${stats}"
         stamp_write "${stats}/.stamp" "${stamp}"
-        # the model config for this discretizer: frontend and patch size from its number of streams
+        # the model config for this discretizer: frontend and patch size from its number of
+        # streams and the source token type; units.yaml: which units and source text it reads
         python utils/make_asr_config.py --config "${asr_config}" --codebook "${udir}/codebook.pt" \
-            --out "${adir}/train_config.yaml"
-        tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
-        cut -d' ' -f1 "${tr}/units" > "${stats}/train.keys"
-        cut -d' ' -f1 "${va}/units" > "${stats}/valid.keys"
+            --src_token_type "${src_token_type}" --out "${adir}/train_config.yaml"
+        printf 'units_dir: %s\nsrc_case: %s\nsrc_token_type: %s\nsrc_nbpe: %s\nsrc_bpemode: %s\n' \
+            "${udir}" "${src_case}" "${src_token_type}" "${src_nbpe}" "${src_bpemode}" > "${adir}/units.yaml"
+        src_opts_of "${d}"
+        tr=$(srcfile_of "${d}" "${train_set}"); va=$(srcfile_of "${d}" "${valid_set}")
+        cut -d' ' -f1 "${tr}" > "${stats}/train.keys"
+        cut -d' ' -f1 "${va}" > "${stats}/valid.keys"
         ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.mt_train \
-            --collect_stats true --use_preprocessor true "${tok_opts[@]}" \
-            --src_token_type word --src_token_list "${udir}/tokens.txt" \
-            --train_data_path_and_name_and_type "${tr}/text,text,text" \
-            --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
-            --valid_data_path_and_name_and_type "${va}/text,text,text" \
-            --valid_data_path_and_name_and_type "${va}/units,src_text,text" \
+            --collect_stats true --use_preprocessor true "${tok_opts[@]}" "${src_opts[@]}" \
+            --train_data_path_and_name_and_type "${tr%/*}/text,text,text" \
+            --train_data_path_and_name_and_type "${tr},src_text,text" \
+            --valid_data_path_and_name_and_type "${va%/*}/text,text,text" \
+            --valid_data_path_and_name_and_type "${va},src_text,text" \
             --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
             --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
-        tgt_vocab=$(wc -l < "${tokendir}/tokens.txt"); src_vocab=$(wc -l < "${udir}/tokens.txt")
+        tgt_vocab=$(wc -l < "${tokendir}/tokens.txt"); src_vocab=$(wc -l < "${src_list}")
         for part in train valid; do
             awk -v N="${tgt_vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
                 > "${stats}/${part}/text_shape.${token_type}"
             awk -v N="${src_vocab}" '{ print $0 "," N }' "${stats}/${part}/src_text_shape" \
-                > "${stats}/${part}/src_text_shape.word"
+                > "${stats}/${part}/src_text_shape.${src_token_type}"
         done
         stamp_write "${stats}/.done" "${stamp}"
     done
@@ -643,7 +724,8 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         local d=$1 tag adir udir stats tr va _t stamp
         tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
         stats=${adir}/stats
-        tr=${dumpdir}/units_${tag}/${train_set}; va=${dumpdir}/units_${tag}/${valid_set}
+        tr=$(srcfile_of "${d}" "${train_set}"); va=$(srcfile_of "${d}" "${valid_set}")
+        src_opts_of "${d}"
         stamp=$(stamp_of st_train "${d}")
         log "training ${adir} (log: ${adir}/train.log)"
         stamp_write "${adir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
@@ -651,16 +733,15 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
         # shellcheck disable=SC2086  # word lists
         ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
-            --use_preprocessor true "${tok_opts[@]}" \
-            --src_token_type word --src_token_list "${udir}/tokens.txt" \
-            --train_data_path_and_name_and_type "${tr}/text,text,text" \
-            --train_data_path_and_name_and_type "${tr}/units,src_text,text" \
-            --valid_data_path_and_name_and_type "${va}/text,text,text" \
-            --valid_data_path_and_name_and_type "${va}/units,src_text,text" \
+            --use_preprocessor true "${tok_opts[@]}" "${src_opts[@]}" \
+            --train_data_path_and_name_and_type "${tr%/*}/text,text,text" \
+            --train_data_path_and_name_and_type "${tr},src_text,text" \
+            --valid_data_path_and_name_and_type "${va%/*}/text,text,text" \
+            --valid_data_path_and_name_and_type "${va},src_text,text" \
             --train_shape_file "${stats}/train/text_shape.${token_type}" \
-            --train_shape_file "${stats}/train/src_text_shape.word" \
+            --train_shape_file "${stats}/train/src_text_shape.${src_token_type}" \
             --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
-            --valid_shape_file "${stats}/valid/src_text_shape.word" \
+            --valid_shape_file "${stats}/valid/src_text_shape.${src_token_type}" \
             --fold_length "${text_fold_length}" --fold_length "${src_fold_length}" \
             --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
             --config "${adir}/train_config.yaml" ${asr_args} || return 1
@@ -766,20 +847,21 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
                 fi
                 require "${adir}/.done_train" "$(stamp_of st_train "${d}")" 8
                 require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+                [ -z "${src_tag}" ] || require "$(srcfile_of "${d}" "${s}").done" "$(stamp_of st_src "${d}" "${s}")" 5
                 lm_opts=()
                 if [ "${v}" = lm ]; then
                     require "${lmdir}/.done" "$(stamp_of st_lm)" 6
                     lm_opts=(--lm_train_config "${lmdir}/config.yaml" --lm_file "${lmdir}/valid.loss.ave.pth"
                              --lm_weight "${lm_weight}")
                 fi
-                src=${dumpdir}/units_${tag}/${s}
+                src=$(srcfile_of "${d}" "${s}")
                 rm -rf "${ddir}"
                 mkdir -p "${ddir}/log"
                 stamp_write "${ddir}/.stamp" "${stamp}"
                 log "decoding ${s} with ${adir} (${v}) -> ${ddir}"
                 # shellcheck disable=SC2086  # inference_args is a word list
-                queue_decode "${jobdir}" "${ddir}" "${src}/units" \
-                    --data_path_and_name_and_type "${src}/units,src_text,text" \
+                queue_decode "${jobdir}" "${ddir}" "${src}" \
+                    --data_path_and_name_and_type "${src},src_text,text" \
                     --mt_train_config "${adir}/config.yaml" --mt_model_file "${adir}/${inference_model}" \
                     --config "${inference_config}" "${lm_opts[@]}" ${inference_args}
                 pending+=("${s}" "${ddir}")

@@ -207,18 +207,30 @@ def read_measure(path: str | os.PathLike) -> str:
     raise ScoringError(f"{path}: names no measure (no 'Measure WER|CER' line); score it again")
 
 
-def _units_description(exp_dir: Path, tag: str) -> str:
-    """'method M=.. K=..' from the fitted discretizer's config, if present."""
-    for name in ("codebook.yaml", "config.yaml"):
-        p = exp_dir / f"units_{tag}" / name
-        if p.is_file():
-            import yaml
+def _units_description(exp_dir: Path, tag: str, model_dir: Path | None = None) -> str:
+    """'method MxK' from the fitted discretizer's config, if present, and the source text's
+    settings when not the encoded units as words. The model dir's ``units.yaml`` (written by
+    the engine's stage 7) names its units dir; a model dir without one is read by its name,
+    ``asr_<tag>`` -> ``units_<tag>``."""
+    import yaml
 
+    units_dir, src = exp_dir / f"units_{tag}", ""
+    info_file = model_dir / "units.yaml" if model_dir is not None else None
+    if info_file is not None and info_file.is_file():
+        info = yaml.safe_load(info_file.read_text()) or {}
+        units_dir = Path(info["units_dir"])
+        if info.get("src_case", "ts") != "ts":
+            src += f", {info['src_case']}"
+        if info.get("src_token_type", "word") != "word":
+            src += f", {info.get('src_bpemode', 'bpe')} {info.get('src_nbpe', '?')}"
+    for name in ("codebook.yaml", "config.yaml"):
+        p = units_dir / name
+        if p.is_file():
             cfg = yaml.safe_load(p.read_text()) or {}
             cfg = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
             method = cfg.get("method", "?")
             m, k = cfg.get("num_codebooks", 1), cfg.get("codebook_size", "?")
-            return f"{method} {m}x{k}"
+            return f"{method} {m}x{k}{src}"
     return "continuous" if tag.endswith("_continuous") else "-"
 
 
@@ -237,7 +249,11 @@ def relative_lines(rates: dict[tuple[str, str], list[float | None]], units: dict
 
     def base_of(tag: str, label: str, want: str) -> tuple[str, str] | None:
         cands = [k for k in rates if k[1] == label and kind(k[0]) == want and k[0] != tag]
-        return max(cands, key=lambda k: len(os.path.commonprefix([k[0], tag])), default=None)
+        # the base of the same features (longest common prefix), then of the same source text
+        # settings (the longest common suffix: asr_<feat>_<discretizer><src>)
+        return max(cands, key=lambda k: (len(os.path.commonprefix([k[0], tag])),
+                                         len(os.path.commonprefix([k[0][::-1], tag[::-1]]))),
+                   default=None)
 
     lines = []
     for tag, label in rates:
@@ -316,6 +332,7 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], command: str = "",
             measures.setdefault(s, read_measure(r.result))
     lines = []
     rates: dict[tuple[str, str], list[float | None]] = {}  # (tag, LM label) -> rate per set
+    units: dict[str, str] = {}  # tag -> units description
     for (model_dir, variant), cells in models.items():
         tag = Path(model_dir).name[len("asr_"):]
         out = []
@@ -334,7 +351,8 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], command: str = "",
         secs = Path(model_dir) / "train_seconds"
         train_min = f"{int(secs.read_text()) / 60:.1f}" if secs.is_file() else "-"
         configs = sorted({c for r in cells.values() for c in r.configs.split()})
-        lines.append(f"| {tag}{' + LM' if variant == 'lm' else ''} | {_units_description(exp_dir, tag)} | "
+        units[tag] = _units_description(exp_dir, tag, Path(model_dir))
+        lines.append(f"| {tag}{' + LM' if variant == 'lm' else ''} | {units[tag]} | "
                      f"{' '.join(f'`{c}`' for c in configs) or '-'} | {train_min} | "
                      + " | ".join(out) + " |")  # fmt: skip
     names = sorted(set(measures.values()))
@@ -349,8 +367,7 @@ def table(exp_dir: str | os.PathLike, test_sets: list[str], command: str = "",
     out_lines += ["", "Error rates in percent, each column in the measure its header names; every "
                   "row was made with the current settings (recorded in `<model dir>/.done_train`); "
                   f"per-utterance counts and Sub/Del/Ins in `{exp_dir}/asr_*/decode_<set>_<nolm|lm>/result.txt`."]
-    out_lines += relative_lines(rates, {t: _units_description(exp_dir, t) for t, _ in rates},
-                                test_sets)
+    out_lines += relative_lines(rates, units, test_sets)
     if timing and Path(timing).is_file():
         spent: dict[tuple[int, str], int] = {}
         for line in Path(timing).read_text().splitlines():

@@ -4,7 +4,8 @@
 Discrete ASR (``--codebook``): the frontend follows the number of unit streams M stored in the
 codebook. M > 1 (PQ, RPQ, ...): ``frontend: patch`` with ``token_per_frame: M`` and
 ``model_conf.patch_size: M`` (one embedding per token, averaged over the M streams of a frame);
-M = 1 (K-means): ``frontend: embed``, the usual ESPnet asr2 path. The embedding size comes from
+M = 1 (K-means): ``frontend: embed``, the usual ESPnet asr2 path; ``--src_token_type bpe`` (sentencepiece pieces over the units,
+rpq_units.pipeline.unit_text): ``frontend: embed`` whatever M. The embedding size comes from
 the base config's ``frontend_conf.embed_dim``.
 
 Continuous reference (``--feats_json``): the frozen upstream's features are dumped once by
@@ -26,10 +27,11 @@ import sys
 import yaml
 
 
-def discrete(cfg: dict, codebook: str) -> dict:
+def discrete(cfg: dict, codebook: str, src_token_type: str = "word") -> dict:
     from rpq_units.pipeline.codebooks import load_quantizer
 
-    m = load_quantizer(codebook).num_codebooks
+    # sentencepiece pieces over the units are one token stream whatever M (one embedding each)
+    m = load_quantizer(codebook).num_codebooks if src_token_type == "word" else 1
     fconf = dict(cfg.get("frontend_conf") or {})
     embed_dim = int(fconf.get("embed_dim", 256))
     model_conf = dict(cfg.get("model_conf") or {})
@@ -68,12 +70,14 @@ def main() -> int:
     p.add_argument("--config", required=True, help="base ESPnet config (yaml)")
     p.add_argument("--out", required=True)
     p.add_argument("--codebook", help="rpq_units codebook: discrete ASR config")
+    p.add_argument("--src_token_type", default="word", choices=["word", "bpe"],
+                   help="with --codebook: units as words, or sentencepiece pieces over them")
     p.add_argument("--feats_json", help="feats.json of dumped features: continuous reference config")
     args = p.parse_args()
     with open(args.config, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
     if args.codebook:
-        cfg = discrete(cfg, args.codebook)
+        cfg = discrete(cfg, args.codebook, args.src_token_type)
     elif args.feats_json:
         cfg = continuous(cfg, args.feats_json)
     else:

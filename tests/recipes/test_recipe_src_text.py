@@ -1,0 +1,105 @@
+"""Unit options through the engine: --src_case rm (repeated frames removed) and --src_token_type
+bpe (sentencepiece over the units), on a tiny demo corpus: stage 5 writes each set's source text
+and the units' sentencepiece model, stages 7-9 train and decode on them in a model dir named by
+the settings, stage 12 tables them, and the default settings' stamps do not mention them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from recipe_helpers import ROOT, TINY, env, have
+
+from rpq_units.pipeline.unit_text import dedup_frames, from_chars
+from rpq_units.pipeline.units import read_units
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not have("espeak-ng", "sox"), reason="needs espeak-ng and sox (tools/install.sh)"),
+]
+
+TAG = "mel_40ms_llast"
+OPTS = ["--discretizers", "kmeans pq", "--units_conf_dir", "conf/tiny", "--feats_portion", "0.5",
+        "--test_sets", "test_clean", "--nj", "2", "--inference_nj", "1", "--token_type", "char",
+        "--asr_config", "conf/tiny/asr.yaml", "--inference_args", "--beam_size 2 --maxlenratio 0.3"]
+BPE = ["--src_case", "rm", "--src_token_type", "bpe", "--src_nbpe", "24"]
+
+
+def _run(recipe, *args):
+    r = subprocess.run(["./run.sh", *OPTS, *args], cwd=recipe, env=env(), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("src_text")
+    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
+    recipe = root / "egs" / "mini_librispeech"
+    shutil.copytree(ROOT / "egs" / "mini_librispeech", recipe, symlinks=True,
+                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
+    shutil.copytree(ROOT / "local", root / "local")
+    tiny = recipe / "conf" / "tiny"
+    tiny.mkdir()
+    (tiny / "kmeans.yaml").write_text("method: kmeans\nnum_codebooks: 1\ncodebook_size: 16\nseed: 0\nmax_iter: 10\n")
+    (tiny / "pq.yaml").write_text("method: pq\nnum_codebooks: 2\ncodebook_size: 8\nseed: 0\nmax_iter: 10\n")
+    cfg = yaml.safe_load((recipe / "conf" / "asr" / "train_discrete_asr.yaml").read_text())
+    cfg["frontend_conf"]["embed_dim"] = 32
+    cfg["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64, num_blocks=1)
+    cfg["decoder_conf"].update(attention_heads=2, linear_units=64, num_blocks=1)
+    cfg.update(max_epoch=2, batch_size=4, keep_nbest_models=1, log_interval=1000,
+               use_matplotlib=False, use_tensorboard=False)
+    (tiny / "asr.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    _run(recipe, "--stage", "1", "--stop_stage", "4", "--data_opts", TINY)
+    return recipe
+
+
+def test_bpe_over_deduplicated_units_trains_decodes_and_tables(recipe):
+    _run(recipe, "--stage", "5", "--stop_stage", "12", *BPE)
+    for d, m in (("kmeans", 1), ("pq", 2)):
+        udump = recipe / "dump" / f"units_{TAG}_{d}"
+        for s in ("train_clean", "dev_clean", "test_clean"):
+            units = read_units(udump / s / "units")
+            src = read_units(udump / s / "units.rm.chars")
+            assert src.keys() == units.keys()
+            for u, line in units.items():  # the source text spells the units without repeated frames
+                assert from_chars(src[u]) == dedup_frames(line.split(), m), (d, s, u)
+        spm = recipe / "exp" / f"units_{TAG}_{d}" / "src_rm_unigram24"
+        pieces = (spm / "tokens.txt").read_text().split()
+        assert pieces[:2] == ["<blank>", "<unk>"] and pieces[-1] == "<sos/eos>"
+        assert len(pieces) <= 24 + 3
+        adir = recipe / "exp" / f"asr_{TAG}_{d}_rm_unigram24"
+        cfg = yaml.safe_load((adir / "config.yaml").read_text())
+        assert cfg["frontend"] == "embed"  # pieces: one stream whatever M
+        assert cfg["src_token_type"] == "bpe" and cfg["src_bpemodel"].endswith("src_rm_unigram24/bpe.model")
+        assert (adir / "decode_test_clean_nolm" / "result.txt").is_file()
+        stamp = set((adir / ".done_train").read_text().splitlines())
+        assert {"src_case=rm", "src_token_type=bpe", "src_nbpe=24", "src_bpemode=unigram"} <= stamp
+    table = (recipe / "RESULTS.md").read_text()
+    assert f"| {TAG}_pq_rm_unigram24 | pq 2x8, rm, unigram 24 |" in table
+    assert f"| {TAG}_kmeans_rm_unigram24 | kmeans 1x16, rm, unigram 24 |" in table
+    # against the K-means row of the same source settings
+    assert f"| {TAG}_pq_rm_unigram24 | {TAG}_kmeans_rm_unigram24 |" in table
+
+
+def test_deduplicated_units_keep_the_patch_frontend(recipe):
+    _run(recipe, "--stage", "5", "--stop_stage", "9", "--discretizers", "pq", "--src_case", "rm")
+    adir = recipe / "exp" / f"asr_{TAG}_pq_rm"
+    cfg = yaml.safe_load((adir / "config.yaml").read_text())
+    assert cfg["frontend"] == "patch" and cfg["frontend_conf"]["token_per_frame"] == 2
+    assert cfg["src_token_type"] == "word"
+    assert (adir / "decode_test_clean_nolm" / "hyp").is_file()
+    assert yaml.safe_load((adir / "units.yaml").read_text())["src_case"] == "rm"
+
+
+def test_default_source_settings_leave_names_and_stamps_as_before(recipe):
+    r = _run(recipe, "--show_stamp", "train pq")
+    assert "src_" not in r.stdout and "asr_config=" in r.stdout
+    r = _run(recipe, "--show_stamp", "train pq", "--src_case", "rm")
+    assert "src_case=rm" in r.stdout
+    r = subprocess.run(["./run.sh", *OPTS, "--src_case", "rmm", "--stage", "5"], cwd=recipe, env=env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--src_case rmm: must be ts" in r.stderr
