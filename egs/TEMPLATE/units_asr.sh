@@ -13,7 +13,8 @@
 #   2  feature sample: rpq-units dump_feats on a portion of the training set
 #   3  fit each discretizer of --discretizers (conf/units/<name>.yaml), then analyze it
 #   4  encode every set into unit text (sharded, merged)
-#   5  token lists: target (char or sentencepiece BPE), source units
+#   5  token lists: target (char or sentencepiece BPE), source units; with --src_case rm or
+#      --src_token_type bpe each set's source text (rpq-units src_text) and the units' sentencepiece model
 #   6  language model (--use_lm true): ESPnet lm_train on the training text
 #   7  ESPnet mt_train collect stats (discrete_asr)
 #   8  ESPnet mt_train training
@@ -271,15 +272,18 @@ set_featdir() { echo "${dumpdir}/feats_${feat_tag}_$1"; }  # <set>: its features
 src_tag=""; src_ext=""
 [ "${src_case}" = ts ] || { src_tag+=_${src_case}; src_ext+=.${src_case}; }
 [ "${src_token_type}" = word ] || { src_tag+=_${src_bpemode}${src_nbpe}; src_ext+=.chars; }
+# where each result of a discretizer lives (the one place that spells the layout of exp/ and dump/)
+unitsdir_of() { echo "${expdir}/units_$(units_tag "$1")"; }           # <discretizer>: codebook, token list
+unitsdump_of() { echo "${dumpdir}/units_$(units_tag "$1")/$2"; }     # <discretizer> <set>: units, text
 asrdir_of() { echo "${expdir}/asr_$(units_tag "$1")${src_tag}"; }
-srcfile_of() { echo "${dumpdir}/units_$(units_tag "$1")/$2/units${src_ext}"; }  # <discretizer> <set>
-spmdir_of() { echo "${expdir}/units_$(units_tag "$1")/src_${src_case}_${src_bpemode}${src_nbpe}"; }
+srcfile_of() { echo "$(unitsdump_of "$1" "$2")/units${src_ext}"; }  # <discretizer> <set>
+spmdir_of() { echo "$(unitsdir_of "$1")/src_${src_case}_${src_bpemode}${src_nbpe}"; }
 src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer arguments, and src_list
     if [ "${src_token_type}" = bpe ]; then
         src_list=$(spmdir_of "$1")/tokens.txt
         src_opts=(--src_token_type bpe --src_token_list "${src_list}" --src_bpemodel "$(spmdir_of "$1")/bpe.model")
     else
-        src_list=${expdir}/units_$(units_tag "$1")/tokens.txt
+        src_list=$(unitsdir_of "$1")/tokens.txt
         src_opts=(--src_token_type word --src_token_list "${src_list}")
     fi
 }
@@ -486,7 +490,7 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     stage_begin 3 "fit discretizers: ${discretizers}"
     require "${featdir}/.done" "$(stamp_of st_feats)" 2
     for d in ${discretizers}; do
-        udir=${expdir}/units_$(units_tag "${d}")
+        udir=$(unitsdir_of "${d}")
         stamp=$(stamp_of st_units "${d}")
         if ! redo_if_changed "${udir}/.done" "${stamp}"; then
             log "${udir} already fitted"
@@ -506,11 +510,10 @@ fi
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     stage_begin 4 "encode $(all_sets) with ${discretizers} (on encode error: ${on_encode_error})"
     for d in ${discretizers}; do
-        tag=$(units_tag "${d}")
-        udir=${expdir}/units_${tag}
+        udir=$(unitsdir_of "${d}")
         require "${udir}/.done" "$(stamp_of st_units "${d}")" 3
         for s in $(all_sets); do
-            odir=${dumpdir}/units_${tag}/${s}
+            odir=$(unitsdump_of "${d}" "${s}")
             stamp=$(stamp_of st_encode "${d}" "${s}")
             if ! redo_if_changed "${odir}/.done" "${stamp}"; then
                 continue
@@ -536,17 +539,16 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
 fi
 
 source_text() {  # source_text <discretizer>: each set's source text and, for bpe, the units' sentencepiece model
-    local d=$1 s f spm stamp tag chars=()
+    local d=$1 s f spm stamp chars=()
     [ -n "${src_tag}" ] || return 0  # the encoded units are the source text
     [ "${src_token_type}" = word ] || chars=(--chars)
-    tag=$(units_tag "${d}")
     for s in $(all_sets); do
         f=$(srcfile_of "${d}" "${s}"); stamp=$(stamp_of st_src "${d}" "${s}")
-        require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+        require "$(unitsdump_of "${d}" "${s}")/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
         stamp_ok "${f}.done" "${stamp}" && continue
         rm -f "${f}.done"
-        ${train_cmd} "${f}.log" rpq-units src_text --units "${dumpdir}/units_${tag}/${s}/units" --out "${f}" \
-            --case "${src_case}" --codebook "${expdir}/units_${tag}/codebook.pt" "${chars[@]}"
+        ${train_cmd} "${f}.log" rpq-units src_text --units "$(unitsdump_of "${d}" "${s}")/units" --out "${f}" \
+            --case "${src_case}" --codebook "$(unitsdir_of "${d}")/codebook.pt" "${chars[@]}"
         stamp_write "${f}.done" "${stamp}"
     done
     [ "${src_token_type}" = bpe ] || return 0
@@ -599,7 +601,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
         stamp_write "${tokendir}/.done" "${stamp}"
     fi
     for d in ${discretizers}; do
-        udir=${expdir}/units_$(units_tag "${d}")
+        udir=$(unitsdir_of "${d}")
         require "${udir}/.done" "$(stamp_of st_units "${d}")" 3
         if [ ! -f "${udir}/tokens.txt" ]; then  # removed with the codebook when it is refitted
             steps token_list --units_dir "${udir}"
@@ -660,7 +662,7 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     stage_begin 7 "ESPnet mt_train collect stats for ${discretizers}"
     for d in ${discretizers}; do
-        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
+        adir=$(asrdir_of "${d}"); udir=$(unitsdir_of "${d}")
         stats=${adir}/stats
         stamp=$(stamp_of st_stats "${d}")
         if ! redo_if_changed "${stats}/.done" "${stamp}"; then
@@ -668,7 +670,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         fi
         require "${tokendir}/.done" "$(stamp_of st_tokens)" 5
         for s in "${train_set}" "${valid_set}"; do
-            require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+            require "$(unitsdump_of "${d}" "${s}")/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
         done
         [ -f "${udir}/tokens.txt" ] || { log "error: ${udir}/tokens.txt is missing: run stage 5 first"; exit 1; }
         if [ -n "${src_tag}" ]; then
@@ -721,8 +723,8 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         _thr=(--num_threads "$(( _n > 0 ? _n : 1 ))")
     fi
     train_one() {  # train_one <discretizer>: one mt_train run; stamps it done on success
-        local d=$1 tag adir udir stats tr va _t stamp
-        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}"); udir=${expdir}/units_${tag}
+        local d=$1 adir stats tr va _t stamp
+        adir=$(asrdir_of "${d}")
         stats=${adir}/stats
         tr=$(srcfile_of "${d}" "${train_set}"); va=$(srcfile_of "${d}" "${valid_set}")
         src_opts_of "${d}"
@@ -837,7 +839,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     rm -rf "${jobdir}"; mkdir -p "${jobdir}"
     pending=()
     for d in ${discretizers}; do
-        tag=$(units_tag "${d}"); adir=$(asrdir_of "${d}")
+        adir=$(asrdir_of "${d}")
         for s in ${test_sets}; do
             for v in $(decode_variants); do
                 ddir=${adir}/decode_${s}_${v}
@@ -846,7 +848,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
                     continue
                 fi
                 require "${adir}/.done_train" "$(stamp_of st_train "${d}")" 8
-                require "${dumpdir}/units_${tag}/${s}/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
+                require "$(unitsdump_of "${d}" "${s}")/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
                 [ -z "${src_tag}" ] || require "$(srcfile_of "${d}" "${s}").done" "$(stamp_of st_src "${d}" "${s}")" 5
                 lm_opts=()
                 if [ "${v}" = lm ]; then
@@ -1103,8 +1105,8 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
         names=(); codebooks=(); unitfiles=()
         for d in ${discretizers}; do
             names+=("${d}")
-            codebooks+=("${expdir}/units_$(units_tag "${d}")/codebook.pt")
-            unitfiles+=("${dumpdir}/units_$(units_tag "${d}")/${rset}/units")
+            codebooks+=("$(unitsdir_of "${d}")/codebook.pt")
+            unitfiles+=("$(unitsdump_of "${d}" "${rset}")/units")
         done
         asr_opts=()
         if [ "${resynth_judge}" = whisper ]; then
@@ -1127,7 +1129,7 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
     fi
     heatmaps=()
     for d in ${discretizers}; do
-        h=${expdir}/units_$(units_tag "${d}")/analysis/dim_correlation.png
+        h=$(unitsdir_of "${d}")/analysis/dim_correlation.png
         [ -f "${h}" ] && { heatmaps+=("${h}"); break; }  # the features' correlation: one suffices
     done
     rpq-units demo_page --resynth_dir "${rdir}" --page_dir "${pdir}" --num_utts "${page_utts}" \
