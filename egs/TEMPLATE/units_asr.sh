@@ -898,11 +898,12 @@ current_decodes() {  # "<decode dir>\t<model>\t<variant>\t<set>" of every decode
     fi
     true
 }
-score_decodes() {  # score_decodes <decode dir>...: the one scoring path of every model, discrete or continuous
-    local ddir set unit sym_opts=()
+score_decodes() {  # score_decodes <decode dir> <test set> ...: the one scoring path of every model, discrete or continuous
+    local ddir set unit sym_opts=() ddirs=()
     [ -n "${nlsyms_txt}" ] && sym_opts=(--remove_symbols "${nlsyms_txt}")  # [lang] tags are not characters
-    for ddir in "$@"; do
-        set=${ddir##*/decode_}; set=${set%_nolm}; set=${set%_lm}
+    while [ $# -gt 0 ]; do
+        ddir=$1; set=$2; shift 2  # the set as the caller knows it, not read back from the dir's name
+        ddirs+=("${ddir}")
         unit=${score_unit}
         [[ " ${char_test_sets} " == *" ${set} "* ]] && unit=char
         python -m rpq_units.evaluation.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
@@ -914,14 +915,14 @@ score_decodes() {  # score_decodes <decode dir>...: the one scoring path of ever
         # shellcheck disable=SC2086  # local_score_opts is a word list
         local/score.sh --datadir "${datadir}" ${local_score_opts} "${expdir}"
     fi
-    for ddir in "$@"; do
+    for ddir in "${ddirs[@]}"; do
         log "$(head -n 1 "${ddir}/result.txt") ${ddir}"
     done
 }
 
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     stage_begin 10 "scoring (${score_unit})"
-    mapfile -t decodes < <(current_decodes | cut -f1)
+    mapfile -t decodes < <(current_decodes | cut -f1,4 | tr '\t' '\n')  # decode dir, set, ...
     if [ "${#decodes[@]}" -eq 0 ]; then
         log "no decode made with the current settings: run stage 9 first"
     else
@@ -1020,7 +1021,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
         pending+=("${s}" "${ddir}")
     done
     run_decodes asr_inference "${jobdir}" "${pending[@]}" || exit 1
-    mapfile -t decodes < <(for s in ${test_sets}; do echo "${adir}/decode_${s}_nolm"; done)
+    mapfile -t decodes < <(for s in ${test_sets}; do echo "${adir}/decode_${s}_nolm"; echo "${s}"; done)
     score_decodes "${decodes[@]}"
     stage_end "continuous reference"
 fi

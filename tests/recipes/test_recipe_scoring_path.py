@@ -125,3 +125,24 @@ def test_results_tags_join_other_feature_tags_while_their_decodes_stand(tmp_path
     r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *opts, "--results_tags", "nope_l1"],
             cwd=recipe)
     assert r.returncode == 1 and "--results_tags: no rows of 'nope_l1'" in r.stderr
+
+
+def test_a_set_named_like_a_decode_variant_is_scored_as_itself(tmp_path):
+    """Stage 10 takes each decode's set from the list of decodes, not from its dir's name: a set
+    named ``x_lm`` (decode dir ``decode_x_lm_nolm``) is scored as ``x_lm``, here CER as
+    --char_test_sets says, not as a set ``x``."""
+    recipe = recipe_copy(tmp_path)
+    s = "mlsuperb_x_lm"
+    ref, hyp = {"u1": "AB CD"}, {"u1": "AB CX"}
+    write_table(recipe / "data" / s / "text", ref)
+    opts = ["--run_continuous", "true", "--test_sets", s, "--discretizers", "", "--char_test_sets", s]
+    r = run(["./run.sh", *opts, "--show_stamp", f"cdecode {s}"], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = recipe / "exp" / "asr_wavlm_large_l21_continuous" / f"decode_{s}_nolm"
+    write_table(d / "ref", ref)
+    write_table(d / "hyp", hyp)
+    (d / ".done").write_text(r.stdout)
+    r = run(["./run.sh", "--stage", "10", "--stop_stage", "10", *opts], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_measure(d / "result.txt") == "CER"
+    assert (read_result(d / "result.txt")["N"], read_result(d / "result.txt")["Err"]) == (5, 1)
