@@ -40,18 +40,20 @@ log() {
 trap 'log "failed (exit $?) at line ${LINENO}: ${BASH_COMMAND}"' ERR
 SECONDS=0
 min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done; echo "${a}"; }
+# shellcheck source=utils/unit_defaults.sh
+. utils/unit_defaults.sh  # the defaults this engine shares with utils/units_steps.sh
 
 # General
 stage=1                 # first stage to run
 stop_stage=13           # last stage to run
 show_stamp=""           # "<result> [args]": print the settings that result's done marker records
                         # (e.g. "cdecode test_clean", "decode kmeans test_clean nolm") and exit
-nj=2                    # parallel jobs for feature dump and encoding
+nj=${default_nj}        # parallel jobs for feature dump and encoding
 inference_nj=2          # parallel jobs for decoding
 ngpu=0                  # GPUs for ESPnet training (0: CPU)
 train_jobs=1            # models (one per discretizer) trained at once in stage 8
 gpu_inference=false     # decode on GPU
-device=cpu              # device for rpq-units (cpu, cuda)
+device=${default_device}  # device for rpq-units (cpu, cuda)
 datadir=data            # Kaldi data dirs
 dumpdir=dump            # feature samples and unit files
 expdir=exp              # codebooks, models, logs, results
@@ -64,20 +66,20 @@ train_set=""            # training set name (under datadir)
 valid_set=""            # validation set name
 test_sets=""            # test set names, space separated
 # Features and units
-upstream=fbank          # s3prl upstream name (fbank, wavlm_large, ...), wavlm_local/hubert_local, or
+upstream=${default_upstream}  # s3prl upstream name (fbank, wavlm_large, ...), wavlm_local/hubert_local, or
                         # rpq_ssl (an encoder pre-trained by ssl.sh)
 upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local/rpq_ssl (config file for baseline_local)
-layer=-1                # upstream layer (-1: last)
+layer=${default_layer}  # upstream layer (-1: last)
 feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
                         # with the checkpoint's file name instead of <upstream> when one is given)
-feats_portion=0.3       # portion of the training utterances used to fit the discretizers
+feats_portion=${default_feats_portion}  # portion of the training utterances used to fit the discretizers
 feats_autocast=none     # precision of the upstream forward in dump_feats/encode: none (fp32), bf16
                         # or fp16 (torch.autocast; bf16 agreement with fp32: bench/RESULTS.md)
 feats_batch_size=1      # utterances per upstream forward in dump_feats/encode (1: one at a time,
                         # exact; more: padded batches of similar lengths, faster on a GPU)
 on_encode_error=fail    # an utterance that cannot be encoded: fail (stop stage 4) or delete (left
                         # out of training; scored as a full deletion; named in the log with the count)
-max_frames=0            # at most this many frames to fit on (0: all sampled)
+max_frames=${default_max_frames}  # at most this many frames to fit on (0: all sampled)
 reuse_set_feats=true    # dump the features of the validation and test sets once (npy, under
                         # dumpdir) for every discretizer's encoding and the continuous reference,
                         # instead of one upstream forward each (false: no copy on disk)
@@ -572,6 +574,14 @@ source_text() {  # source_text <discretizer>: each set's source text and, for bp
     stamp_write "${spm}/.done" "${stamp}"
 }
 
+vocab_shapes() {  # vocab_shapes <stats dir> <name> <token list> <token type>: ESPnet's shape files
+    local n part  # of collect stats, "<uttid> <length>", with the vocabulary size added as ESPnet's
+    n=$(wc -l < "$3")  # recipes do: <name>_shape.<token type> for train and valid
+    for part in train valid; do
+        awk -v N="${n}" '{ print $0 "," N }' "$1/${part}/$2_shape" > "$1/${part}/$2_shape.$4"
+    done
+}
+
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_begin 5 "token lists: target ${token_type} -> ${tokendir}, source units"
     stamp=$(stamp_of st_tokens)
@@ -637,11 +647,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
                 --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
                 --train_shape_file "${lmdir}/stats/train.keys" --valid_shape_file "${lmdir}/stats/valid.keys" \
                 --output_dir "${lmdir}/stats" --config "${lm_config}" --ngpu 0 --num_workers 0
-            vocab=$(wc -l < "${tokendir}/tokens.txt")
-            for part in train valid; do
-                awk -v N="${vocab}" '{ print $0 "," N }' "${lmdir}/stats/${part}/text_shape" \
-                    > "${lmdir}/stats/${part}/text_shape.${token_type}"
-            done
+            vocab_shapes "${lmdir}/stats" text "${tokendir}/tokens.txt" "${token_type}"
             stamp_write "${lmdir}/stats/.done" "${stamp}"
         fi
         python utils/check_resume.py "${lmdir}"  # a checkpoint cut short by a kill is not resumed
@@ -700,13 +706,8 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             --valid_data_path_and_name_and_type "${va},src_text,text" \
             --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
             --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
-        tgt_vocab=$(wc -l < "${tokendir}/tokens.txt"); src_vocab=$(wc -l < "${src_list}")
-        for part in train valid; do
-            awk -v N="${tgt_vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
-                > "${stats}/${part}/text_shape.${token_type}"
-            awk -v N="${src_vocab}" '{ print $0 "," N }' "${stats}/${part}/src_text_shape" \
-                > "${stats}/${part}/src_text_shape.${src_token_type}"
-        done
+        vocab_shapes "${stats}" text "${tokendir}/tokens.txt" "${token_type}"
+        vocab_shapes "${stats}" src_text "${src_list}" "${src_token_type}"
         stamp_write "${stats}/.done" "${stamp}"
     done
     stage_end "collect stats"
@@ -979,11 +980,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
             --use_preprocessor true "${tok_opts[@]}" "${data_args[@]}" \
             --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
             --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
-        vocab=$(wc -l < "${tokendir}/tokens.txt")
-        for part in train valid; do
-            awk -v N="${vocab}" '{ print $0 "," N }' "${stats}/${part}/text_shape" \
-                > "${stats}/${part}/text_shape.${token_type}"
-        done
+        vocab_shapes "${stats}" text "${tokendir}/tokens.txt" "${token_type}"
         stamp_write "${stats}/.done" "${ctrain}"
     fi
     if ! stamp_ok "${adir}/.done_train" "${ctrain}"; then
