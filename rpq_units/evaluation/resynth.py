@@ -33,6 +33,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -270,12 +271,39 @@ def _bitrate(q: Any | None, dim: int, frame_rate: float) -> float:
     return q.num_codebooks * math.log2(q.codebook_size) * frame_rate
 
 
+@dataclass
+class _Units:
+    """One discretizer of a run: its name, fitted quantizer, unit file and that file's unit
+    text by utterance id."""
+
+    name: str
+    quantizer: Any
+    path: str
+    text: dict[str, str]
+
+    def codes(self, uttid: str, frames: int) -> np.ndarray:
+        """Codes ``(T, M)`` of ``uttid``; a frame count other than the features' ``frames``
+        is logged."""
+        from rpq_units.pipeline.units import UnitsError, text_to_units
+
+        q = self.quantizer
+        try:
+            codes = text_to_units(self.text[uttid], q.num_codebooks, q.codebook_size)
+        except UnitsError as e:
+            raise ResynthError(f"{self.path}: utterance {uttid}: {e}") from e
+        if codes.shape[0] != frames:
+            logger.warning("%s: %s has %d frames, the features %d", uttid, self.name,
+                           codes.shape[0], frames)
+        return codes
+
+
 def _discretizers(
     codebooks: Sequence[str], units: Sequence[str], names: Sequence[str], device: str
-) -> tuple[list[Any], tuple[str, str | None, int | None]]:
-    """The quantizers of ``codebooks`` (one per name and unit file) and the ``(upstream, ckpt,
-    layer)`` of the features they were all fitted on."""
+) -> tuple[list[_Units], tuple[str, str | None, int | None]]:
+    """The discretizers of ``codebooks`` (one per name and unit file) and the ``(upstream,
+    ckpt, layer)`` of the features they were all fitted on."""
     from rpq_units.pipeline.codebooks import load_quantizer
+    from rpq_units.pipeline.units import read_units
 
     if not (len(codebooks) == len(units) == len(names)):
         raise ResynthError(
@@ -292,23 +320,53 @@ def _discretizers(
         raise ResynthError(f"the codebooks were fitted on different features: {metas}")
     if not metas[0][0]:
         raise ResynthError(f"{codebooks[0]}: no upstream recorded in the codebook")
-    return qs, metas[0]
+    found = [_Units(n, q, u, read_units(u)) for n, q, u in zip(names, qs, units, strict=True)]
+    return found, metas[0]
 
 
-def _utterance_codes(
-    q: Any, text: dict[str, str], ufile: str, uttid: str, name: str, frames: int
-) -> np.ndarray:
-    """Codes ``(T, M)`` of ``uttid`` in the unit text of ``ufile`` (discretizer ``name``); a
-    frame count other than the features' ``frames`` is logged."""
-    from rpq_units.pipeline.units import UnitsError, text_to_units
+def _utterances(data_dir: str, discretizers: list[_Units], max_utts: int) -> list[Any]:
+    """The utterances of ``data_dir`` that every unit file holds, the first ``max_utts``
+    (0: all)."""
+    from rpq_units.pipeline.data import load_data_dir
 
-    try:
-        codes = text_to_units(text[uttid], q.num_codebooks, q.codebook_size)
-    except UnitsError as e:
-        raise ResynthError(f"{ufile}: utterance {uttid}: {e}") from e
-    if codes.shape[0] != frames:
-        logger.warning("%s: %s has %d frames, the features %d", uttid, name, codes.shape[0], frames)
-    return codes
+    utts = [u for u in load_data_dir(data_dir) if all(u.uttid in d.text for d in discretizers)]
+    if not utts:
+        files = ", ".join(d.path for d in discretizers)
+        raise ResynthError(f"no utterance of {data_dir} is in every unit file ({files})")
+    return utts[:max_utts] if max_utts > 0 else utts
+
+
+def _synthesize(
+    utts: list[Any], systems: list[str], fx: Any, synth: Synthesizer,
+    discretizers: list[_Units], out: Path, seed: int,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, dict[str, float]]]]:
+    """Each system's waveform of each utterance (written to ``out/wav/<system>/``) and its
+    measures against the original: ``(audio, per_utt)``, both by system, then utterance id."""
+    from tqdm import tqdm
+
+    from rpq_units.evaluation.speech_metrics import all_measures, world_analysis
+    from rpq_units.pipeline.data import AudioLoader
+
+    load = AudioLoader()
+    per_utt: dict[str, dict[str, dict[str, float]]] = {s: {} for s in systems if s != ORIGINAL}
+    audio: dict[str, dict[str, np.ndarray]] = {s: {} for s in systems}
+    for i, utt in enumerate(tqdm(utts, desc="resynth", unit="utt", mininterval=2.0)):
+        wav = load(utt)
+        feats = fx.extract(wav)
+        made = {ORIGINAL: wav, CONTINUOUS: synth(feats, wav.shape[0], seed=seed + i)}
+        cp = synth.copy(wav, seed=seed + i)
+        if cp is not None:
+            made[COPY] = cp
+        for d in discretizers:
+            codes = d.codes(utt.uttid, feats.shape[0])
+            made[d.name] = synth(d.quantizer.decode(codes), wav.shape[0], seed=seed + i)
+        ref_world = world_analysis(wav, SAMPLE_RATE)
+        for s, w in made.items():
+            _write_wav(out / "wav" / s / f"{utt.uttid}.wav", w)
+            audio[s][utt.uttid] = w
+            if s != ORIGINAL:
+                per_utt[s][utt.uttid] = all_measures(wav, w, SAMPLE_RATE, ref_world=ref_world)
+    return audio, per_utt
 
 
 def _summary(
@@ -372,13 +430,9 @@ def resynth(
     transcripts both through Whisper's English normalizer)."""
     if judge not in JUDGES:
         raise ResynthError(f"judge must be one of {', '.join(JUDGES)}, got {judge!r}")
-    from rpq_units.evaluation.speech_metrics import all_measures, world_analysis
-    from rpq_units.pipeline.data import AudioLoader, load_data_dir
     from rpq_units.pipeline.features import FeatureExtractor
-    from rpq_units.pipeline.units import read_units
 
-    qs, (upstream, ckpt, layer) = _discretizers(codebooks, units, names, device)
-    unit_text = [read_units(u) for u in units]
+    discretizers, (upstream, ckpt, layer) = _discretizers(codebooks, units, names, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fx = FeatureExtractor(upstream=upstream, ckpt=ckpt, layer=layer if layer is not None else -1,
@@ -386,51 +440,44 @@ def resynth(
     synth = Synthesizer(upstream=upstream, upstream_ckpt=ckpt, vocoder=vocoder, work_dir=out,
                         stats_data_dir=stats_data_dir, stats_utts=stats_utts, n_iter=n_iter,
                         device=device)
-    utts = [u for u in load_data_dir(data_dir) if all(u.uttid in t for t in unit_text)]
-    if not utts:
-        raise ResynthError(f"no utterance of {data_dir} is in every unit file ({', '.join(units)})")
-    if max_utts > 0:
-        utts = utts[:max_utts]
+    utts = _utterances(data_dir, discretizers, max_utts)
     systems = [ORIGINAL] + ([COPY] if synth.spec is not None else []) + [CONTINUOUS] + list(names)
-    load = AudioLoader()
-    per_utt: dict[str, dict[str, dict[str, float]]] = {s: {} for s in systems if s != ORIGINAL}
-    audio: dict[str, dict[str, np.ndarray]] = {s: {} for s in systems}
-    from tqdm import tqdm
-
-    for i, utt in enumerate(tqdm(utts, desc="resynth", unit="utt", mininterval=2.0)):
-        wav = load(utt)
-        feats = fx.extract(wav)
-        made = {ORIGINAL: wav, CONTINUOUS: synth(feats, wav.shape[0], seed=seed + i)}
-        cp = synth.copy(wav, seed=seed + i)
-        if cp is not None:
-            made[COPY] = cp
-        for name, q, text, ufile in zip(names, qs, unit_text, units, strict=True):
-            codes = _utterance_codes(q, text, ufile, utt.uttid, name, feats.shape[0])
-            made[name] = synth(q.decode(codes), wav.shape[0], seed=seed + i)
-        ref_world = world_analysis(wav, SAMPLE_RATE)
-        for s, w in made.items():
-            _write_wav(out / "wav" / s / f"{utt.uttid}.wav", w)
-            audio[s][utt.uttid] = w
-            if s != ORIGINAL:
-                per_utt[s][utt.uttid] = all_measures(wav, w, SAMPLE_RATE, ref_world=ref_world)
-    frame_rate = fx.frame_rate
-    summary = _summary(systems, dict(zip(names, qs, strict=True)), fx.dim, frame_rate, per_utt)
+    audio, per_utt = _synthesize(utts, systems, fx, synth, discretizers, out, seed)
+    quantizers = {d.name: d.quantizer for d in discretizers}
+    summary = _summary(systems, quantizers, fx.dim, fx.frame_rate, per_utt)
     if judge == "whisper":
-        asr = _whisper_scores(judge_model, audio, data_dir, score_unit, device, summary)
+        by = _whisper_judge(judge_model, device, score_unit)
     else:
-        asr = _asr_scores(asr_dir, asr_decode_config, audio, data_dir, score_unit, device,
-                          summary, features=fx.extract, decode_args=asr_decode_args)
+        by = _espnet_judge(asr_dir, asr_decode_config, asr_decode_args, device, score_unit,
+                           features=fx.extract)
+    asr = _intelligibility(by, audio, data_dir, score_unit, summary)
+    report = _report(data_dir, (upstream, ckpt), fx, synth, systems,
+                     dict(zip(names, codebooks, strict=True)), utts, summary, asr, per_utt)
+    write_text_atomic(out / "metrics.json", json.dumps(_json_safe(report), indent=1) + "\n")
+    write_text_atomic(out / "resynth.md", format_table(report) + "\n")
+    logger.info("resynth: %d utterances x %d systems -> %s", len(utts), len(systems), out)
+    return report
+
+
+def _report(
+    data_dir: str, upstream: tuple[str, str | None], fx: Any, synth: Synthesizer, systems: list[str], codebooks: dict[str, str],
+    utts: list[Any], summary: dict[str, dict[str, float]], asr: dict[str, Any],
+    per_utt: dict[str, dict[str, dict[str, float]]],
+) -> dict[str, Any]:
+    """What ``metrics.json`` holds: the run's features (``upstream``: name and checkpoint as
+    the codebooks recorded them), systems and utterances, the summary,
+    the judge's transcripts, the measures per utterance and the check of the expected order."""
     refs = _references(data_dir)
     report = {
         "data_dir": str(data_dir),
-        "upstream": upstream,
-        "upstream_ckpt": ckpt,
+        "upstream": upstream[0],
+        "upstream_ckpt": upstream[1],
         "layer": fx.layer,
         "num_layers": fx.num_layers,  # 1: an upstream with one output (log-mel), no layer to name
-        "frame_rate": frame_rate,
+        "frame_rate": fx.frame_rate,
         "synthesis": synth.name,
         "systems": systems,
-        "discretizers": dict(zip(names, [str(c) for c in codebooks], strict=True)),
+        "discretizers": {name: str(c) for name, c in codebooks.items()},
         "utterances": [u.uttid for u in utts],
         "text": {u.uttid: refs.get(u.uttid, "") for u in utts},
         "summary": summary,
@@ -438,78 +485,78 @@ def resynth(
         "per_utterance": per_utt,
     }
     report["expected_order"] = expected_order(report)
-    write_text_atomic(out / "metrics.json", json.dumps(_json_safe(report), indent=1) + "\n")
-    write_text_atomic(out / "resynth.md", format_table(report) + "\n")
-    logger.info("resynth: %d utterances x %d systems -> %s", len(utts), len(systems), out)
     return report
 
 
-def _asr_scores(
-    asr_dir: str | None,
-    decode_config: str | None,
-    audio: dict[str, dict[str, np.ndarray]],
-    data_dir: str,
-    unit: str,
-    device: str,
-    summary: dict[str, dict[str, float]],
+@dataclass
+class _Judge:
+    """Who transcribes the resynthesized speech: ``transcribe`` (one system's waveforms by
+    utterance id -> transcripts), what the report says of it (``unit`` among it) and the
+    normalizer of the references; or why there is none (``skipped``)."""
+
+    transcribe: Callable[[dict[str, np.ndarray]], dict[str, str]] | None = None
+    info: dict[str, Any] | None = None
+    normalize: Callable[[str], str] | None = None
+    skipped: str = ""
+
+
+def _espnet_judge(
+    asr_dir: str | None, decode_config: str | None, decode_args: str, device: str, unit: str,
     features: Callable[[np.ndarray], np.ndarray] | None = None,
-    decode_args: str = "",
-) -> dict[str, Any]:
-    """WER of each system under the ASR model in ``asr_dir`` and dWER against its transcripts
-    of the originals, added to ``summary``; ``{"skipped": reason}`` without a model.
-    ``features``: the extractor for a model trained on features (see :func:`transcribe`)."""
-    from rpq_units.evaluation.scoring import read_text
-
+) -> _Judge:
+    """The ESPnet ASR model in ``asr_dir`` as a judge (``features``: the extractor for a model
+    trained on features, see :func:`transcribe`), or why there is none."""
     if not asr_dir:
-        reason = "no ASR model given (--asr_dir)"
-    elif not (Path(asr_dir) / "config.yaml").is_file():
-        reason = f"no trained ASR model in {asr_dir} (config.yaml missing)"
-    else:
-        reason = ""
-    if reason:
-        logger.info("intelligibility (WER/dWER) skipped: %s", reason)
-        return {"skipped": reason}
-    refs = read_text(Path(data_dir) / "text")
-    hyps = {s: transcribe(asr_dir, a, decode_config=decode_config, device=device,
+        return _Judge(skipped="no ASR model given (--asr_dir)")
+    if not (Path(asr_dir) / "config.yaml").is_file():
+        return _Judge(skipped=f"no trained ASR model in {asr_dir} (config.yaml missing)")
+
+    def run(wavs: dict[str, np.ndarray]) -> dict[str, str]:
+        return transcribe(asr_dir, wavs, decode_config=decode_config, device=device,
                           features=features, decode_args=decode_args)
-            for s, a in audio.items()}
-    _add_error_rates(summary, refs, hyps, unit)
-    return {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
-            "decode_args": decode_args, "hyps": hyps}
+
+    info = {"model": str(asr_dir), "unit": unit, "decode_config": decode_config,
+            "decode_args": decode_args}
+    return _Judge(run, info)
 
 
-def _add_error_rates(summary: dict[str, dict[str, float]], refs: dict[str, str],
-                     hyps: dict[str, dict[str, str]], unit: str) -> None:
-    """Each system's WER against the references and dWER against the judge's transcripts of
-    the originals, into ``summary``."""
-    for s, h in hyps.items():
-        summary[s]["wer"] = error_rate(refs, h, unit)
-        summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
-
-
-def _whisper_scores(
-    model_dir: str | None,
-    audio: dict[str, dict[str, np.ndarray]],
-    data_dir: str,
-    unit: str,
-    device: str,
-    summary: dict[str, dict[str, float]],
-) -> dict[str, Any]:
-    """As :func:`_asr_scores`, judged by a CTranslate2 Whisper model (English): references and
-    transcripts both through ``transformers``' Whisper English normalizer."""
+def _whisper_judge(model_dir: str | None, device: str, unit: str) -> _Judge:
+    """A CTranslate2 Whisper model (English) as a judge: references and transcripts both
+    through ``transformers``' Whisper English normalizer."""
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    from rpq_units.evaluation.scoring import read_text
     from rpq_units.evaluation.whisper_judge import whisper_transcribe
     from rpq_units.pipeline.whisper import bundled_checkpoint
 
     norm = EnglishTextNormalizer({})
-    refs = {u: norm(t) for u, t in read_text(Path(data_dir) / "text").items()}
-    hyps = {s: whisper_transcribe(a, model_dir=model_dir, device=device, normalize=norm)
-            for s, a in audio.items()}
-    _add_error_rates(summary, refs, hyps, unit)
+
+    def run(wavs: dict[str, np.ndarray]) -> dict[str, str]:
+        return whisper_transcribe(wavs, model_dir=model_dir, device=device, normalize=norm)
+
     model = str(model_dir or bundled_checkpoint())
-    return {"model": f"whisper:{model}", "judge": "whisper", "unit": unit, "hyps": hyps}
+    return _Judge(run, {"model": f"whisper:{model}", "judge": "whisper", "unit": unit}, norm)
+
+
+def _intelligibility(
+    judge: _Judge, audio: dict[str, dict[str, np.ndarray]], data_dir: str, unit: str,
+    summary: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """Each system's WER against the references of ``data_dir`` and dWER against the judge's
+    transcripts of the originals, added to ``summary``; the judge's report with its transcripts
+    (``{"skipped": reason}`` without a judge)."""
+    from rpq_units.evaluation.scoring import read_text
+
+    if judge.skipped:
+        logger.info("intelligibility (WER/dWER) skipped: %s", judge.skipped)
+        return {"skipped": judge.skipped}
+    refs = read_text(Path(data_dir) / "text")
+    if judge.normalize is not None:
+        refs = {u: judge.normalize(t) for u, t in refs.items()}
+    hyps = {s: judge.transcribe(a) for s, a in audio.items()}
+    for s, h in hyps.items():
+        summary[s]["wer"] = error_rate(refs, h, unit)
+        summary[s]["dwer"] = error_rate(hyps[ORIGINAL], h, unit)
+    return {**judge.info, "hyps": hyps}
 
 
 def _json_safe(x: Any) -> Any:
