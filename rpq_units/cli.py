@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "data_dir", required=True, help="Kaldi data dir")
     _opt(p, "out_dir", required=True, help="feature dir")
     feature_opts(p, required=True)
-    _opt(p, "portion", type=float, default=1.0, help="fraction of utterances (seeded)")
+    _opt(p, "portion", type=float, required=True,
+         help="fraction of the utterances, sampled with --seed (1: all)")
     _opt(p, "seed", type=int, default=0, help="seed of the portion")
     _opt(
         p,

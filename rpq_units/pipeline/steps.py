@@ -4,7 +4,8 @@ and the recipes' step script (``egs/TEMPLATE/utils/units_steps.sh``) call them; 
 own script::
 
     from rpq_units.pipeline import steps
-    steps.dump_feats(data_dir="data/train", out_dir="dump/feats", upstream="wavlm_large", layer=21)
+    steps.dump_feats(data_dir="data/train", out_dir="dump/feats", upstream="wavlm_large", layer=21,
+                     portion=0.3)
     steps.fit(feats_dir="dump/feats", out="exp/units/codebook.pt", config="conf/units/rpq.yaml")
     steps.encode(data_dir="data/test", codebook="exp/units/codebook.pt", out="dump/units/test/units")
 
@@ -277,9 +278,9 @@ def dump_feats(
     data_dir: str,
     out_dir: str,
     upstream: str,
+    portion: float,
     upstream_ckpt: str | None = None,
     layer: int = -1,
-    portion: float = 1.0,
     seed: int = 0,
     nshard: int = 1,
     rank: int = 0,
@@ -294,7 +295,8 @@ def dump_feats(
     """Features of a seeded ``portion`` of ``data_dir`` (shard ``rank`` of ``nshard``) to
     ``out_dir/feats.<rank>.{npy,len,ids}`` (``format="npy"``: the shards ``fit`` reads) or
     ``out_dir/feats.<rank>.{ark,scp}`` (``format="ark"``: Kaldi matrices, as ESPnet's
-    ``kaldi_ark`` input), and ``out_dir/feats.json``.
+    ``kaldi_ark`` input), and ``out_dir/feats.json``. ``portion``: 1 for every utterance; it
+    has no default here (the recipes state theirs once, in egs/TEMPLATE/utils/unit_defaults.sh).
 
     ``from_feats_dir``: an npy dump of the same data dir: its utterances are copied from it
     (e.g. into the ark the continuous reference reads), only the others run through the

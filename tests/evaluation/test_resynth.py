@@ -183,7 +183,7 @@ def resynth_run(tmp_path_factory):
     make_data_dir(d / "train", [1.2] * 6, prefix="tr")
     make_data_dir(d / "test", [1.0, 0.8, 1.1], prefix="te", seed=50)
     up = ["--upstream", "baseline_local", "--upstream_ckpt", str(MEL_40MS)]
-    assert cli.main(["dump_feats", "--data_dir", d / "train", "--out_dir", d / "feats", *up]) == 0
+    assert cli.main(["dump_feats", "--portion", "1", "--data_dir", d / "train", "--out_dir", d / "feats", *up]) == 0
     names = ["kmeans", "pq"]
     for n in names:
         conf = ROOT / "egs" / "mini_librispeech" / "conf" / "units" / f"{n}.yaml"
@@ -528,7 +528,7 @@ def test_ssl_units_through_a_trained_vocoder(tmp_path):
     make_data_dir(tmp_path / "train", [0.8] * 3, prefix="tr")
     make_data_dir(tmp_path / "test", [0.7], prefix="te", seed=9)
     up = ["--upstream", "wavlm_local", "--upstream_ckpt", str(ckpt)]
-    assert cli.main(["dump_feats", "--data_dir", tmp_path / "train", "--out_dir",
+    assert cli.main(["dump_feats", "--portion", "1", "--data_dir", tmp_path / "train", "--out_dir",
                      tmp_path / "feats", *up]) == 0
     assert cli.main(["fit", "--feats_dir", tmp_path / "feats", "--out", tmp_path / "km.pt",
                      "--method", "kmeans", "--codebook_size", "4"]) == 0

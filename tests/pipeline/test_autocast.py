@@ -30,7 +30,7 @@ def test_bad_autocast_named():
 def test_cli_autocast_dump_feats(tiny_data, tiny_wavlm, tmp_path):
     """--autocast bf16 with length-sorted batches: the same utterances and frame counts as
     fp32 one at a time, features within bf16 error, recorded in feats.json."""
-    base = ["dump_feats", "--data_dir", str(tiny_data), "--upstream", "wavlm_local",
+    base = ["dump_feats", "--portion", "1", "--data_dir", str(tiny_data), "--upstream", "wavlm_local",
             "--upstream_ckpt", str(tiny_wavlm), "--layer", "2"]
     assert cli.main([*base, "--out_dir", str(tmp_path / "f32")]) == 0
     assert cli.main([*base, "--out_dir", str(tmp_path / "bf16"), "--autocast", "bf16",

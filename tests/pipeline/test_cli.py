@@ -42,6 +42,8 @@ def feats(tiny_data, tiny_wavlm, tmp_path_factory):
         main(
             [
                 "dump_feats",
+                "--portion",
+                "1",
                 "--data_dir",
                 tiny_data,
                 "--out_dir",
@@ -61,6 +63,8 @@ def feats(tiny_data, tiny_wavlm, tmp_path_factory):
         main(
             [
                 "dump_feats",
+                "--portion",
+                "1",
                 "--data-dir",
                 tiny_data,
                 "--out-dir",
@@ -309,6 +313,8 @@ def test_strict_failure_leaves_previous_output_intact(codebooks, tiny_data, tmp_
     rc, err = run(
         capsys,
         "dump_feats",
+        "--portion",
+        "1",
         "--data_dir",
         data,
         "--out_dir",
@@ -375,6 +381,8 @@ def test_user_and_usage_errors(feats, tiny_data, tmp_path, capsys):
     rc, err = run(
         capsys,
         "dump_feats",
+        "--portion",
+        "1",
         "--data_dir",
         tiny_data,
         "--out_dir",
@@ -419,7 +427,7 @@ def test_user_and_usage_errors(feats, tiny_data, tmp_path, capsys):
         (["encode", "--batch_size", "0"], "error: --batch_size 0: must be a positive integer"),
         (["encode", "--nshard", "2", "--rank", "2"], "error: --rank 2: must be in 0..1"),
         (["dump_feats", "--portion", "2"], "error: --portion 2.0: must be in (0, 1]"),
-        (["dump_feats", "--device", "cuda:99"], "error: --device cuda:99: "),
+        (["dump_feats", "--portion", "1", "--device", "cuda:99"], "error: --device cuda:99: "),
         (["token_list", "--num_codebooks", "0"], "error: --num_codebooks 0: must be a positive"),
         (["fit", "--max_frames", "0"], "error: --max_frames 0: must be a positive integer"),
         (["fit", "--dims_ratio", "1.5"], "error: --dims_ratio 1.5: must be in (0, 1]"),
@@ -453,7 +461,7 @@ def test_audio_shorter_than_one_frame(tmp_path, capsys, caplog):
     sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 50).astype(np.float32), 16000)
     ups = ["--upstream", "baseline_local", "--upstream_ckpt",
            ROOT / "egs" / "mini_librispeech" / "conf" / "upstream" / "mel_40ms.yaml"]
-    rc, err = run(capsys, "dump_feats", "--data_dir", data, "--out_dir", tmp_path / "f", *ups)
+    rc, err = run(capsys, "dump_feats", "--portion", "1", "--data_dir", data, "--out_dir", tmp_path / "f", *ups)
     assert rc == 0, err
     assert FeatureShards(tmp_path / "f").ids == sorted(ids[1:])
     rc, err = run(capsys, "fit", "--feats_dir", tmp_path / "f", "--out", tmp_path / "c.pt",
@@ -492,6 +500,8 @@ def test_batched_dump_feats_matches_one_at_a_time(tiny_data, tmp_path, capsys):
         rc, err = run(
             capsys,
             "dump_feats",
+            "--portion",
+            "1",
             "--data_dir",
             tiny_data,
             "--out_dir",
@@ -603,7 +613,7 @@ def test_steps_say_where_their_time_went(tiny_data, tmp_path, monkeypatch, caplo
     monkeypatch.setattr(FeatureShardWriter, "add", slow_add)
     caplog.set_level(logging.INFO, logger="rpq_units")
     out = steps.dump_feats(data_dir=str(tiny_data), out_dir=str(tmp_path / "f"),
-                           upstream="fbank_no_cmvn", batch_size=2)
+                           upstream="fbank_no_cmvn", portion=1.0, batch_size=2)
     sec = out["seconds"]
     assert set(sec) == {"load", "audio", "forward", "write", "total"}
     assert sec["write"] >= delay * out["utterances"] > 0

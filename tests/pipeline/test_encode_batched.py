@@ -57,7 +57,7 @@ def test_batched_units_equal_one_at_a_time_on_real_speech(real_data, method, kw,
     feats = real_data / "feats"
     if not (feats / "feats.json").is_file():
         steps.dump_feats(data_dir=data, out_dir=str(feats), upstream="baseline_local",
-                         upstream_ckpt=str(MEL))
+                         upstream_ckpt=str(MEL), portion=1.0)
     book = tmp_path / "codebook.pt"
     steps.fit(feats_dir=str(feats), out=str(book), method=method, seed=0, max_iter=10, **kw)
     out = {}

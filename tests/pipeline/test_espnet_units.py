@@ -42,7 +42,7 @@ def test_espnet_word_tokenizer_maps_units_to_ids(tmp_path, m, k):
 def test_units_from_the_cli_through_espnet_preprocessor(tmp_path, tiny_data):
     """dump_feats -> fit (PQ, M=4) -> encode -> token_list, then mt_train's preprocessor."""
     feats, book, units, toks = tmp_path / "feats", tmp_path / "pq.pt", tmp_path / "units", tmp_path / "tokens.txt"
-    assert cli.main(["dump_feats", "--data_dir", str(tiny_data), "--out_dir", str(feats), "--upstream", "fbank"]) == 0
+    assert cli.main(["dump_feats", "--portion", "1", "--data_dir", str(tiny_data), "--out_dir", str(feats), "--upstream", "fbank"]) == 0
     assert cli.main(["fit", "--feats_dir", str(feats), "--out", str(book), "--method", "pq",
                      "--num_codebooks", "4", "--codebook_size", "8"]) == 0
     assert cli.main(["encode", "--data_dir", str(tiny_data), "--codebook", str(book), "--out", str(units)]) == 0

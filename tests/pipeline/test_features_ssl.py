@@ -54,7 +54,7 @@ def test_rpq_ssl_features_are_the_encoders_layer(encoder_file, tiny_data):
 def test_rpq_ssl_through_the_cli_with_provenance(encoder_file, tiny_data, tmp_path, capsys):
     feats, book, units = tmp_path / "feats", tmp_path / "km.pt", tmp_path / "units"
     args = ["--upstream", "rpq_ssl", "--upstream_ckpt", str(encoder_file), "--layer", "2"]
-    assert cli.main(["dump_feats", "--data_dir", str(tiny_data), "--out_dir", str(feats), *args]) == 0
+    assert cli.main(["dump_feats", "--portion", "1", "--data_dir", str(tiny_data), "--out_dir", str(feats), *args]) == 0
     info = json.loads((feats / "feats.json").read_text())
     assert info["upstream"] == "rpq_ssl" and info["upstream_kind"] == "birq" and info["dim"] == 32
     assert cli.main(["fit", "--feats_dir", str(feats), "--out", str(book), "--method", "kmeans",
@@ -91,7 +91,7 @@ def test_rpq_ssl_bad_input_is_one_line(case, encoder_file, tiny_wavlm, tiny_data
     }
     args, message = opts[case]
     out = tmp_path / "feats"
-    assert cli.main(["dump_feats", "--data_dir", str(tiny_data), "--out_dir", str(out), *args]) == 1
+    assert cli.main(["dump_feats", "--portion", "1", "--data_dir", str(tiny_data), "--out_dir", str(out), *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (out / "feats.json").exists()
@@ -105,9 +105,9 @@ def test_dump_feats_ark_matches_npy_shards(encoder_file, tiny_data, tmp_path):
     args = ["--upstream", "rpq_ssl", "--upstream_ckpt", str(encoder_file), "--layer", "1",
             "--data_dir", str(tiny_data)]
     for rank in (0, 1):
-        assert cli.main(["dump_feats", *args, "--out_dir", str(tmp_path / "ark"), "--format", "ark",
+        assert cli.main(["dump_feats", "--portion", "1", *args, "--out_dir", str(tmp_path / "ark"), "--format", "ark",
                          "--nshard", "2", "--rank", str(rank)]) == 0
-    assert cli.main(["dump_feats", *args, "--out_dir", str(tmp_path / "npy")]) == 0
+    assert cli.main(["dump_feats", "--portion", "1", *args, "--out_dir", str(tmp_path / "npy")]) == 0
     ark = {}
     for rank in (0, 1):
         scp = tmp_path / "ark" / f"feats.{rank}.scp"
@@ -135,15 +135,15 @@ def test_dump_feats_from_an_npy_dump_copies_it_and_runs_only_the_rest(encoder_fi
 
     args = ["--upstream", "rpq_ssl", "--upstream_ckpt", str(encoder_file), "--data_dir",
             str(tiny_data)]
-    assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "half"),
+    assert cli.main(["dump_feats", "--portion", "1", *args, "--layer", "1", "--out_dir", str(tmp_path / "half"),
                      "--portion", "0.5"]) == 0
-    assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "ref"),
+    assert cli.main(["dump_feats", "--portion", "1", *args, "--layer", "1", "--out_dir", str(tmp_path / "ref"),
                      "--format", "ark"]) == 0
     ref = dict(kaldiio.load_scp(str(tmp_path / "ref" / "feats.0.scp")))
     half = set(FeatureShards(tmp_path / "half").ids)
     assert 0 < len(half) < len(ref)
     with caplog.at_level(logging.INFO):
-        assert cli.main(["dump_feats", *args, "--layer", "1", "--out_dir", str(tmp_path / "ark"),
+        assert cli.main(["dump_feats", "--portion", "1", *args, "--layer", "1", "--out_dir", str(tmp_path / "ark"),
                          "--format", "ark", "--from_feats_dir", str(tmp_path / "half")]) == 0
     assert (f"{len(half)} of {len(ref)} utterances from the features in {tmp_path / 'half'}, "
             f"{len(ref) - len(half)} through the upstream") in caplog.text
@@ -153,6 +153,6 @@ def test_dump_feats_from_an_npy_dump_copies_it_and_runs_only_the_rest(encoder_fi
         np.testing.assert_allclose(got[uttid], feats, rtol=0, atol=1e-6)
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        assert cli.main(["dump_feats", *args, "--layer", "2", "--out_dir", str(tmp_path / "l2"),
+        assert cli.main(["dump_feats", "--portion", "1", *args, "--layer", "2", "--out_dir", str(tmp_path / "l2"),
                          "--from_feats_dir", str(tmp_path / "half")]) == 0
     assert "not using the features in" in caplog.text and "layer 1 (here 2)" in caplog.text

@@ -310,7 +310,7 @@ def _cli_jobs(t: Tree, out: Path) -> dict[str, tuple[list[str], list[Path]]]:
     book = w / f"exp/units_{TAG}_pq/codebook.pt"
     ups = ["--upstream", "baseline_local", "--upstream_ckpt", w / "conf/upstream/mel_40ms.yaml"]
     return {
-        "dump_feats": (_cli("dump_feats", "--data_dir", w / "data/train_clean", "--out_dir", out / "feats",
+        "dump_feats": (_cli("dump_feats", "--portion", "1", "--data_dir", w / "data/train_clean", "--out_dir", out / "feats",
                             *ups, "--nshard", "2", "--rank", "1"),
                        [out / "feats" / f for f in ("feats.1.npy", "feats.1.len", "feats.1.ids", "feats.json")]),
         "fit": (_cli("fit", "--feats_dir", feats, "--out", out / "cb.pt", "--config", w / "conf/tiny/pq.yaml"),

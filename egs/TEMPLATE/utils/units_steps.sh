@@ -29,14 +29,16 @@ set -euo pipefail
 export LC_ALL=C  # sorted Kaldi tables (comm, join)
 
 utils=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=unit_defaults.sh
+. "${utils}/unit_defaults.sh"  # the defaults this script shares with the engine, units_asr.sh
 cmd="${utils}/run_jobs.sh --backend local"  # job runner for the parallel steps
 fit_cmd=""              # job runner for fit / analyze / token_list (default: --cmd)
-nj=4                    # parallel jobs (feats, encode); at most one per utterance
+nj=${default_nj}        # parallel jobs (feats, encode); at most one per utterance
 data_dir=""             # Kaldi data dir (wav.scp; text for encode's text output)
-upstream=fbank          # s3prl upstream, wavlm_local/hubert_local, baseline_local or rpq_ssl
+upstream=${default_upstream}  # s3prl upstream, wavlm_local/hubert_local, baseline_local or rpq_ssl
 upstream_ckpt=""        # its checkpoint (config file for baseline_local)
-layer=-1                # upstream layer (-1: last)
-portion=0.3             # feats: portion of the utterances sampled (seeded)
+layer=${default_layer}  # upstream layer (-1: last)
+portion=${default_feats_portion}  # feats: portion of the utterances sampled (seeded)
 seed=0                  # feats: seed of the sample
 format=npy              # feats: npy shards (for fit) or ark (kaldi_ark for ESPnet, merged into
                         # <feats_dir>/feats.scp)
@@ -45,12 +47,12 @@ feats_dir=""            # feats: output; fit: input; encode: features to reuse f
 from_feats_dir=""       # feats: an npy feats dump of the same data dir whose utterances are copied
                         # instead of run through the upstream (used only with the same settings)
 config=""               # fit: discretizer config (conf/units/<name>.yaml)
-max_frames=0            # fit: at most this many frames (0: all)
+max_frames=${default_max_frames}  # fit: at most this many frames (0: all)
 units_dir=""            # fit: output; encode, token_list: the codebook's dir
 out_dir=""              # encode: output dir
 strict=true             # encode: stop at an utterance that cannot be encoded (false: name it in
                         # <out_dir>/failed and go on)
-device=cpu              # torch device
+device=${default_device}  # torch device
 fwd_opts=""             # more dump_feats/encode options (--batch_size N, --autocast bf16)
 label=""                # encode: how errors name the work (default: "<data_dir> with <units_dir>")
 
