@@ -13,6 +13,7 @@ evaluation ones in :mod:`rpq_units.evaluation`; this module only parses and disp
     train_vocoder  HiFi-GAN from the continuous features of a data dir -> vocoder.pt
     resynth     units -> decode -> features -> waveform per discretizer, scored -> wav/, metrics.json
     demo_page   static HTML page (audio players, heatmaps, tables) from a resynth dir
+    transcribe  audio -> text with a trained recipe's model (features, units, ESPnet decoding)
 
 Long options take underscores or dashes (``--data_dir`` = ``--data-dir``). ``--rank`` is
 0-based (shell ``JOB`` indices are 1-based: pass ``JOB-1``).
@@ -37,6 +38,7 @@ from typing import Any
 
 from rpq_units.errors import UserError, is_user_error, one_line
 from rpq_units.pipeline.steps import QUANTIZE_FRAMES, dump_feats, encode, fit, merge, token_list
+from rpq_units.pipeline.transcribe import INFERENCE_MODEL
 from rpq_units.pipeline.unit_text import src_text
 from rpq_units.quant.base import METHODS
 
@@ -75,6 +77,17 @@ def analyze(**kwargs: Any) -> dict[str, Any]:
     report = run(**kwargs)
     sys.stdout.write(format_report(report))
     return report
+
+
+def transcribe(**kwargs: Any) -> dict[str, str]:
+    """See :func:`rpq_units.pipeline.transcribe.transcribe`; without ``--out`` the lines go to
+    stdout."""
+    from rpq_units.pipeline.transcribe import transcribe as run
+
+    hyps = run(**kwargs)
+    if kwargs.get("out") is None:
+        sys.stdout.write("".join(f"{u} {h}\n" for u, h in hyps.items()))
+    return hyps
 
 
 # ---- argument parsing ----------------------------------------------------------------------
@@ -371,6 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "num_utts", type=int, default=5, help="utterances with audio players")
     _opt(p, "results_md", default=None, help="RESULTS.md with the WER table")
     _opt(p, "heatmaps", nargs="*", default=[], help="PNG heatmaps (dim_correlation.png)")
+
+    p = sub.add_parser(
+        "transcribe", help="audio -> text with a trained recipe's model", formatter_class=fmt,
+        parents=[common],
+    )
+    p.add_argument("audio", nargs="*", help="audio files (utterance id: the name without extension)")
+    _opt(p, "model_dir", required=True,
+         help="trained model dir of a recipe, exp/asr_<feat_tag>_<discretizer>[<src settings>]")
+    _opt(p, "wav_scp", default=None, help="Kaldi wav.scp of the audio (instead of files)")
+    _opt(p, "data_dir", default=None, help="Kaldi data dir of the audio (instead of files)")
+    _opt(p, "out", default=None, help="hypotheses file, 'uttid text' lines (default: stdout)")
+    _opt(p, "inference_config", default=None,
+         help="mt_inference --config (beam search YAML, the recipe's --inference_config); "
+         "without it ESPnet's defaults")
+    _opt(p, "inference_args", default="",
+         help='more mt_inference options, the recipe\'s --inference_args '
+         '(pass as --inference_args="--ctc_weight 0.5")')
+    _opt(p, "inference_model", default=INFERENCE_MODEL, help="model file in --model_dir")
+    _opt(p, "device", default="cpu", help="torch device (upstream, units and decoding)")
+    _opt(p, "batch_size", type=int, default=None,
+         help="utterances per upstream forward pass (default: the recipe's, from the model's stamp)")
+    _opt(p, "autocast", default=None, choices=["none", "bf16", "fp16"],
+         help="upstream forward precision (default: the recipe's, from the model's stamp)")
+    _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
+    _opt(p, "upstream_ckpt", default=None,
+         help="where the codebook's upstream checkpoint is now (same file; default: the codebook's)")
+    _opt(p, "strict", action="store_true", help="stop at the first bad utterance")
     return parser
 
 
@@ -385,6 +425,7 @@ _COMMANDS = {
     "train_vocoder": train_vocoder,
     "resynth": resynth,
     "demo_page": demo_page,
+    "transcribe": transcribe,
 }
 
 
@@ -442,4 +483,5 @@ __all__ = [
     "src_text",
     "token_list",
     "train_vocoder",
+    "transcribe",
 ]

@@ -1,7 +1,8 @@
 """Unit options through the engine: --src_case rm (repeated frames removed) and --src_token_type
 bpe (sentencepiece over the units), on a tiny demo corpus: stage 5 writes each set's source text
 and the units' sentencepiece model, stages 7-9 train and decode on them in a model dir named by
-the settings, stage 12 tables them, and the default settings' stamps do not mention them."""
+the settings, stage 12 tables them, and the default settings' stamps do not mention them;
+``rpq-units transcribe`` with the models trained here gives stage 9's hypotheses."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from recipe_helpers import ROOT, TINY, env, have
 
+from rpq_units.pipeline.data import read_table
 from rpq_units.pipeline.unit_text import dedup_frames, from_chars
 from rpq_units.pipeline.units import read_units
 
@@ -103,3 +105,36 @@ def test_default_source_settings_leave_names_and_stamps_as_before(recipe):
     r = subprocess.run(["./run.sh", *OPTS, "--src_case", "rmm", "--stage", "5"], cwd=recipe, env=env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--src_case rmm: must be ts" in r.stderr
+
+
+def test_transcribe_gives_the_recipes_hypotheses(recipe, tmp_path, monkeypatch, capsys):
+    """``rpq-units transcribe`` from audio, with the recipe's decoding options, gives stage 9's
+    hypotheses of the same utterances line for line: for a model of the default source settings
+    (units as words; audio files given, hypotheses on stdout), one of deduplicated units (the
+    patch frontend; a wav.scp) and one of BPE pieces over deduplicated units (a data dir), run
+    from outside the recipe dir (the model's paths are relative to it)."""
+    from rpq_units.cli import main
+    from rpq_units.pipeline.transcribe import transcribe
+
+    # the models of the tests above (trained here when they did not run) and a default one
+    _run(recipe, "--stage", "5", "--stop_stage", "9", "--discretizers", "pq", *BPE)
+    _run(recipe, "--stage", "5", "--stop_stage", "9", "--discretizers", "pq", "--src_case", "rm")
+    _run(recipe, "--stage", "5", "--stop_stage", "9", "--discretizers", "pq")
+    config = str(recipe / "conf" / "asr" / "decode.yaml")
+    args = OPTS[OPTS.index("--inference_args") + 1]  # as the recipe decoded
+    test, exp = recipe / "data" / "test_clean", recipe / "exp"
+    wavs = [line.split(maxsplit=1)[1] for line in (test / "wav.scp").read_text().splitlines()]
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    rc = main(["transcribe", "--model_dir", str(exp / f"asr_{TAG}_pq"), "--inference_config", config,
+               f"--inference_args={args}", "--log_level", "WARNING", *wavs])
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-4000:]
+    assert out == (exp / f"asr_{TAG}_pq" / "decode_test_clean_nolm" / "hyp").read_text()
+    for name, source in ((f"asr_{TAG}_pq_rm", {"wav_scp": str(test / "wav.scp")}),
+                         (f"asr_{TAG}_pq_rm_unigram24", {"data_dir": str(test)})):
+        hyps = transcribe(model_dir=str(exp / name), out=f"{name}.hyp", **source,
+                          inference_config=config, inference_args=args)
+        assert (tmp_path / f"{name}.hyp").read_text() == \
+            (exp / name / "decode_test_clean_nolm" / "hyp").read_text(), name
+        assert list(hyps) == sorted(read_table(test / "wav.scp"))
