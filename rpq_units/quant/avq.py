@@ -156,13 +156,11 @@ def additive_encode(x: torch.Tensor, codebooks: torch.Tensor, beam_width: int = 
 class AdditiveQuantizer(SumOfCodewords):
     """Additive VQ with free-order beam search (method ``"avq"``).
 
-    Args (keyword-only):
+    Args (keyword-only; and those of :class:`rpq_units.quant.base.IterativeQuantizer`, with
+    ``max_iter`` and ``tol`` for each stage of the RVQ initialisation):
         beam_width: hypotheses kept during the beam search (Babenko & Lempitsky use 16-64).
         num_iters: encode / least-squares alternations after the RVQ initialisation.
         ridge: lambda of the least-squares update (pulls towards the previous codebooks).
-        max_iter, tol: Lloyd iterations per stage of the RVQ initialisation and their
-            relative-objective stopping tolerance.
-        max_frames: fit on a seeded random subset of at most this many frames.
         trainer: ``"lsq"`` (least-squares alternations) or ``"nsvq"`` / ``"ste"`` (gradient
             training with ``trainer_conf``; ``num_iters`` and ``ridge`` are then unused).
 
@@ -173,26 +171,9 @@ class AdditiveQuantizer(SumOfCodewords):
     trainers = ("lsq", "nsvq", "ste")
 
     def __init__(
-        self,
-        *,
-        num_codebooks: int = 4,
-        codebook_size: int = 256,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        beam_width: int = 16,
-        num_iters: int = 10,
-        ridge: float = 1e-3,
-        max_iter: int = 50,
-        tol: float = 1e-4,
-        max_frames: int | None = None,
-        trainer: str | None = None,
-        trainer_conf: dict[str, Any] | None = None,
+        self, *, beam_width: int = 16, num_iters: int = 10, ridge: float = 1e-3, **options: Any
     ) -> None:
-        super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
-            trainer=trainer, trainer_conf=trainer_conf,
-        )
-        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
+        super().__init__(**options)
         at_least("beam_width", beam_width, 1)
         at_least("num_iters", num_iters, 0)
         self.beam_width = int(beam_width)
@@ -235,11 +216,5 @@ class AdditiveQuantizer(SumOfCodewords):
         return additive_encode(x, self.codebooks, self.beam_width)
 
     def _config(self) -> dict[str, Any]:
-        return {
-            "beam_width": self.beam_width,
-            "num_iters": self.num_iters,
-            "ridge": self.ridge,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "max_frames": self.max_frames,
-        }
+        return {"beam_width": self.beam_width, "num_iters": self.num_iters, "ridge": self.ridge,
+                **super()._config()}

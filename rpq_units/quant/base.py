@@ -99,12 +99,16 @@ class Quantizer:
     """Base class. Subclasses set ``method`` and implement ``_fit``, ``_encode``, ``_decode``,
     ``_config`` (constructor kwargs beyond the common ones) and ``_state`` / ``_load_state``.
 
-    The options every structure takes are checked here, once: ``num_codebooks`` (M >= 1),
-    ``codebook_size`` (K >= 2), ``seed`` (>= 0), ``trainer`` and ``trainer_conf``; those of the
-    structures fitted by iterations (all but random projection: ``max_iter``, ``tol``,
-    ``max_frames``) by :meth:`_set_fit_options`."""
+    The options every structure takes are declared and checked here, once: ``num_codebooks``
+    (M >= 1), ``codebook_size`` (K >= 2), ``seed`` (>= 0), ``device``, ``trainer`` and
+    ``trainer_conf``; those of the structures fitted by iterations in
+    :class:`IterativeQuantizer`. A structure's constructor names only its own options and hands
+    the shared ones (``**options``) down; its defaults of the shared ones are :attr:`defaults`."""
 
     method: str = ""
+    #: this structure's values of the shared options a caller leaves out (M, K; Lloyd
+    #: iterations for :class:`IterativeQuantizer`)
+    defaults: dict[str, Any] = {"num_codebooks": 1, "codebook_size": 2000}
     #: the trainers this structure takes; the first is the default
     trainers: tuple[str, ...] = ("lloyd",)
     #: whether ``fit(x, memory_budget=...)`` can stream x from host memory (Lloyd-based fits)
@@ -114,13 +118,15 @@ class Quantizer:
     def __init__(
         self,
         *,
-        num_codebooks: int = 1,
-        codebook_size: int = 2000,
+        num_codebooks: int | None = None,
+        codebook_size: int | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
         trainer: str | None = None,
         trainer_conf: dict[str, Any] | None = None,
     ) -> None:
+        num_codebooks = self.defaults["num_codebooks"] if num_codebooks is None else num_codebooks
+        codebook_size = self.defaults["codebook_size"] if codebook_size is None else codebook_size
         at_least("num_codebooks", num_codebooks, 1)
         at_least("codebook_size", codebook_size, 2)
         at_least("seed", seed, 0)
@@ -216,18 +222,6 @@ class Quantizer:
         return {"format": FORMAT, "config": self.config(), "meta": dict(self.meta), "state": state}
 
     # ---- helpers for subclasses ----------------------------------------------------
-    def _set_fit_options(self, *, max_iter: int, tol: float, max_frames: int | None) -> None:
-        """Check and set the options of a structure fitted by iterations: ``max_iter`` (>= 1)
-        Lloyd iterations, ``tol`` (>= 0) their relative-objective stopping tolerance,
-        ``max_frames`` (>= 1; None: all) a seeded random subset of the training frames."""
-        at_least("max_iter", max_iter, 1)
-        at_least("tol", tol, 0)
-        if max_frames is not None:
-            at_least("max_frames", max_frames, 1)
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.max_frames = None if max_frames is None else int(max_frames)
-
     def _check_fitted(self) -> None:
         if self.dim is None:
             raise QuantizerError(f"{self.method} quantizer is not fitted (call fit or load)")
@@ -290,6 +284,37 @@ class Quantizer:
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
+
+
+class IterativeQuantizer(Quantizer):
+    """A structure fitted by iterations (every one but random projection). Besides the options
+    every structure takes: ``max_iter`` (>= 1) Lloyd iterations (default: the structure's
+    :attr:`defaults`), ``tol`` (>= 0) their relative-objective stopping tolerance and
+    ``max_frames`` (>= 1; None: all) a seeded random subset of the training frames, checked
+    here and saved in the config."""
+
+    defaults = {**Quantizer.defaults, "max_iter": 50}
+
+    def __init__(
+        self,
+        *,
+        max_iter: int | None = None,
+        tol: float = 1e-4,
+        max_frames: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        max_iter = self.defaults["max_iter"] if max_iter is None else max_iter
+        at_least("max_iter", max_iter, 1)
+        at_least("tol", tol, 0)
+        if max_frames is not None:
+            at_least("max_frames", max_frames, 1)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.max_frames = None if max_frames is None else int(max_frames)
+
+    def _config(self) -> dict[str, Any]:
+        return {"max_iter": self.max_iter, "tol": self.tol, "max_frames": self.max_frames}
 
 
 def _resolve(method: str) -> type[Quantizer]:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from rpq_units.quant import lloyd, search
-from rpq_units.quant.base import GRADIENT_TRAINERS, Quantizer, QuantizerError
+from rpq_units.quant.base import GRADIENT_TRAINERS, IterativeQuantizer, QuantizerError
 
 logger = logging.getLogger(__name__)
 
@@ -64,33 +64,19 @@ def rpq_subsets(dim: int, m: int, size: int, generator: torch.Generator) -> list
     return [torch.randperm(dim, generator=generator)[:size].sort().values for _ in range(m)]
 
 
-class _SubspaceQuantizer(Quantizer):
+class _SubspaceQuantizer(IterativeQuantizer):
     """Shared machinery: M codebooks on the sub-vectors ``x[:, S_m]``, learned by ``trainer``:
     ``lloyd`` (k-means, :func:`rpq_units.quant.lloyd.fit_kmeans`) or ``nsvq`` / ``ste`` (gradient
     training, :class:`rpq_units.quant.nsvq.GradientTrainer` with ``trainer_conf``, from the
-    codebooks of ``max_iter`` Lloyd passes)."""
+    codebooks of ``max_iter`` Lloyd passes). Options: those of
+    :class:`rpq_units.quant.base.IterativeQuantizer`."""
 
     trainers = ("lloyd", "nsvq", "ste")
     streams = True
+    defaults = {"num_codebooks": 4, "codebook_size": 2000, "max_iter": 100}
 
-    def __init__(
-        self,
-        *,
-        num_codebooks: int = 4,
-        codebook_size: int = 2000,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        max_iter: int = 100,
-        tol: float = 1e-4,
-        max_frames: int | None = None,
-        trainer: str | None = None,
-        trainer_conf: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
-            trainer=trainer, trainer_conf=trainer_conf,
-        )
-        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self.codebooks: torch.Tensor | None = None  # (M, K, d_max)
         self.inertia: torch.Tensor | None = None  # (M,)
         self.train_distortion: float | None = None
@@ -180,9 +166,6 @@ class _SubspaceQuantizer(Quantizer):
         codes, _ = search.assign(self.sub_vectors(x), self.codebooks)
         return codes.transpose(0, 1).contiguous()
 
-    def _config(self) -> dict[str, Any]:
-        return {"max_iter": self.max_iter, "tol": self.tol, "max_frames": self.max_frames}
-
     def _state(self) -> dict[str, torch.Tensor]:
         return {
             "codebooks": self.codebooks,
@@ -243,13 +226,13 @@ class KMeansQuantizer(ProductQuantizer):
 
     method = "kmeans"
 
-    def __init__(self, *, num_codebooks: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *, num_codebooks: int = 1, **options: Any) -> None:
         if num_codebooks != 1:
             raise QuantizerError(
                 f"kmeans has a single codebook (num_codebooks=1), got {num_codebooks}; "
                 "use method 'pq' or 'rpq' for several unit streams"
             )
-        super().__init__(num_codebooks=1, **kwargs)
+        super().__init__(num_codebooks=1, **options)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"codebooks": self.codebooks, "inertia": self.inertia}
@@ -281,8 +264,8 @@ class RandomProductQuantizer(_SubspaceQuantizer):
 
     method = "rpq"
 
-    def __init__(self, *, dims_ratio: float | None = None, num_codebooks: int = 4, **kwargs: Any) -> None:
-        super().__init__(num_codebooks=num_codebooks, **kwargs)
+    def __init__(self, *, dims_ratio: float | None = None, **options: Any) -> None:
+        super().__init__(**options)
         if dims_ratio is None:
             dims_ratio = 1.0 / self.num_codebooks
         if not 0.0 < float(dims_ratio) <= 1.0:

@@ -76,23 +76,10 @@ class RandomProjectionQuantizer(Quantizer):
 
     method = "random_projection"
     trainers = ("frozen",)  # nothing is learned but the per-dim statistics
+    defaults = {"num_codebooks": 1, "codebook_size": 8192}
 
-    def __init__(
-        self,
-        *,
-        num_codebooks: int = 1,
-        codebook_size: int = 8192,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        proj_dim: int = 16,
-        stack_frames: int = 4,
-        trainer: str | None = None,
-        trainer_conf: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
-            trainer=trainer, trainer_conf=trainer_conf,
-        )
+    def __init__(self, *, proj_dim: int = 16, stack_frames: int = 4, **options: Any) -> None:
+        super().__init__(**options)
         at_least("proj_dim", proj_dim, 1)
         at_least("stack_frames", stack_frames, 1)
         self.proj_dim = int(proj_dim)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from rpq_units.quant.base import GRADIENT_TRAINERS, Quantizer, QuantizerError, at_least
+from rpq_units.quant.base import GRADIENT_TRAINERS, IterativeQuantizer, QuantizerError, at_least
 from rpq_units.quant.lloyd import fit_kmeans
 from rpq_units.quant.search import assign, sum_codewords, topk
 
@@ -134,9 +134,11 @@ def residual_beam_encode(
     return residual_beam_search(x, codebooks, beam_width)[0][:, 0].contiguous()
 
 
-class SumOfCodewords(Quantizer):
+class SumOfCodewords(IterativeQuantizer):
     """Structures whose frame is the sum of one full-dimension codeword of each of M codebooks
     (residual, additive): decoding and the saved state, ``codebooks`` (M, K, D) float32."""
+
+    defaults = {"num_codebooks": 4, "codebook_size": 256, "max_iter": 50}
 
     codebooks: torch.Tensor | None
 
@@ -159,12 +161,11 @@ class SumOfCodewords(Quantizer):
 class ResidualVectorQuantizer(SumOfCodewords):
     """Greedy residual VQ: ``num_codebooks`` stages of ``codebook_size`` full-dimension codewords.
 
-    Args (keyword-only):
+    Args (keyword-only; and those of :class:`rpq_units.quant.base.IterativeQuantizer`, with
+    ``max_iter`` and ``tol`` for each stage's k-means):
         beam_width: hypotheses kept per stage when encoding (1 = greedy).
-        max_iter, tol: Lloyd iterations per k-means and relative-objective stopping tolerance.
         progressive_dim: steps of :func:`progressive_dim_kmeans` per stage (faiss uses 10;
             5 costs about 4x one k-means and reaches nearly the same error).
-        max_frames: fit on a seeded random subset of at most this many frames (None = all).
         trainer: ``"progressive"`` (progressive-dimension k-means per stage), ``"lloyd"``
             (k-means on all dims per stage), ``"nsvq"`` or ``"ste"`` (gradient training, see
             :class:`rpq_units.quant.nsvq.GradientTrainer`; options in ``trainer_conf``). As in
@@ -186,26 +187,15 @@ class ResidualVectorQuantizer(SumOfCodewords):
     def __init__(
         self,
         *,
-        num_codebooks: int = 4,
-        codebook_size: int = 256,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
         beam_width: int = 1,
-        max_iter: int = 50,
-        tol: float = 1e-4,
         progressive_dim: int = 5,
-        max_frames: int | None = None,
         trainer: str | None = None,
-        trainer_conf: dict[str, Any] | None = None,
         beam_training: str = "auto",
+        **options: Any,
     ) -> None:
         if trainer in (None, "lloyd", "progressive"):
             trainer = "progressive" if progressive_dim > 0 else "lloyd"
-        super().__init__(
-            num_codebooks=num_codebooks, codebook_size=codebook_size, seed=seed, device=device,
-            trainer=trainer, trainer_conf=trainer_conf,
-        )
-        self._set_fit_options(max_iter=max_iter, tol=tol, max_frames=max_frames)
+        super().__init__(trainer=trainer, **options)
         at_least("beam_width", beam_width, 1)
         at_least("progressive_dim", progressive_dim, 0)
         if beam_training not in BEAM_TRAINING:
@@ -283,7 +273,7 @@ class ResidualVectorQuantizer(SumOfCodewords):
         return residual_beam_encode(x, self.codebooks, self.beam_width)
 
     # ---- persistence ---------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
+    def _config(self) -> dict[str, Any]:  # the keys in the order codebook files have them
         return {
             "beam_width": self.beam_width,
             "max_iter": self.max_iter,
