@@ -69,11 +69,17 @@ def padded(k: int, d: int) -> tuple[int, int]:
 
 
 @triton.jit
+def _program_rows(n, B: tl.constexpr):
+    """The B row indices of this program (the blocks of B rows over the grid's first axis)
+    and which of them are below n."""
+    rows = tl.program_id(0) * B + tl.arange(0, B)
+    return rows, rows < n
+
+
+@triton.jit
 def _prep_kernel(X, MU, XH, NRM, RES, n, stride_x, stride_h,
                  d: tl.constexpr, dp: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr):
-    pid = tl.program_id(0)
-    rows = pid * BR + tl.arange(0, BR)
-    rmask = rows < n
+    rows, rmask = _program_rows(n, BR)
     cols = tl.arange(0, BD)
     cmask = cols < d
     m = rmask[:, None] & cmask[None, :]
@@ -134,6 +140,35 @@ def _merge_top3(s, lane, n0, b1, b2, b3, j1, j2):
 
 
 @triton.jit
+def _row_block(SCALE, n, BM: tl.constexpr):
+    """This program's BM rows, their mask and scales, and an empty running top-3 (best, second
+    and third score +inf, the indices of the best two 0)."""
+    rows, rmask = _program_rows(n, BM)
+    scale = tl.load(SCALE + rows, mask=rmask, other=0.0)
+    inf = tl.full([BM], float("inf"), tl.float32)
+    zero = tl.zeros([BM], tl.int32)
+    return rows, rmask, scale, inf, inf, inf, zero, zero
+
+
+@triton.jit
+def _merge_products(dots, CN, scale, lane, n0, b1, b2, b3, j1, j2):
+    """The scores ``cn_j - scale_i <x_i, c_j>`` of the products ``dots`` (BM, BN) of the rows
+    with the codewords ``n0 + lane``, merged into the running top-3 (:func:`_merge_top3`)."""
+    cn = tl.load(CN + n0 + lane)
+    return _merge_top3(cn[None, :] - scale[:, None] * dots, lane, n0, b1, b2, b3, j1, j2)
+
+
+@triton.jit
+def _store_top3(I1, I2, V1, V2, V3, rows, rmask, b1, b2, b3, j1, j2):
+    """Write the rows' top-3: the indices of the best two, the three scores."""
+    tl.store(I1 + rows, j1, mask=rmask)
+    tl.store(I2 + rows, j2, mask=rmask)
+    tl.store(V1 + rows, b1, mask=rmask)
+    tl.store(V2 + rows, b2, mask=rmask)
+    tl.store(V3 + rows, b3, mask=rmask)
+
+
+@triton.jit
 def _top2_kernel(
     X, C, CN, SCALE, I1, I2, V1, V2, V3,
     n, stride_x, stride_c,
@@ -142,16 +177,8 @@ def _top2_kernel(
 ):
     # k and d are compile-time constants and multiples of BN and BK (the codebook is padded,
     # padding scores +inf): the loops over them are pipelined and unmasked
-    pid = tl.program_id(0)
-    rows = pid * BM + tl.arange(0, BM)
-    rmask = rows < n
-    scale = tl.load(SCALE + rows, mask=rmask, other=0.0)
+    rows, rmask, scale, b1, b2, b3, j1, j2 = _row_block(SCALE, n, BM)
     lane = tl.arange(0, BN)
-    b1 = tl.full([BM], float("inf"), tl.float32)
-    b2 = tl.full([BM], float("inf"), tl.float32)
-    b3 = tl.full([BM], float("inf"), tl.float32)
-    j1 = tl.zeros([BM], tl.int32)
-    j2 = tl.zeros([BM], tl.int32)
     ks0 = tl.arange(0, BK)
     xp = X + rows[:, None] * stride_x + ks0[None, :]
     for n0 in range(0, k, BN):
@@ -162,14 +189,8 @@ def _top2_kernel(
             a = tl.load(xp + k0, mask=rmask[:, None], other=0.0)
             b = tl.load(cp + k0)
             acc = tl.dot(a, b, acc)
-        cn = tl.load(CN + cols)
-        s = cn[None, :] - scale[:, None] * acc
-        b1, b2, b3, j1, j2 = _merge_top3(s, lane, n0, b1, b2, b3, j1, j2)
-    tl.store(I1 + rows, j1, mask=rmask)
-    tl.store(I2 + rows, j2, mask=rmask)
-    tl.store(V1 + rows, b1, mask=rmask)
-    tl.store(V2 + rows, b2, mask=rmask)
-    tl.store(V3 + rows, b3, mask=rmask)
+        b1, b2, b3, j1, j2 = _merge_products(acc, CN, scale, lane, n0, b1, b2, b3, j1, j2)
+    _store_top3(I1, I2, V1, V2, V3, rows, rmask, b1, b2, b3, j1, j2)
 
 
 #: tiles (BM, BN, BK, warps, stages) tried by the autotuner (every BN divides PAD_K, every BK
@@ -249,27 +270,13 @@ def top2(
 @triton.jit
 def _scan_kernel(S, CN, SCALE, I1, I2, V1, V2, V3, n, stride_s,
                  k: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    pid = tl.program_id(0)
-    rows = pid * BM + tl.arange(0, BM)
-    rmask = rows < n
-    scale = tl.load(SCALE + rows, mask=rmask, other=0.0)
+    rows, rmask, scale, b1, b2, b3, j1, j2 = _row_block(SCALE, n, BM)
     lane = tl.arange(0, BN)
-    b1 = tl.full([BM], float("inf"), tl.float32)
-    b2 = tl.full([BM], float("inf"), tl.float32)
-    b3 = tl.full([BM], float("inf"), tl.float32)
-    j1 = tl.zeros([BM], tl.int32)
-    j2 = tl.zeros([BM], tl.int32)
     for n0 in range(0, k, BN):
         cols = n0 + lane
         dots = tl.load(S + rows[:, None] * stride_s + cols[None, :], mask=rmask[:, None], other=0.0)
-        cn = tl.load(CN + cols)
-        s = cn[None, :] - scale[:, None] * dots
-        b1, b2, b3, j1, j2 = _merge_top3(s, lane, n0, b1, b2, b3, j1, j2)
-    tl.store(I1 + rows, j1, mask=rmask)
-    tl.store(I2 + rows, j2, mask=rmask)
-    tl.store(V1 + rows, b1, mask=rmask)
-    tl.store(V2 + rows, b2, mask=rmask)
-    tl.store(V3 + rows, b3, mask=rmask)
+        b1, b2, b3, j1, j2 = _merge_products(dots, CN, scale, lane, n0, b1, b2, b3, j1, j2)
+    _store_top3(I1, I2, V1, V2, V3, rows, rmask, b1, b2, b3, j1, j2)
 
 
 #: rows per product block of :func:`top2_gemm` (its fp32 (rows, K) block: 1 GiB at K = 2048)
@@ -321,9 +328,7 @@ def top2_gemm(
 @triton.jit
 def _pair_dist_kernel(X, ROWS, C, CAND, OUT, u, stride_x, stride_c,
                       t: tl.constexpr, d: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr):
-    pid = tl.program_id(0)
-    i = pid * BR + tl.arange(0, BR)
-    imask = i < u
+    i, imask = _program_rows(u, BR)
     row = tl.load(ROWS + i, mask=imask, other=0)
     for j in tl.static_range(t):
         cj = tl.load(CAND + i * t + j, mask=imask, other=0)
