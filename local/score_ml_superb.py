@@ -29,7 +29,7 @@ if __name__ == "__main__" and not os.environ.get("VIRTUAL_ENV"):
     if (_venv / "bin" / "python").is_file() and Path(sys.prefix).resolve() != _venv.resolve():
         os.execv(_venv / "bin" / "python", [str(_venv / "bin" / "python"), __file__, *sys.argv[1:]])
 
-from rpq_units.errors import UserError, is_user_error, one_line  # noqa: E402
+from rpq_units.errors import exit_status  # noqa: E402
 from rpq_units.evaluation.lang_scoring import FEW_SHOT_LANGS, score_files  # noqa: E402
 
 logger = logging.getLogger("score_ml_superb")
@@ -124,18 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    try:
+
+    def run() -> int | None:
         if args.cmd == "score":
             return score(Path(args.exp_dir), Path(args.data_dir), args.test_sets.split(),
                          args.few_shot_langs.split())  # fmt: skip
         rows = Path(args.rows) if args.rows else None
         sys.stdout.write(table(Path(args.exp_dir), args.test_sets.split(), rows))
-    except (UserError, OSError) as e:
-        if not is_user_error(e):  # not about the user's files: a bug, with its traceback
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
-    return 0
+        return None
+
+    return exit_status(run, args.cmd)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rpq_units.errors import UserError, is_user_error, one_line
+from rpq_units.errors import exit_status
 from rpq_units.pipeline.steps import QUANTIZE_FRAMES, dump_feats, encode, fit, merge, token_list
 from rpq_units.pipeline.transcribe import INFERENCE_MODEL
 from rpq_units.pipeline.unit_text import src_text
 from rpq_units.quant.base import METHODS
-
-logger = logging.getLogger("rpq_units")
 
 
 def train_vocoder(**kwargs: Any) -> dict[str, Any]:
@@ -385,10 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "results_md", default=None, help="RESULTS.md with the WER table")
     _opt(p, "heatmaps", nargs="*", default=[], help="PNG heatmaps (dim_correlation.png)")
 
-    p = sub.add_parser(
-        "transcribe", help="audio -> text with a trained recipe's model", formatter_class=fmt,
-        parents=[common],
-    )
+    p = command("transcribe", "audio -> text with a trained recipe's model")
     p.add_argument("audio", nargs="*", help="audio files (utterance id: the name without extension)")
     _opt(p, "model_dir", required=True,
          help="trained model dir of a recipe, exp/asr_<feat_tag>_<discretizer>[<src settings>]")
@@ -455,15 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("rpq_units").setLevel(getattr(logging, level))
     if level != "DEBUG":  # s3prl logs whole model configs at INFO
         logging.getLogger("s3prl").setLevel(logging.WARNING)
-    try:
+
+    def run() -> None:
         _COMMANDS[command](**args)
-    except (UserError, OSError) as e:
-        if not is_user_error(e):  # an OSError that is not about the user's files: a bug
-            raise
-        # the project's errors for bad input/options, a missing named file, a full disk
-        logger.debug("%s failed", command, exc_info=True)
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
+
+    try:  # the project's errors for bad input/options, a missing named file, a full disk: one line
+        return exit_status(run, command)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

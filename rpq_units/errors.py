@@ -10,6 +10,7 @@ catch ``ValueError`` keep working.
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 from collections.abc import Callable
 
@@ -44,15 +45,17 @@ def one_line(e: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(e).__name__
 
 
-def exit_status(fn: Callable[[], int | None]) -> int:
+def exit_status(fn: Callable[[], int | None], what: str = "command") -> int:
     """Run ``fn`` as a command's main part: its status (``None``: 0); a user error
-    (:func:`is_user_error`) becomes one ``error: ...`` line on stderr and status 1; any other
-    exception, a bug, propagates with its traceback."""
+    (:func:`is_user_error`) becomes one ``error: ...`` line on stderr and status 1 (its
+    traceback is logged at DEBUG level, naming ``what`` failed); any other exception, a bug,
+    propagates with its traceback. The one error-to-exit handler of every entry point."""
     try:
         return fn() or 0
     except (UserError, OSError) as e:
-        if not is_user_error(e):
+        if not is_user_error(e):  # an OSError that is not about the user's files: a bug
             raise
+        logging.getLogger("rpq_units").debug("%s failed", what, exc_info=True)
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import jiwer
 
-from rpq_units.errors import UserError, is_user_error, one_line
+from rpq_units.errors import UserError, exit_status
 from rpq_units.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", default=None, help="RESULTS.md (default: stdout)")
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(levelname)s %(message)s")
-    try:
+
+    def run() -> None:
         if args.cmd == "score":
             symbols = read_symbols(args.remove_symbols) if args.remove_symbols else None
             c = score(args.ref, args.hyp, args.unit, args.out, symbols)
@@ -414,12 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_text_atomic(args.out, text)
             else:
                 sys.stdout.write(text)
-    except (UserError, OSError) as e:
-        if not is_user_error(e):  # not about the user's files: a bug, with its traceback
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 1
-    return 0
+
+    return exit_status(run, args.cmd)
 
 
 if __name__ == "__main__":
