@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(common, "log_level", default=argparse.SUPPRESS, choices=levels, help="logging level")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
 
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        """The parser of subcommand ``name`` (which takes --log_level too)."""
+        return sub.add_parser(name, help=summary, formatter_class=fmt, parents=[common])
+
     def feature_opts(p: argparse.ArgumentParser, required: bool) -> None:
         # encode (not required): what is not given comes from the codebook
         own = "" if required else " (default: the codebook's)"
@@ -232,12 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         _opt(p, "autocast", default=None, choices=["bf16", "fp16"],
              help="upstream forward in this precision (torch.autocast); default fp32")
 
-    p = sub.add_parser(
-        "dump_feats",
-        help="features of a portion of a data dir",
-        formatter_class=fmt,
-        parents=[common],
-    )
+    p = command("dump_feats", "features of a portion of a data dir")
     _opt(p, "data_dir", required=True, help="Kaldi data dir")
     _opt(p, "out_dir", required=True, help="feature dir")
     feature_opts(p, required=True)
@@ -256,9 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
               "others run through the upstream (used only if made with the same upstream, "
               "checkpoint, layer, autocast and batch size)")
 
-    p = sub.add_parser(
-        "fit", help="fit a quantizer on feature shards", formatter_class=fmt, parents=[common]
-    )
+    p = command("fit", "fit a quantizer on feature shards")
     _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
     _opt(p, "out", required=True, help="codebook path (.pt)")
     _opt(p, "config", default=None, help="YAML config (conf/units/*.yaml)")
@@ -275,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
          help="GiB of device memory for the training frames; above it K-means/PQ/RPQ stream "
               "them from host memory in chunks (same result)")
 
-    p = sub.add_parser("encode", help="units of a data dir", formatter_class=fmt, parents=[common])
+    p = command("encode", "units of a data dir")
     _opt(p, "data_dir", required=True, help="Kaldi data dir")
     _opt(p, "codebook", required=True, help="codebook from fit")
     _opt(p, "out", required=True, help="unit text file")
@@ -288,12 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
          "many (bounds the memory; 1: one utterance at a time); the units are the same for any value")
     feature_opts(p, required=False)
 
-    p = sub.add_parser(
-        "analyze",
-        help="codebook statistics on feature shards",
-        formatter_class=fmt,
-        parents=[common],
-    )
+    p = command("analyze", "codebook statistics on feature shards")
     _opt(p, "codebook", required=True, help="codebook from fit")
     _opt(p, "feats_dir", required=True, help="feature dir from dump_feats")
     _opt(p, "out_dir", required=True, help="output dir")
@@ -303,17 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "seed", type=int, default=0, help="seed of the frame subset")
     _opt(p, "device", default="cpu", help="torch device")
 
-    p = sub.add_parser(
-        "token_list", help="source token list", formatter_class=fmt, parents=[common]
-    )
+    p = command("token_list", "source token list")
     _opt(p, "out", required=True, help="token list path")
     _opt(p, "codebook", default=None, help="codebook from fit")
     _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
     _opt(p, "codebook_size", type=int, default=None, help="K (without --codebook)")
 
-    p = sub.add_parser(
-        "src_text", help="unit file -> model source text", formatter_class=fmt, parents=[common]
-    )
+    p = command("src_text", "unit file -> model source text")
     _opt(p, "units", required=True, help="unit file (encode/merge output)")
     _opt(p, "out", required=True, help="source text path")
     _opt(p, "case", default="ts", choices=["ts", "rm"],
@@ -323,14 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "codebook", default=None, help="codebook from fit (gives M)")
     _opt(p, "num_codebooks", type=int, default=None, help="M (without --codebook)")
 
-    p = sub.add_parser("merge", help="merge unit files", formatter_class=fmt, parents=[common])
+    p = command("merge", "merge unit files")
     _opt(p, "out", required=True, help="merged unit file")
     p.add_argument("inputs", nargs="+", help="unit files")
 
-    p = sub.add_parser(
-        "train_vocoder", help="HiFi-GAN on continuous features", formatter_class=fmt,
-        parents=[common],
-    )
+    p = command("train_vocoder", "HiFi-GAN on continuous features")
     _opt(p, "data_dir", required=True, help="Kaldi data dir (training set)")
     _opt(p, "config", required=True, help="vocoder YAML (conf/vocoder/*.yaml)")
     _opt(p, "out", required=True, help="vocoder checkpoint (.pt)")
@@ -346,10 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
          help="npy dump_feats output of this data dir: its utterances' features are read from "
               "it (used only if made with the same upstream, checkpoint, layer and precision)")
 
-    p = sub.add_parser(
-        "resynth", help="resynthesize a data dir from units, scored", formatter_class=fmt,
-        parents=[common],
-    )
+    p = command("resynth", "resynthesize a data dir from units, scored")
     _opt(p, "data_dir", required=True, help="Kaldi data dir (a test set)")
     _opt(p, "names", nargs="+", required=True, help="discretizer names (kmeans pq rpq ...)")
     _opt(p, "codebooks", nargs="+", required=True, help="codebook per name")
@@ -374,9 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "device", default="cpu", help="torch device")
     _opt(p, "seed", type=int, default=0, help="Griffin-Lim initial phase seed")
 
-    p = sub.add_parser(
-        "demo_page", help="static HTML demo page", formatter_class=fmt, parents=[common]
-    )
+    p = command("demo_page", "static HTML demo page")
     _opt(p, "resynth_dir", required=True, help="output dir of resynth")
     _opt(p, "page_dir", required=True, help="page dir (index.html, audio/, figs/)")
     _opt(p, "num_utts", type=int, default=5, help="utterances with audio players")
@@ -459,7 +439,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 __all__ = [
