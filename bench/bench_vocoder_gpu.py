@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rpq_units.evaluation.vocoder import Vocoder, train_vocoder  # noqa: E402
+from rpq_units.evaluation.vocoder import Vocoder, train_hifigan  # noqa: E402
 
 SR = 16000
 
@@ -63,14 +63,14 @@ def bench_train(cfg: dict, dim: int, hop: int, steps: int, warmup: int,
     tc["adv_start_step"] = 0  # time the full GAN update
     tc["log_every"] = max(1, steps)
     voc = Vocoder(in_dim=dim, hop=hop, config=cfg, device=device)
-    train_vocoder(voc, feats, wavs, steps=warmup)
+    train_hifigan(voc, feats, wavs, train_steps=warmup)
     _sync(device)
     warm_peak = float("nan")
     if device.type == "cuda":  # the warm-up's peak includes cuDNN autotuning workspaces
         warm_peak = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    train_vocoder(voc, feats, wavs, steps=warmup + steps)
+    train_hifigan(voc, feats, wavs, train_steps=warmup + steps)
     _sync(device)
     secs = time.perf_counter() - t0
     sps = steps / secs

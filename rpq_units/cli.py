@@ -155,7 +155,7 @@ def _value_problem(args: dict[str, Any]) -> str | None:
     def given(name: str) -> bool:
         return args.get(name) is not None
 
-    for name in ("batch_size", "nshard", "num_codebooks", "codebook_size", "max_iter", "steps",
+    for name in ("batch_size", "nshard", "num_codebooks", "codebook_size", "max_iter", "train_steps",
                  "n_iter", "stats_utts"):
         if given(name) and args[name] < 1:
             return bad(name, "must be a positive integer")
@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "upstream_ckpt", default=None, help="checkpoint/config for *_local upstreams")
     _opt(p, "layer", type=int, default=-1, help="hidden-state index (-1 = last)")
     _opt(p, "max_utts", type=int, default=0, help="train on the first N utterances (0: all)")
-    _opt(p, "steps", type=int, default=None, help="training steps (default: the config's)")
+    p.add_argument("--train_steps", "--train-steps", "--steps", dest="train_steps", type=int,
+                   default=None, help="training steps in all, resumed runs included (default: "
+                   "the config's train.steps)")
     _opt(p, "device", default="cpu", help="torch device")
     _opt(p, "chunk_s", type=float, default=30.0, help="window length for long utterances")
     _opt(p, "strict", action="store_true", help="stop at the first bad utterance")

@@ -696,7 +696,7 @@ def train_vocoder_from_data(
     upstream_ckpt: str | None = None,
     layer: int = -1,
     max_utts: int = 0,
-    steps: int | None = None,
+    train_steps: int | None = None,
     device: str = "cpu",
     chunk_s: float = 30.0,
     strict: bool = False,
@@ -711,8 +711,7 @@ def train_vocoder_from_data(
     with the same upstream, checkpoint, layer and precision (as ``encode --feats_dir``)."""
     import yaml
 
-    from rpq_units.evaluation.vocoder import Vocoder
-    from rpq_units.evaluation.vocoder import train_vocoder as train
+    from rpq_units.evaluation.vocoder import Vocoder, train_hifigan
     from rpq_units.pipeline.data import AudioLoader, load_data_dir
     from rpq_units.pipeline.features import FeatureExtractor
     from rpq_units.pipeline.steps import (
@@ -750,7 +749,7 @@ def train_vocoder_from_data(
     # the initial weights from the config's seed too: the same data and config, the same vocoder
     torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
     voc = Vocoder(in_dim=fx.dim, hop=fx.stride, config=cfg, device=device)
-    summary = train(voc, feats, wavs, out=out, steps=steps)
+    summary = train_hifigan(voc, feats, wavs, out=out, train_steps=train_steps)
     summary.update({"utterances": len(feats), "upstream": upstream, "layer": fx.layer,
                     "hop": fx.stride, "dim": fx.dim, "device": device})
     write_text_atomic(Path(out).with_suffix(".json"), json.dumps(summary, indent=2) + "\n")

@@ -342,21 +342,22 @@ def _gan_step(
     return hist
 
 
-def train_vocoder(
+def train_hifigan(
     vocoder: Vocoder,
     feats: Sequence[np.ndarray],
     wavs: Sequence[np.ndarray],
     *,
     out: str | os.PathLike | None = None,
-    steps: int | None = None,
+    train_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``vocoder`` on utterances ``feats[i]: (T_i, D)`` / ``wavs[i]: (L_i,)``; resumes
+    """Train ``vocoder`` on utterances ``feats[i]: (T_i, D)`` / ``wavs[i]: (L_i,)`` up to
+    ``train_steps`` steps in all (default: the config's ``train.steps``); resumes
     from ``<out>.train`` when present, saves ``out`` (and the resumable ``<out>.train``) every
     ``save_every`` steps and at the end. Returns a summary with losses and speed."""
     from espnet2.gan_tts.hifigan import HiFiGANMultiScaleMultiPeriodDiscriminator
 
     tc = {**DEFAULT_TRAIN, **vocoder.config.get("train", {})}
-    total = int(steps if steps is not None else tc["steps"])
+    total = int(train_steps if train_steps is not None else tc["steps"])
     dev = vocoder.device
     torch.manual_seed(int(tc["seed"]))
     disc = HiFiGANMultiScaleMultiPeriodDiscriminator(

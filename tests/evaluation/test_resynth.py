@@ -338,7 +338,7 @@ def test_upsample_scales():
 def test_vocoder_trains_saves_resumes_and_synthesizes(tmp_path):
     import yaml
 
-    from rpq_units.evaluation.vocoder import Vocoder, VocoderError, train_vocoder
+    from rpq_units.evaluation.vocoder import Vocoder, VocoderError, train_hifigan
 
     cfg = yaml.safe_load((ROOT / "conf" / "vocoder" / "hifigan_cpu.yaml").read_text())
     cfg["generator_params"].update(channels=16, resblock_kernel_sizes=[3],
@@ -350,11 +350,11 @@ def test_vocoder_trains_saves_resumes_and_synthesizes(tmp_path):
     wavs = [(0.1 * rng.standard_normal(12 * 320)).astype(np.float32) for _ in range(3)]
     voc = Vocoder(in_dim=6, hop=320, config=cfg)
     out = tmp_path / "vocoder.pt"
-    s = train_vocoder(voc, feats, wavs, out=out, steps=3)
+    s = train_hifigan(voc, feats, wavs, out=out, train_steps=3)
     assert s["steps"] == 3 and math.isfinite(s["mel_l1"]) and "d_loss" in s
     assert out.is_file() and (tmp_path / "vocoder.pt.train").is_file()
     again = Vocoder(in_dim=6, hop=320, config=cfg)
-    s2 = train_vocoder(again, feats, wavs, out=out, steps=4)  # resumes at step 3
+    s2 = train_hifigan(again, feats, wavs, out=out, train_steps=4)  # resumes at step 3
     assert s2["steps"] == 4 and s2["steps_this_run"] == 1
     loaded = Vocoder.load(out)
     y = loaded(feats[0])
@@ -542,14 +542,14 @@ def test_ssl_units_through_a_trained_vocoder(tmp_path):
     (tmp_path / "voc.yaml").write_text(yaml.safe_dump(cfg))
     assert cli.main(["train_vocoder", "--data_dir", tmp_path / "train", "--config",
                      tmp_path / "voc.yaml", "--out", tmp_path / "voc" / "vocoder.pt", *up,
-                     "--steps", "2"]) == 0
+                     "--train_steps", "2"]) == 0
     info = json.loads((tmp_path / "voc" / "vocoder.json").read_text())
     assert (info["steps"], info["hop"], info["dim"]) == (2, 320, 32)
     # the same training on the dumped features of the training set (the recipe's stage 2
     # sample): no forward, the same vocoder
     assert cli.main(["train_vocoder", "--data_dir", tmp_path / "train", "--config",
                      tmp_path / "voc.yaml", "--out", tmp_path / "voc2" / "vocoder.pt", *up,
-                     "--steps", "2", "--feats_dir", tmp_path / "feats"]) == 0
+                     "--steps", "2", "--feats_dir", tmp_path / "feats"]) == 0  # the old spelling
     a = torch.load(tmp_path / "voc" / "vocoder.pt", map_location="cpu")
     b = torch.load(tmp_path / "voc2" / "vocoder.pt", map_location="cpu")
     assert _tensors_equal(a, b)
