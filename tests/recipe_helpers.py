@@ -30,6 +30,25 @@ def copy_recipe(root: Path, conf: bool = False) -> Path:
     return recipe
 
 
+def write_tiny_confs(recipe: Path, max_epoch: int, keep_nbest_models: int) -> None:
+    """``conf/tiny/`` in a recipe copy: a K-means (1 x 16) and a PQ (2 x 8) config and the demo's
+    discrete ASR config shrunk to seconds per epoch (no plots or tensorboard logs: nothing in
+    the tests reads them, and each epoch would spend seconds on them)."""
+    import yaml
+
+    tiny = recipe / "conf" / "tiny"
+    tiny.mkdir()
+    (tiny / "kmeans.yaml").write_text("method: kmeans\nnum_codebooks: 1\ncodebook_size: 16\nseed: 0\nmax_iter: 10\n")
+    (tiny / "pq.yaml").write_text("method: pq\nnum_codebooks: 2\ncodebook_size: 8\nseed: 0\nmax_iter: 10\n")
+    cfg = yaml.safe_load((recipe / "conf" / "asr" / "train_discrete_asr.yaml").read_text())
+    cfg["frontend_conf"]["embed_dim"] = 32
+    cfg["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64, num_blocks=1)
+    cfg["decoder_conf"].update(attention_heads=2, linear_units=64, num_blocks=1)
+    cfg.update(max_epoch=max_epoch, batch_size=4, keep_nbest_models=keep_nbest_models,
+               log_interval=1000, use_matplotlib=False, use_tensorboard=False)
+    (tiny / "asr.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
 def env() -> dict[str, str]:
     """The environment a recipe sees: this Python's bin dir first on PATH, C collation."""
     e = dict(os.environ)

@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 
 import pytest
-from recipe_helpers import ROOT, TINY, env, have, result_bytes, result_files
+from recipe_helpers import (
+    TINY,
+    copy_recipe,
+    env,
+    have,
+    result_bytes,
+    result_files,
+    write_tiny_confs,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -193,34 +201,13 @@ class Tree:
         return self.snap(name) / "egs" / "mini_librispeech"
 
 
-def _write_confs(recipe: Path) -> None:
-    import yaml
-
-    tiny = recipe / "conf" / "tiny"
-    tiny.mkdir()
-    (tiny / "kmeans.yaml").write_text("method: kmeans\nnum_codebooks: 1\ncodebook_size: 16\nseed: 0\nmax_iter: 10\n")
-    (tiny / "pq.yaml").write_text("method: pq\nnum_codebooks: 2\ncodebook_size: 8\nseed: 0\nmax_iter: 10\n")
-    cfg = yaml.safe_load((recipe / "conf" / "asr" / "train_discrete_asr.yaml").read_text())
-    cfg["frontend_conf"]["embed_dim"] = 32
-    cfg["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64, num_blocks=1)
-    cfg["decoder_conf"].update(attention_heads=2, linear_units=64, num_blocks=1)
-    # no plots or tensorboard logs: nothing here reads them, and each epoch would spend seconds on them
-    cfg.update(max_epoch=3, batch_size=4, keep_nbest_models=2, log_interval=1000,
-               use_matplotlib=False, use_tensorboard=False)
-    (tiny / "asr.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def units_ref(tmp_path_factory) -> Tree:
     """Stages 1-4 uninterrupted (two discretizers fitted, one of them encoded), a snapshot
     after each."""
     t = Tree(tmp_path_factory.mktemp("faults"))
-    egs = t.root / "work" / "egs"
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", egs / "TEMPLATE")
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", t.work, symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", t.root / "work" / "local")
-    _write_confs(t.work)
+    assert copy_recipe(t.root / "work") == t.work
+    write_tiny_confs(t.work, max_epoch=3, keep_nbest_models=2)
     run_ok(t.work, ["--stage", "1", "--stop_stage", "1", "--data_opts", TINY, *OPTS], t.root / "s1.err")
     t.save("1")
     for s in (2, 3, 4):

@@ -6,12 +6,11 @@ the settings, stage 12 tables them, and the default settings' stamps do not ment
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 import yaml
-from recipe_helpers import ROOT, TINY, env, have
+from recipe_helpers import TINY, copy_recipe, env, have, write_tiny_confs
 
 from rpq_units.pipeline.data import read_table
 from rpq_units.pipeline.unit_text import dedup_frames, from_chars
@@ -38,23 +37,8 @@ def _run(recipe, *args):
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    root = tmp_path_factory.mktemp("src_text")
-    shutil.copytree(ROOT / "egs" / "TEMPLATE", root / "egs" / "TEMPLATE")
-    recipe = root / "egs" / "mini_librispeech"
-    shutil.copytree(ROOT / "egs" / "mini_librispeech", recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("corpus", "data", "dump", "exp", "ci", "RESULTS*"))
-    shutil.copytree(ROOT / "local", root / "local")
-    tiny = recipe / "conf" / "tiny"
-    tiny.mkdir()
-    (tiny / "kmeans.yaml").write_text("method: kmeans\nnum_codebooks: 1\ncodebook_size: 16\nseed: 0\nmax_iter: 10\n")
-    (tiny / "pq.yaml").write_text("method: pq\nnum_codebooks: 2\ncodebook_size: 8\nseed: 0\nmax_iter: 10\n")
-    cfg = yaml.safe_load((recipe / "conf" / "asr" / "train_discrete_asr.yaml").read_text())
-    cfg["frontend_conf"]["embed_dim"] = 32
-    cfg["encoder_conf"].update(output_size=32, attention_heads=2, linear_units=64, num_blocks=1)
-    cfg["decoder_conf"].update(attention_heads=2, linear_units=64, num_blocks=1)
-    cfg.update(max_epoch=2, batch_size=4, keep_nbest_models=1, log_interval=1000,
-               use_matplotlib=False, use_tensorboard=False)
-    (tiny / "asr.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    recipe = copy_recipe(tmp_path_factory.mktemp("src_text"))
+    write_tiny_confs(recipe, max_epoch=2, keep_nbest_models=1)
     _run(recipe, "--stage", "1", "--stop_stage", "4", "--data_opts", TINY)
     return recipe
 
