@@ -24,10 +24,13 @@ gone), which is its purpose.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
 from rpq_units.pipeline.units import UnitsError, read_units, write_lines_atomic
+
+logger = logging.getLogger(__name__)
 
 CASES = ("ts", "rm")  # ESPnet asr2's names: ts keeps the units as they are, rm removes repeats
 CHAR_BASE = 0x4E00  # the first CJK unified ideograph, as ESPnet's asr2 recipes map units
@@ -110,8 +113,6 @@ def write_source_text(units_file: str | os.PathLike, out: str | os.PathLike, *, 
 def src_text(*, units: str, out: str, case: str, chars: bool, codebook: str | None = None,
              num_codebooks: int | None = None) -> tuple[int, int]:
     """The ``src_text`` step: a unit file -> its source text (M from ``codebook`` or given)."""
-    import logging
-
     if codebook is not None:
         from rpq_units.pipeline.codebooks import load_quantizer
 
@@ -119,7 +120,7 @@ def src_text(*, units: str, out: str, case: str, chars: bool, codebook: str | No
     if num_codebooks is None:
         raise UnitsError("give --codebook or --num_codebooks")
     n_in, n_out = write_source_text(units, out, num_codebooks=num_codebooks, case=case, chars=chars)
-    logging.getLogger(__name__).info(
+    logger.info(
         "src_text: %s -> %s: %d unit tokens -> %d (%.1f %%), case %s%s", units, out, n_in, n_out,
         100.0 * n_out / max(n_in, 1), case, ", as characters" if chars else "")
     return n_in, n_out
