@@ -59,6 +59,14 @@ stamp=${venv}/.rpq_units_deps
 if [ -f "${stamp}" ] && cmp -s "${stamp}" "${root}/tools/requirements.txt"; then
     log "pinned dependencies already installed"
 else
+    # the pinned environment takes about 8.1 GiB (torch's CUDA build on x86_64 most of it), and
+    # pip unpacks a wheel before it installs it: stop with the numbers rather than halfway through
+    need_kib=$(( 10 * 1024 * 1024 ))
+    free_kib=$(df -Pk "${venv}" | awk 'NR == 2 { print $4 }')
+    if [ -n "${free_kib}" ] && [ "${free_kib}" -lt "${need_kib}" ]; then
+        log "error: ${venv}: $(( free_kib / 1024 )) MiB free on its file system, the install needs about 10 GiB (free some space, or set RPQ_VENV to a venv path on a larger disk)"
+        exit 1
+    fi
     # torch first: espnet with no torch pinned pulls another release.
     log "installing torch==${torch_version} torchaudio==${torch_version}"
     "${pip[@]}" install -q "torch==${torch_version}" "torchaudio==${torch_version}"
