@@ -69,7 +69,8 @@ test_sets=""            # test set names, space separated
 upstream=${default_upstream}  # s3prl upstream name (fbank, wavlm_large, ...), wavlm_local/hubert_local, or
                         # rpq_ssl (an encoder pre-trained by ssl.sh)
 upstream_ckpt=""        # checkpoint for wavlm_local/hubert_local/rpq_ssl (config file for baseline_local)
-layer=${default_layer}  # upstream layer (-1: last)
+layer=${default_layer}  # upstream layer (-1: last); several joined by commas (1,3,7) give units of
+                        # each layer side by side, each layer fit its own discretizer (DASB's streams)
 feat_tag=""             # name of the features in dump/exp dir names (default: <upstream>_l<layer>,
                         # with the checkpoint's file name instead of <upstream> when one is given)
 feats_portion=${default_feats_portion}  # portion of the training utterances used to fit the discretizers
@@ -167,7 +168,8 @@ for v in ngpu max_frames resynth_utts page_utts lock_wait; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || usage_error "--${v} ${!v}: must be 0 or a positive integer"
     printf -v "${v}" '%d' "$((10#${!v}))"
 done
-[[ "${layer}" =~ ^-?[0-9]+$ ]] || usage_error "--layer ${layer}: must be an integer (-1: the last layer)"
+[[ "${layer}" =~ ^-?[0-9]+(,-?[0-9]+)*$ ]] \
+    || usage_error "--layer ${layer}: must be an integer (-1: the last layer), or several joined by commas (1,3,7: each layer its own discretizer, their units side by side)"
 number() {  # number <value>: the value written one way (1.0 for 1, 0.5 for 0.50), or false
     [[ "$1" =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] || return 1
     awk -v x="$1" 'BEGIN { s = sprintf("%.10g", x + 0); if (s !~ /[.e]/) s = s ".0"; print s }'
@@ -206,7 +208,11 @@ if [[ "${device}" == cuda* ]] && "${_uses_device}" && [ -z "${show_stamp}" ] \
     usage_error "--device ${device}: PyTorch sees no CUDA GPU on this machine: use --device cpu"
 fi
 
-[ "${layer}" -lt 0 ] && layer_tag=last || layer_tag=${layer}
+layer_tag=""  # 21, last, or 1+3+7 for several layers
+for _l in ${layer//,/ }; do
+    [ "${_l}" -lt 0 ] && _l=last
+    layer_tag+=${layer_tag:++}${_l}
+done
 if [ -z "${feat_tag}" ]; then
     _name=${upstream}
     [ -n "${upstream_ckpt}" ] && { _name=$(basename "${upstream_ckpt}"); _name=${_name%.*}; }
