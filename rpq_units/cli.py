@@ -101,6 +101,16 @@ def _int_or_none(s: str) -> int | None:
     return None if s.lower() in ("none", "null", "") else int(s)
 
 
+def _layer(s: str) -> int | list[int]:
+    """``--layer``: an index, or several joined by commas (``1,3,7``: side by side)."""
+    from rpq_units.pipeline.features import FeatureError, parse_layer
+
+    try:
+        return parse_layer(s)
+    except FeatureError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(s: str) -> int:
     v = int(s)
     if v < 1:
@@ -222,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         _opt(
             p,
             "layer",
-            type=int,
+            type=_layer,
             default=None if not required else -1,
-            help="hidden-state index (-1 = last)"
+            help="hidden-state index (-1 = last), or several joined by commas (1,3,7: those "
+            "layers side by side, each fit its own discretizer)"
             + ("" if required else " (default: the codebook's for its upstream, else -1)"),
         )
         _opt(p, "device", default="cpu", help="torch device")
@@ -321,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, "out", required=True, help="vocoder checkpoint (.pt)")
     _opt(p, "upstream", required=True, help="s3prl upstream (as for the codebooks)")
     _opt(p, "upstream_ckpt", default=None, help="checkpoint/config for *_local upstreams")
-    _opt(p, "layer", type=int, default=-1, help="hidden-state index (-1 = last)")
+    _opt(p, "layer", type=_layer, default=-1,
+         help="hidden-state index (-1 = last), or several joined by commas (as the codebooks')")
     _opt(p, "max_utts", type=int, default=0, help="train on the first N utterances (0: all)")
     p.add_argument("--train_steps", "--train-steps", "--steps", dest="train_steps", type=int,
                    default=None, help="training steps in all, resumed runs included (default: "

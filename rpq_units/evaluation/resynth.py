@@ -299,7 +299,7 @@ class _Units:
 
 def _discretizers(
     codebooks: Sequence[str], units: Sequence[str], names: Sequence[str], device: str
-) -> tuple[list[_Units], tuple[str, str | None, int | None]]:
+) -> tuple[list[_Units], tuple[str, str | None, int | list[int] | None]]:
     """The discretizers of ``codebooks`` (one per name and unit file) and the ``(upstream,
     ckpt, layer)`` of the features they were all fitted on."""
     from rpq_units.pipeline.codebooks import load_quantizer
@@ -316,7 +316,7 @@ def _discretizers(
     metas = [(q.meta.get("upstream"), q.meta.get("upstream_ckpt"), q.meta.get("layer")) for q in qs]
     if not qs:
         raise ResynthError("no discretizers given")
-    if len(set(metas)) != 1:
+    if any(m != metas[0] for m in metas):  # (a layer may be a list: several layers)
         raise ResynthError(f"the codebooks were fitted on different features: {metas}")
     if not metas[0][0]:
         raise ResynthError(f"{codebooks[0]}: no upstream recorded in the codebook")

@@ -230,6 +230,9 @@ def _units_description(exp_dir: Path, tag: str, model_dir: Path | None = None) -
             cfg = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
             method = cfg.get("method", "?")
             m, k = cfg.get("num_codebooks", 1), cfg.get("codebook_size", "?")
+            if method == "layers":  # each layer its own discretizer: "pq 4x128 x 3 layers"
+                n = len(cfg.get("layer_dims") or [1])
+                return f"{cfg.get('inner', '?')} {m // n}x{k} x {n} layers{src}"
             return f"{method} {m}x{k}{src}"
     return "continuous" if tag.endswith("_continuous") else "-"
 

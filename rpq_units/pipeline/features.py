@@ -1,4 +1,5 @@
-"""Frame features from s3prl upstreams: one hidden layer, batched, chunked for long audio.
+"""Frame features from s3prl upstreams: one hidden layer (or several side by side), batched,
+chunked for long audio.
 
 ::
 
@@ -33,6 +34,10 @@ frontend): index 0 is the input of the first transformer layer, the last is the 
 output, ``layer=-1`` the last; WavLM Large has 25 (0..24). Output lengths are s3prl's:
 ``T = (L - 1) // stride + 1`` frames for ``L`` samples (the upstream's last frame repeated
 when its convolutions give fewer), ``stride`` = 320 samples (50 frames/s) for WavLM/HuBERT.
+``layer=[1, 3, 7]`` (or ``"1,3,7"``) gives those layers side by side, ``(T, D1 + D3 + D7)``
+frames, from one forward pass (DASB's multi-layer units: each layer then gets its own
+discretizer, :class:`rpq_units.quant.streams.LayerStreams`); ``describe()`` names the layers
+and ``layer_dims``.
 
 Long inputs are cut into windows of ``chunk_s`` seconds overlapping by ``overlap_s``; window
 starts are multiples of the stride, so window frame ``i`` is utterance frame
@@ -91,6 +96,32 @@ class FeatureError(UserError):
 
 
 # ---- finding hub entries -----------------------------------------------------------------
+
+
+def parse_layer(value: Any) -> int | list[int]:
+    """A layer option as given (``21``, ``"-1"``, ``"1,3,7"``, ``[1, 3]``) -> an int, or a list
+    of ints for several layers; :class:`FeatureError` names a bad value."""
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = str(value).split(",")
+    try:
+        layers = [int(str(v).strip()) for v in items]
+    except ValueError:
+        raise FeatureError(f"layer {value!r}: expected an integer or integers joined by commas "
+                           "(1,3,7)") from None
+    if not layers:
+        raise FeatureError("layer: no layer given")
+    return layers[0] if len(layers) == 1 else layers
+
+
+def resolve_layer(layer: Any, num_layers: int) -> int | list[int]:
+    """``layer`` (:func:`parse_layer`'s forms) with negative indices counted from the end of
+    ``num_layers`` hidden states; an int stays an int, a list a list."""
+    parsed = parse_layer(layer)
+    if isinstance(parsed, list):
+        return [v % num_layers for v in parsed]
+    return parsed % num_layers
 
 
 def _s3prl_dir() -> Path:
@@ -279,12 +310,15 @@ def _cmvn_module(expert: Any) -> Any:
 
 
 class FeatureExtractor:
-    """One hidden layer of an s3prl upstream as ``(T, D)`` float32 frames.
+    """One hidden layer of an s3prl upstream (or several, side by side) as ``(T, D)`` float32
+    frames.
 
     Args (keyword-only):
         upstream: s3prl hub entry name (see module docstring; :func:`available_upstreams`).
         ckpt: checkpoint path for ``*_local`` entries (``wavlm_local``, ``hubert_local``).
-        layer: index into the upstream's hidden states; negative counts from the end.
+        layer: index into the upstream's hidden states; negative counts from the end. A list
+            (or ``"1,3,7"``) of distinct indices: those layers concatenated per frame, in the
+            order given (they must share one frame rate).
         device: torch device for the model.
         chunk_s: inputs longer than this many seconds are processed in windows.
         overlap_s: overlap of consecutive windows (half of it is context on each side);
@@ -299,7 +333,7 @@ class FeatureExtractor:
         *,
         upstream: str,
         ckpt: str | None = None,
-        layer: int = -1,
+        layer: int | Sequence[int] | str = -1,
         device: str | torch.device = "cpu",
         chunk_s: float = 30.0,
         overlap_s: float | None = None,
@@ -340,16 +374,7 @@ class FeatureExtractor:
         if isinstance(hs, torch.Tensor):
             hs = [hs]
         self.num_layers = len(hs)
-        if not -self.num_layers <= layer < self.num_layers:
-            raise FeatureError(
-                f"layer {layer} out of range: upstream {upstream} has {self.num_layers} hidden "
-                f"states (layers 0..{self.num_layers - 1}, or -1 for the last)"
-            )
-        self.layer = layer % self.num_layers
-        if hasattr(self.model, "max_layer"):  # rpq_ssl, whisper: no layer above the chosen one
-            self.model.max_layer = self.layer
-        self.dim = int(hs[self.layer].shape[-1])
-        self.stride = int(rates[self.layer] if isinstance(rates, (list, tuple)) else rates)
+        self._choose_layers(layer, hs, rates)
         self.frame_rate = SAMPLE_RATE / self.stride
         self.chunk = max(self.stride, round(chunk_s * SAMPLE_RATE) // self.stride * self.stride)
         if upstream == WHISPER:
@@ -366,14 +391,39 @@ class FeatureExtractor:
         self.overlap = overlap
         self._norm = _normalize_flag(self.model)
         logger.info(
-            "upstream %s%s: layer %d of %d, dim %d, %.0f frames/s",
+            "upstream %s%s: layer %s of %d, dim %d, %.0f frames/s",
             upstream,
             f" ({self.ckpt})" if self.ckpt else "",
-            self.layer,
+            ",".join(map(str, self.layers)),
             self.num_layers,
             self.dim,
             self.frame_rate,
         )
+
+    def _choose_layers(self, layer: Any, hs: Sequence[torch.Tensor], rates: Any) -> None:
+        """Set ``layer`` (an int, or a list for several side by side; negative ones resolved),
+        ``layers``, ``layer_dims``, ``dim`` and ``stride`` from the probe's hidden states ``hs``
+        and the upstream's downsample ``rates``."""
+        wanted = parse_layer(layer)
+        for v in wanted if isinstance(wanted, list) else [wanted]:
+            if not -self.num_layers <= v < self.num_layers:
+                raise FeatureError(
+                    f"layer {v} out of range: upstream {self.upstream_name} has {self.num_layers} "
+                    f"hidden states (layers 0..{self.num_layers - 1}, or -1 for the last)"
+                )
+        self.layer = resolve_layer(wanted, self.num_layers)
+        self.layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        if len(set(self.layers)) != len(self.layers):
+            raise FeatureError(f"layer {layer}: a layer is named twice")
+        if hasattr(self.model, "max_layer"):  # rpq_ssl, whisper: no layer above the chosen ones
+            self.model.max_layer = max(self.layers)
+        self.layer_dims = [int(hs[v].shape[-1]) for v in self.layers]
+        self.dim = sum(self.layer_dims)
+        strides = {int(rates[v] if isinstance(rates, (list, tuple)) else rates) for v in self.layers}
+        if len(strides) != 1:
+            raise FeatureError(f"layer {layer}: the layers of upstream {self.upstream_name} have "
+                               f"different frame rates (strides {sorted(strides)} samples)")
+        self.stride = strides.pop()
 
     def _load_s3prl(self, upstream: str) -> Any:
         entry = _hub_entry(upstream)
@@ -423,6 +473,7 @@ class FeatureExtractor:
             "layer": self.layer,
             "num_layers": self.num_layers,
             "dim": self.dim,
+            **({"layer_dims": list(self.layer_dims)} if len(self.layers) > 1 else {}),
             "frame_rate": self.frame_rate,
             "sample_rate": SAMPLE_RATE,
             "autocast": self.autocast,
@@ -446,7 +497,7 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def _forward(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The chosen layer for a list of waveforms (one padded batch) -> list of (T_i, D)."""
+        """The chosen layer(s) for a list of waveforms (one padded batch) -> list of (T_i, D)."""
         return self._forward_raw(wavs)[0]
 
     @torch.no_grad()
@@ -458,7 +509,13 @@ class FeatureExtractor:
             wavs = [F.pad(w, (0, MIN_SAMPLES - max(lens))) for w in wavs]
         with self._precision():
             hs = self.model(wavs)["hidden_states"]
-        h = hs if isinstance(hs, torch.Tensor) else hs[self.layer]
+        if isinstance(hs, torch.Tensor):
+            h = hs
+        elif len(self.layers) == 1:
+            h = hs[self.layers[0]]
+        else:  # several layers side by side; their frame counts agree (one stride)
+            n = min(int(hs[v].shape[1]) for v in self.layers)
+            h = torch.cat([hs[v][:, :n] for v in self.layers], dim=-1)
         raw = int(h.shape[1])
         if raw == 0:  # no frame to repeat: the input is shorter than the upstream's first frame
             raise FeatureError(

@@ -32,6 +32,7 @@ from rpq_units.errors import UserError
 from rpq_units.files import write_text_atomic
 from rpq_units.pipeline.codebooks import load_quantizer, save_codebook
 from rpq_units.pipeline.data import AudioError, AudioLoader, Utterance, load_data_dir
+from rpq_units.pipeline.features import parse_layer, resolve_layer
 from rpq_units.pipeline.shards import (
     FeatureShards,
     FeatureShardWriter,
@@ -431,15 +432,21 @@ def fit(
     )
     method = cfg["method"]
     qargs = {k: v for k, v in cfg.items() if k not in _FIT_KEYS}
+    shards = FeatureShards(feats_dir)
+    layer_dims = shards.info.get("layer_dims")
     try:
-        q = make_quantizer(method, device=device, **qargs)
+        if layer_dims:  # features of several layers side by side: each its own discretizer
+            q = make_quantizer("layers", inner=method, layer_dims=layer_dims, device=device,
+                               seed=qargs.pop("seed", 0), inner_conf=qargs)
+        else:
+            q = make_quantizer(method, device=device, **qargs)
     except TypeError as e:
         raise QuantizerError(f"method {method}: bad option ({e})") from e
-    shards = FeatureShards(feats_dir)
     t0 = time.time()
     x, lengths = _training_frames(q, shards, cfg)
     t_load = time.time() - t0
-    logger.info("fit: %s on %d x %d frames from %s", method, x.shape[0], x.shape[1], feats_dir)
+    logger.info("fit: %s on %d x %d frames from %s%s", method, x.shape[0], x.shape[1], feats_dir,
+                f" (layers {shards.info.get('layer')}, each its own)" if layer_dims else "")
     if x.shape[0] == 0:
         raise QuantizerError(f"{feats_dir}: no frames to fit on")
     t0 = time.time()
@@ -508,7 +515,7 @@ def features_of(
 
 def reusable_features(
     feats_dir: str, *, data_dir: str, upstream: str, ckpt: str | None, sha: str | None,
-    layer: int, autocast: str | None, batch_size: int,
+    layer: int | list[int], autocast: str | None, batch_size: int,
 ) -> tuple[dict[str, np.ndarray], int]:
     """The features ``dump_feats`` wrote to ``feats_dir`` by utterance id (memory-mapped
     views) and their dimension, when they were computed from ``data_dir`` with the same
@@ -518,7 +525,8 @@ def reusable_features(
     info = shards.info
     lay = info.get("layer")
     num_layers = info.get("num_layers")
-    want_layer = layer % num_layers if isinstance(num_layers, int) and num_layers > 0 else layer
+    known = isinstance(num_layers, int) and num_layers > 0
+    want_layer = resolve_layer(layer, num_layers) if known else parse_layer(layer)
     want = {
         "data_dir": str(Path(data_dir).resolve()),
         "upstream": upstream,

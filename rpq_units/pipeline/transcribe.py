@@ -164,23 +164,26 @@ def read_model_dir(model_dir: str | os.PathLike, inference_model: str = INFERENC
     return md
 
 
-def _trained_layer(layer: int, meta: dict[str, Any]) -> int | None:
-    """The layer index of the stamp's ``layer`` (-1: the last, counted from the codebook's
-    features' ``num_layers`` when its feats.json is still there; else None: not known)."""
-    if layer >= 0:
+def _trained_layer(layer: int | list[int], meta: dict[str, Any]) -> int | list[int] | None:
+    """The layer index (or indices) of the stamp's ``layer`` (-1: the last, counted from the
+    codebook's features' ``num_layers`` when its feats.json is still there; else None: not
+    known)."""
+    from rpq_units.pipeline.features import resolve_layer
+
+    if min(layer if isinstance(layer, list) else [layer]) >= 0:
         return layer
     feats_json = Path(str(meta.get("feats_dir"))) / "feats.json"
     try:
         n = json.loads(feats_json.read_text(encoding="utf-8")).get("num_layers")
     except (OSError, AttributeError, ValueError):
         return None
-    return layer % n if isinstance(n, int) and n > 0 else None
+    return resolve_layer(layer, n) if isinstance(n, int) and n > 0 else None
 
 
 def check_codebook_of_model(md: ModelDir, meta: dict[str, Any]) -> None:
     """Stop unless the codebook's provenance (``meta``: upstream, checkpoint hash, layer) is
     that of the units the model was trained on (its training stamp; not checked without one)."""
-    from rpq_units.pipeline.features import WHISPER
+    from rpq_units.pipeline.features import WHISPER, parse_layer
 
     st = md.stamp
     if not st:
@@ -191,8 +194,8 @@ def check_codebook_of_model(md: ModelDir, meta: dict[str, Any]) -> None:
     differ = []
     if "upstream" in st and st["upstream"] != meta.get("upstream"):
         differ.append(f"upstream {st['upstream']}")
-    if re.fullmatch(r"-?\d+", st.get("layer", "")):
-        want = _trained_layer(int(st["layer"]), meta)
+    if re.fullmatch(r"-?\d+(,-?\d+)*", st.get("layer", "")):
+        want = _trained_layer(parse_layer(st["layer"]), meta)
         if want is not None and want != meta.get("layer"):
             differ.append(f"layer {st['layer']}")
     sig, sha = st.get("upstream_ckpt", ""), meta.get("upstream_sha256")

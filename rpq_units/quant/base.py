@@ -49,6 +49,9 @@ METHODS: dict[str, str] = {
     "avq": "rpq_units.quant.avq:AdditiveQuantizer",
     "random_projection": "rpq_units.quant.random_projection:RandomProjectionQuantizer",
 }
+#: quantizers made of those above: ``layers``, one of them per layer of multi-layer features
+#: (``fit`` builds it when the features hold several layers; its codebook files load by name)
+COMPOSITES: dict[str, str] = {"layers": "rpq_units.quant.streams:LayerStreams"}
 #: gradient trainers (:class:`rpq_units.quant.nsvq.GradientTrainer`), for the structures that take them
 GRADIENT_TRAINERS = ("nsvq", "ste")
 #: former method names: ``method: nsvq`` / ``ste`` with ``base``, ``base_conf`` and ``init_iter``
@@ -318,11 +321,12 @@ class IterativeQuantizer(Quantizer):
 
 
 def _resolve(method: str) -> type[Quantizer]:
-    if method not in METHODS:
+    where = METHODS.get(method) or COMPOSITES.get(method)
+    if where is None:
         raise QuantizerError(
             f"unknown quantization method {method!r}; choose one of {', '.join(sorted(METHODS))}"
         )
-    module, name = METHODS[method].split(":")
+    module, name = where.split(":")
     return getattr(importlib.import_module(module), name)
 
 

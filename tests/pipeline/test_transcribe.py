@@ -106,6 +106,20 @@ def test_last_layer_is_compared_through_the_codebooks_features(tmp_path):
     check_codebook_of_model(md, {**meta, "feats_dir": str(tmp_path / "gone")})  # not known: passes
 
 
+def test_several_layers_are_compared_as_a_list(tmp_path):
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (feats / "feats.json").write_text('{"num_layers": 4, "layer": [1, 3]}')
+    meta = {**META, "layer": [1, 3], "feats_dir": str(feats)}
+    for i, layer in enumerate(("1,3", "1,-1")):  # -1: the last of 4
+        md = read_model_dir(make_model(tmp_path / f"ok{i}", meta=meta, stamp={**STAMP, "layer": layer}))
+        check_codebook_of_model(md, meta)
+    for i, layer in enumerate(("3,1", "1", "1,2")):
+        md = read_model_dir(make_model(tmp_path / f"no{i}", meta=meta, stamp={**STAMP, "layer": layer}))
+        with pytest.raises(ModelDirError, match=f"units of layer {layer} "):
+            check_codebook_of_model(md, meta)
+
+
 def test_a_codebook_of_another_size_stops(tmp_path, capsys):
     adir = make_model(tmp_path, tokens=token_list(2, 16))
     rc, err = run(capsys, "--model_dir", adir, tmp_path / "a.wav")
