@@ -202,32 +202,8 @@ src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer argum
 # ---- stamps: the settings behind each result (see utils/stamp.sh) ----
 . utils/stamp.sh
 . utils/engine_stamps.sh   # st_<result>, stamp_of, redo_if_changed, require, keep_trained
-
-steps() {  # steps <step> [options]: one unit step (utils/units_steps.sh) with this run's upstream and jobs
-    local step=$1 gpu=0; shift
-    case "${device}" in cuda*) gpu=1 ;; esac  # its jobs ask the job runner for a GPU (Slurm: --gres)
-    utils/units_steps.sh --cmd "${decode_cmd} --gpu ${gpu}" --fit_cmd "${train_cmd} --gpu ${gpu}" \
-        --nj "${nj}" --device "${device}" \
-        --upstream "${upstream}" --upstream_ckpt "${upstream_ckpt}" --layer "${layer}" \
-        --fwd_opts "${fwd_opts}" "$@" "${step}"
-}
-dump_set_feats() {  # dump_set_feats <set>: every utterance's features of a set other than the
-    local s=$1 fdir stamp    # training set, dumped once (npy) for every discretizer's encoding
-    fdir=$(set_featdir "${s}")  # (stage 4) and the continuous reference's ark (stage 11); false
-    stamp=$(stamp_of st_cfeats "${s}")  # when there are none to share
-    redo_if_changed "${fdir}/.done" "${stamp}" || return 0
-    rm -rf "${fdir}"
-    stamp_write "${fdir}/.stamp" "${stamp}"
-    log "dumping ${s} features once for every discretizer -> ${fdir}"
-    if ! steps feats --data_dir "${datadir}/${s}" --portion 1 --seed 0 --feats_dir "${fdir}"; then
-        # e.g. every utterance of a shard unreadable: the encoding meets them itself and fails
-        # or leaves them out as --on_encode_error says
-        log "warning: no features of ${s} to share (logs: ${fdir}/log): each discretizer encodes it from the audio"
-        rm -rf "${fdir}"
-        return 1
-    fi
-    stamp_write "${fdir}/.done" "${stamp}"
-}
+# ---- the work of the stages (each file lists its functions) ----
+. utils/engine_units.sh    # stages 2-5 and 11: unit steps, shared features, source text
 
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
@@ -335,40 +311,6 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     done
     stage_end "encode"
 fi
-
-source_text() {  # source_text <discretizer>: each set's source text and, for bpe, the units' sentencepiece model
-    local d=$1 s f spm stamp chars=()
-    [ -n "${src_tag}" ] || return 0  # the encoded units are the source text
-    [ "${src_token_type}" = word ] || chars=(--chars)
-    for s in $(all_sets); do
-        f=$(srcfile_of "${d}" "${s}"); stamp=$(stamp_of st_src "${d}" "${s}")
-        require "$(unitsdump_of "${d}" "${s}")/.done" "$(stamp_of st_encode "${d}" "${s}")" 4
-        stamp_ok "${f}.done" "${stamp}" && continue
-        rm -f "${f}.done"
-        ${train_cmd} "${f}.log" rpq-units src_text --units "$(unitsdump_of "${d}" "${s}")/units" --out "${f}" \
-            --case "${src_case}" --codebook "$(unitsdir_of "${d}")/codebook.pt" "${chars[@]}"
-        stamp_write "${f}.done" "${stamp}"
-    done
-    [ "${src_token_type}" = bpe ] || return 0
-    spm=$(spmdir_of "${d}"); stamp=$(stamp_of st_spm "${d}")
-    redo_if_changed "${spm}/.done" "${stamp}" || return 0
-    rm -rf "${spm}"; mkdir -p "${spm}"
-    cut -d' ' -f2- "$(srcfile_of "${d}" "${train_set}")" > "${spm}/train.txt"
-    log "sentencepiece (${src_bpemode}, ${src_nbpe} pieces) over ${d}'s units -> ${spm}"
-    # a unit line is one long word: no sentence length limit, every unit a character of the
-    # vocabulary, at most --src_nbpe pieces (fewer where the training units hold fewer)
-    ${train_cmd} "${spm}/spm_train.log" python utils/spm_train.py \
-        --input="${spm}/train.txt" --vocab_size="${src_nbpe}" --model_type="${src_bpemode}" \
-        --model_prefix="${spm}/bpe" --character_coverage=1.0 --input_sentence_size=100000000 \
-        --max_sentence_length=1000000 --split_by_whitespace=false --max_sentencepiece_length=64 \
-        --hard_vocab_limit=false
-    ${train_cmd} "${spm}/tokenize.log" python -m espnet2.bin.tokenize_text \
-        --token_type bpe --bpemodel "${spm}/bpe.model" --input "${spm}/train.txt" --output "${spm}/tokens.txt.tmp" \
-        --field 1- --write_vocabulary true \
-        --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
-    mv "${spm}/tokens.txt.tmp" "${spm}/tokens.txt"
-    stamp_write "${spm}/.done" "${stamp}"
-}
 
 vocab_shapes() {  # vocab_shapes <stats dir> <name> <token list> <token type>: ESPnet's shape files
     local n part  # of collect stats, "<uttid> <length>", with the vocabulary size added as ESPnet's
@@ -736,23 +678,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     # The frozen upstream's features of every set, dumped once through the extractor that made
     # the units (any upstream kind, rpq_ssl encoders included), read by ESPnet as kaldi_ark.
     for s in $(all_sets); do
-        fdir=${cdump}/${s}
-        stamp=$(stamp_of st_cfeats "${s}")
-        redo_if_changed "${fdir}/.done" "${stamp}" || continue
-        rm -rf "${fdir}"
-        # the utterances the npy features of stages 2 and 4 hold are copied from there
-        from=()
-        if [ "${s}" = "${train_set}" ]; then
-            stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && from=(--from_feats_dir "${featdir}")
-        elif stamp_ok "$(set_featdir "${s}")/.done" "$(stamp_of st_cfeats "${s}")"; then
-            from=(--from_feats_dir "$(set_featdir "${s}")")
-        fi
-        log "dumping ${s} features -> ${fdir}/feats.scp${from:+ (from ${from[1]})}"
-        steps feats --data_dir "${datadir}/${s}" --portion 1 --format ark --feats_dir "${fdir}" "${from[@]}"
-        # the target text, restricted to the utterances with features, in the same order
-        join -j1 <(cut -d' ' -f1 "${fdir}/feats.scp") "${datadir}/${s}/text" > "${fdir}/text.tmp"
-        mv "${fdir}/text.tmp" "${fdir}/text"
-        stamp_write "${fdir}/.done" "${stamp}"
+        continuous_feats "${s}" "${cdump}/${s}"
     done
     mkdir -p "${adir}"
     python utils/make_asr_config.py --config "${continuous_config}" \
