@@ -39,7 +39,6 @@ log() {
 }
 trap 'log "failed (exit $?) at line ${LINENO}: ${BASH_COMMAND}"' ERR
 SECONDS=0
-min() { local a b; a=$1; for b in "$@"; do [ "${b}" -lt "${a}" ] && a=${b}; done; echo "${a}"; }
 # shellcheck source=utils/unit_defaults.sh
 . utils/unit_defaults.sh  # the defaults this engine shares with utils/units_steps.sh
 
@@ -204,6 +203,7 @@ src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer argum
 . utils/engine_stamps.sh   # st_<result>, stamp_of, redo_if_changed, require, keep_trained
 # ---- the work of the stages (each file lists its functions) ----
 . utils/engine_units.sh    # stages 2-5 and 11: unit steps, shared features, source text
+. utils/engine_espnet.sh   # stages 5-9 and 11: token list, statistics, training, decoding
 
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
@@ -312,41 +312,11 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     stage_end "encode"
 fi
 
-vocab_shapes() {  # vocab_shapes <stats dir> <name> <token list> <token type>: ESPnet's shape files
-    local n part  # of collect stats, "<uttid> <length>", with the vocabulary size added as ESPnet's
-    n=$(wc -l < "$3")  # recipes do: <name>_shape.<token type> for train and valid
-    for part in train valid; do
-        awk -v N="${n}" '{ print $0 "," N }' "$1/${part}/$2_shape" > "$1/${part}/$2_shape.$4"
-    done
-}
-
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_begin 5 "token lists: target ${token_type} -> ${tokendir}, source units"
     stamp=$(stamp_of st_tokens)
     if redo_if_changed "${tokendir}/.done" "${stamp}"; then
-        rm -rf "${tokendir}"
-        stamp_write "${tokendir}/.stamp" "${stamp}"
-        cut -d' ' -f2- "${datadir}/${train_set}/text" > "${tokendir}/train.txt"
-        nlsyms_opts=(); spm_opts=()
-        if [ -n "${nlsyms_txt}" ]; then
-            nlsyms_opts=(--non_linguistic_symbols "${nlsyms_txt}")
-            [ -s "${nlsyms_txt}" ] && spm_opts=(--user_defined_symbols="$(paste -sd, "${nlsyms_txt}")")
-        fi
-        if [ "${token_type}" = bpe ]; then
-            ${train_cmd} "${tokendir}/spm_train.log" python utils/spm_train.py \
-                --input="${tokendir}/train.txt" --vocab_size="${nbpe}" --model_type="${bpemode}" \
-                --model_prefix="${tokendir}/bpe" --character_coverage=1.0 --input_sentence_size=100000000 \
-                "${spm_opts[@]}"
-            bpe_opts=(--bpemodel "${tokendir}/bpe.model")
-        else
-            bpe_opts=()
-        fi
-        ${train_cmd} "${tokendir}/tokenize.log" python -m espnet2.bin.tokenize_text \
-            --token_type "${token_type}" --input "${tokendir}/train.txt" --output "${tokendir}/tokens.txt.tmp" \
-            "${bpe_opts[@]}" "${nlsyms_opts[@]}" --field 1- --write_vocabulary true \
-            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
-        mv "${tokendir}/tokens.txt.tmp" "${tokendir}/tokens.txt"
-        stamp_write "${tokendir}/.done" "${stamp}"
+        target_token_list "${stamp}"
     fi
     for d in ${discretizers}; do
         udir=$(unitsdir_of "${d}")
@@ -374,30 +344,17 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ] && "${use_lm}"; then
     else
         mkdir -p "${lmdir}"
         stamp_write "${lmdir}/.stamp" "${stamp}"
+        data_args=(--train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text"
+                   --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text")
         if redo_if_changed "${lmdir}/stats/.done" "${stamp}"; then
             rm -rf "${lmdir}/stats"
             mkdir -p "${lmdir}/stats"
-            cut -d' ' -f1 "${datadir}/${train_set}/text" > "${lmdir}/stats/train.keys"
-            cut -d' ' -f1 "${datadir}/${valid_set}/text" > "${lmdir}/stats/valid.keys"
-            ${train_cmd} "${lmdir}/stats/collect_stats.log" python -m espnet2.bin.lm_train \
-                --collect_stats true --use_preprocessor true "${tok_opts[@]}" \
-                --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
-                --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
-                --train_shape_file "${lmdir}/stats/train.keys" --valid_shape_file "${lmdir}/stats/valid.keys" \
-                --output_dir "${lmdir}/stats" --config "${lm_config}" --ngpu 0 --num_workers 0
-            vocab_shapes "${lmdir}/stats" text "${tokendir}/tokens.txt" "${token_type}"
+            collect_stats lm_train "${lmdir}/stats" "${lm_config}" "${datadir}/${train_set}/text" \
+                "${datadir}/${valid_set}/text" "${data_args[@]}"
             stamp_write "${lmdir}/stats/.done" "${stamp}"
         fi
-        python utils/check_resume.py "${lmdir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2086  # word lists
-        ${cuda_cmd} --gpu "${ngpu}" "${lmdir}/train.log" python -m espnet2.bin.lm_train \
-            --use_preprocessor true "${tok_opts[@]}" --ngpu "${ngpu}" --resume true \
-            --train_data_path_and_name_and_type "${datadir}/${train_set}/text,text,text" \
-            --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
-            --train_shape_file "${lmdir}/stats/train/text_shape.${token_type}" \
-            --valid_shape_file "${lmdir}/stats/valid/text_shape.${token_type}" \
-            --fold_length "${text_fold_length}" \
-            --output_dir "${lmdir}" --config "${lm_config}" ${lm_args}
+        shape_opts_of "${lmdir}/stats" "text_shape.${token_type}" "${text_fold_length}"
+        espnet_train lm_train "${lmdir}" "${lm_config}" "${lm_args}" -- "${data_args[@]}" "${shape_opts[@]}"
         stamp_write "${lmdir}/.done" "${stamp}"
     fi
     stage_end "language model"
@@ -433,18 +390,9 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         printf 'units_dir: %s\nsrc_case: %s\nsrc_token_type: %s\nsrc_nbpe: %s\nsrc_bpemode: %s\n' \
             "${udir}" "${src_case}" "${src_token_type}" "${src_nbpe}" "${src_bpemode}" > "${adir}/units.yaml"
         src_opts_of "${d}"
-        tr=$(srcfile_of "${d}" "${train_set}"); va=$(srcfile_of "${d}" "${valid_set}")
-        cut -d' ' -f1 "${tr}" > "${stats}/train.keys"
-        cut -d' ' -f1 "${va}" > "${stats}/valid.keys"
-        ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.mt_train \
-            --collect_stats true --use_preprocessor true "${tok_opts[@]}" "${src_opts[@]}" \
-            --train_data_path_and_name_and_type "${tr%/*}/text,text,text" \
-            --train_data_path_and_name_and_type "${tr},src_text,text" \
-            --valid_data_path_and_name_and_type "${va%/*}/text,text,text" \
-            --valid_data_path_and_name_and_type "${va},src_text,text" \
-            --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
-            --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
-        vocab_shapes "${stats}" text "${tokendir}/tokens.txt" "${token_type}"
+        mt_data_args "${d}"
+        collect_stats mt_train "${stats}" "${adir}/train_config.yaml" "$(srcfile_of "${d}" "${train_set}")" \
+            "$(srcfile_of "${d}" "${valid_set}")" "${src_opts[@]}" "${data_args[@]}"
         vocab_shapes "${stats}" src_text "${src_list}" "${src_token_type}"
         stamp_write "${stats}/.done" "${stamp}"
     done
@@ -453,43 +401,14 @@ fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     stage_begin 8 "ESPnet mt_train (discrete_asr) for ${discretizers}"
-    # With --train_jobs N > 1 up to N models train at once, each with nproc/N threads (at least
-    # one): small CPU models gain less from a second thread than from a second process.
+    # With --train_jobs N > 1 up to N models train at once (train_one), each with nproc/N threads
+    # (at least one): small CPU models gain less from a second thread than from a second process.
     _thr=()
     if [ "${train_jobs}" -gt 1 ]; then
         # the machine's CPUs, as utils/run_jobs.sh counts them (nproc follows OMP_NUM_THREADS)
         _n=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / train_jobs ))
         _thr=(--num_threads "$(( _n > 0 ? _n : 1 ))")
     fi
-    train_one() {  # train_one <discretizer>: one mt_train run; stamps it done on success
-        local d=$1 adir stats tr va _t stamp
-        adir=$(asrdir_of "${d}")
-        stats=${adir}/stats
-        tr=$(srcfile_of "${d}" "${train_set}"); va=$(srcfile_of "${d}" "${valid_set}")
-        src_opts_of "${d}"
-        stamp=$(stamp_of st_train "${d}")
-        log "training ${adir} (log: ${adir}/train.log)"
-        stamp_write "${adir}/.stamp" "${stamp}"  # an interrupted training resumes only with these settings
-        _t=${SECONDS}
-        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2086  # word lists
-        ${cuda_cmd} --gpu "${ngpu}" "${_thr[@]}" "${adir}/train.log" python -m espnet2.bin.mt_train \
-            --use_preprocessor true "${tok_opts[@]}" "${src_opts[@]}" \
-            --train_data_path_and_name_and_type "${tr%/*}/text,text,text" \
-            --train_data_path_and_name_and_type "${tr},src_text,text" \
-            --valid_data_path_and_name_and_type "${va%/*}/text,text,text" \
-            --valid_data_path_and_name_and_type "${va},src_text,text" \
-            --train_shape_file "${stats}/train/text_shape.${token_type}" \
-            --train_shape_file "${stats}/train/src_text_shape.${src_token_type}" \
-            --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
-            --valid_shape_file "${stats}/valid/src_text_shape.${src_token_type}" \
-            --fold_length "${text_fold_length}" --fold_length "${src_fold_length}" \
-            --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
-            --config "${adir}/train_config.yaml" ${asr_args} || return 1
-        echo "$(( SECONDS - _t ))" > "${adir}/train_seconds"
-        stamp_write "${adir}/.done_train" "${stamp}"
-        log "trained ${adir} in $(( SECONDS - _t )) s"
-    }
     for d in ${discretizers}; do
         adir=$(asrdir_of "${d}")
         keep_trained "${adir}" "${adir}/.done_train" "$(stamp_of st_train "${d}")"
@@ -522,56 +441,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     stage_end "train"
 fi
 
-decode_variants() { echo nolm; "${use_lm}" && echo lm; true; }
-
-# Decoding: a stage queues its decodes, each split into up to --inference_nj parts of its keys,
-# then runs them in --inference_nj processes, process J going through part J of every decode
-# (rpq_units.pipeline.espnet_decode: ESPnet's own inference, its start-up paid once per process
-# instead of once per decode); the logs are <decode_jobs>/decode.J.log.
-queue_decode() {  # queue_decode <jobdir> <decode dir> <keyed scp> <espnet inference args>...
-    local jobdir=$1 ddir=$2 scp=$3 nj j keys=()
-    shift 3
-    nj=$(min "${inference_nj}" "$(wc -l < "${scp}")")
-    for ((j = 1; j <= nj; j++)); do keys+=("${ddir}/log/keys.${j}.scp"); done
-    utils/split_scp.sh "${scp}" "${keys[@]}"
-    for ((j = 1; j <= nj; j++)); do
-        printf '%q ' --batch_size 1 --ngpu "$(inference_ngpu)" "$@" --key_file "${ddir}/log/keys.${j}.scp" \
-            --output_dir "${ddir}/log/output.${j}" >> "${jobdir}/jobs.${j}.txt"
-        echo >> "${jobdir}/jobs.${j}.txt"
-    done
-    echo "${nj}" > "${ddir}/log/nj"
-}
-inference_ngpu() { if "${gpu_inference}"; then echo 1; else echo 0; fi; }
-run_decodes() {  # run_decodes <espnet2.bin module> <jobdir> <test set> <decode dir>... (pairs): run the queued decodes, then each decode's hyp, ref and done marker; false if one failed
-    local bin=$1 jobdir=$2 n s ddir j nj part parts failed=0
-    shift 2
-    [ $# -gt 0 ] || return 0
-    n=$(find "${jobdir}" -maxdepth 1 -name 'jobs.*.txt' | wc -l)
-    log "decoding in ${n} process(es) (logs: ${jobdir}/decode.*.log)"
-    # a failed decode is found below by its missing output; the others are kept
-    ${decode_cmd} --gpu "$(inference_ngpu)" --num_threads 1 JOB=1:"${n}" "${jobdir}/decode.JOB.log" \
-        python -m rpq_units.pipeline.espnet_decode --bin "${bin}" --jobs "${jobdir}/jobs.JOB.txt" || true
-    while [ $# -gt 0 ]; do
-        s=$1; ddir=$2; shift 2
-        nj=$(cat "${ddir}/log/nj"); parts=()
-        for ((j = 1; j <= nj; j++)); do
-            part=${ddir}/log/output.${j}/1best_recog/text
-            [ -f "${part}" ] && parts+=("${part}")
-        done
-        if [ "${#parts[@]}" -ne "${nj}" ]; then
-            log "decoding ${ddir} failed (logs: ${jobdir}/decode.*.log)"
-            failed=1
-            continue
-        fi
-        utils/merge_sorted.sh "${ddir}/hyp" "${parts[@]}"
-        # the reference is the whole test set: an utterance left out at encoding has no
-        # hypothesis and is scored as a full deletion
-        cp "${datadir}/${s}/text" "${ddir}/ref"
-        stamp_write "${ddir}/.done" "$(cat "${ddir}/.stamp")"
-    done
-    [ "${failed}" -eq 0 ]
-}
-
+# Decoding (queue_decode, run_decodes: utils/engine_espnet.sh): a stage queues its decodes,
+# each split into up to --inference_nj parts of its keys, then runs them in --inference_nj
+# processes, process J going through part J of every decode.
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     stage_begin 9 "ESPnet mt_inference on ${test_sets}"
     jobdir=${expdir}/decode_jobs/stage9
@@ -696,29 +568,15 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ] && "${run_continuous}"; t
     keep_trained "${adir}" "${adir}/.done_train" "${ctrain}"
     if redo_if_changed "${stats}/.done" "${ctrain}"; then
         rm -rf "${stats}"; mkdir -p "${stats}"
-        cut -d' ' -f1 "${tr}/feats.scp" > "${stats}/train.keys"
-        cut -d' ' -f1 "${va}/feats.scp" > "${stats}/valid.keys"
-        ${train_cmd} "${stats}/collect_stats.log" python -m espnet2.bin.asr_train --collect_stats true \
-            --use_preprocessor true "${tok_opts[@]}" "${data_args[@]}" \
-            --train_shape_file "${stats}/train.keys" --valid_shape_file "${stats}/valid.keys" \
-            --output_dir "${stats}" --config "${adir}/train_config.yaml" --ngpu 0 --num_workers 0
-        vocab_shapes "${stats}" text "${tokendir}/tokens.txt" "${token_type}"
+        collect_stats asr_train "${stats}" "${adir}/train_config.yaml" "${tr}/feats.scp" "${va}/feats.scp" \
+            "${data_args[@]}"
         stamp_write "${stats}/.done" "${ctrain}"
     fi
     if ! stamp_ok "${adir}/.done_train" "${ctrain}"; then
         log "training ${adir} (log: ${adir}/train.log)"
         stamp_write "${adir}/.stamp" "${ctrain}"  # an interrupted training resumes only with these settings
-        python utils/check_resume.py "${adir}"  # a checkpoint cut short by a kill is not resumed
-        # shellcheck disable=SC2086  # asr_args is a word list
-        ${cuda_cmd} --gpu "${ngpu}" "${adir}/train.log" python -m espnet2.bin.asr_train \
-            --use_preprocessor true "${tok_opts[@]}" "${data_args[@]}" \
-            --train_shape_file "${stats}/train/speech_shape" \
-            --train_shape_file "${stats}/train/text_shape.${token_type}" \
-            --valid_shape_file "${stats}/valid/speech_shape" \
-            --valid_shape_file "${stats}/valid/text_shape.${token_type}" \
-            --fold_length "${speech_fold}" --fold_length "${text_fold_length}" \
-            --resume true --ngpu "${ngpu}" --output_dir "${adir}" \
-            --config "${adir}/train_config.yaml" ${asr_args}
+        shape_opts_of "${stats}" speech_shape "${speech_fold}" "text_shape.${token_type}" "${text_fold_length}"
+        espnet_train asr_train "${adir}" "${adir}/train_config.yaml" "${asr_args}" -- "${data_args[@]}" "${shape_opts[@]}"
         stamp_write "${adir}/.done_train" "${ctrain}"
     fi
     jobdir=${expdir}/decode_jobs/stage11
