@@ -204,6 +204,7 @@ src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer argum
 # ---- the work of the stages (each file lists its functions) ----
 . utils/engine_units.sh    # stages 2-5 and 11: unit steps, shared features, source text
 . utils/engine_espnet.sh   # stages 5-9 and 11: token list, statistics, training, decoding
+. utils/engine_results.sh  # stages 10-12: scoring and the results table
 
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
@@ -485,52 +486,6 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     stage_end "decode"
 fi
 
-current_decodes() {  # "<decode dir>\t<model>\t<variant>\t<set>" of every decode made with the current settings
-    local d s v ddir
-    for d in ${discretizers}; do
-        for s in ${test_sets}; do
-            for v in $(decode_variants); do
-                ddir=$(asrdir_of "${d}")/decode_${s}_${v}
-                if stamp_ok "${ddir}/.done" "$(stamp_of st_decode "${d}" "${s}" "${v}")"; then
-                    printf '%s\t%s\t%s\t%s\n' "${ddir}" "${d}" "${v}" "${s}"
-                fi
-            done
-        done
-    done
-    if "${run_continuous}"; then
-        for s in ${test_sets}; do
-            ddir=${contdir}/decode_${s}_nolm
-            # the continuous reference's decodes made with the current settings (stage 11 redoes
-            # the others)
-            if stamp_ok "${ddir}/.done" "$(stamp_of st_cdecode "${s}")"; then
-                printf '%s\tcontinuous\tnolm\t%s\n' "${ddir}" "${s}"
-            fi
-        done
-    fi
-    true
-}
-score_decodes() {  # score_decodes <decode dir> <test set> ...: the one scoring path of every model, discrete or continuous
-    local ddir set unit sym_opts=() ddirs=()
-    [ -n "${nlsyms_txt}" ] && sym_opts=(--remove_symbols "${nlsyms_txt}")  # [lang] tags are not characters
-    while [ $# -gt 0 ]; do
-        ddir=$1; set=$2; shift 2  # the set as the caller knows it, not read back from the dir's name
-        ddirs+=("${ddir}")
-        unit=${score_unit}
-        [[ " ${char_test_sets} " == *" ${set} "* ]] && unit=char
-        python -m rpq_units.evaluation.scoring score --ref "${ddir}/ref" --hyp "${ddir}/hyp" \
-            --unit "${unit}" "${sym_opts[@]}" --out "${ddir}/result.txt"
-    done
-    if [ -x local/score.sh ]; then
-        # the recipe's own breakdown (e.g. CER per language, LID) beside result.txt, which it
-        # leaves alone: result.txt has one writer, the line above
-        # shellcheck disable=SC2086  # local_score_opts is a word list
-        local/score.sh --datadir "${datadir}" ${local_score_opts} "${expdir}"
-    fi
-    for ddir in "${ddirs[@]}"; do
-        log "$(head -n 1 "${ddir}/result.txt") ${ddir}"
-    done
-}
-
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     stage_begin 10 "scoring (${score_unit})"
     mapfile -t decodes < <(current_decodes | cut -f1,4 | tr '\t' '\n')  # decode dir, set, ...
@@ -606,37 +561,8 @@ fi
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     stage_begin 12 "results table -> ${results}"
     # the rows: the current discretizers' decodes whose stamps match the current settings, each
-    # with a signature of its done marker, kept per feature tag for later tables (--results_tags)
-    rowdir=${expdir}/results_rows
-    mkdir -p "${rowdir}"
-    current_decodes | while IFS=$'\t' read -r ddir d v s; do
-        if [ "${d}" = continuous ]; then
-            conf=${continuous_config}
-        else
-            conf="${units_conf_dir}/${d}.yaml ${asr_config}"
-            if [ "${v}" = lm ]; then conf="${conf} ${lm_config}"; fi
-        fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${conf}" \
-            "$(sig < "${ddir}/.done")"
-    done > "${rowdir}/${feat_tag}.tsv.tmp"
-    mv "${rowdir}/${feat_tag}.tsv.tmp" "${rowdir}/${feat_tag}.tsv"
-    cut -f1-5 "${rowdir}/${feat_tag}.tsv" > "${expdir}/results_rows.tsv"
-    for t in ${results_tags}; do
-        [ "${t}" = "${feat_tag}" ] && continue
-        if [ ! -f "${rowdir}/${t}.tsv" ]; then
-            log "error: --results_tags: no rows of '${t}' in ${rowdir} (run stage 12 with --feat_tag ${t} first)"
-            exit 1
-        fi
-        # a row of another tag joins only while its decode is the one that tag's table showed
-        while IFS=$'\t' read -r mdir v s res conf msig; do
-            marker=${res%/*}/.done
-            if [ -f "${marker}" ] && [ "$(sig < "${marker}")" = "${msig}" ]; then
-                printf '%s\t%s\t%s\t%s\t%s\n' "${mdir}" "${v}" "${s}" "${res}" "${conf}"
-            else
-                log "warning: ${res%/*} (--results_tags ${t}) was redone or removed since stage 12 of ${t} tabled it: left out (rerun stage 12 with --feat_tag ${t})"
-            fi
-        done < "${rowdir}/${t}.tsv" >> "${expdir}/results_rows.tsv"
-    done
+    # kept per feature tag for later tables, and the rows of --results_tags (result_rows)
+    result_rows
     python -m rpq_units.evaluation.scoring table --exp_dir "${expdir}" --test_sets "${test_sets}" \
         --rows "${expdir}/results_rows.tsv" --command "$(cat "${expdir}/commands.txt"; echo "${run_args% }")" \
         --timing "${timing}" --out "${results}"
