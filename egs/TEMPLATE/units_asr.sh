@@ -205,6 +205,7 @@ src_opts_of() {  # <discretizer>: sets src_opts, ESPnet's source tokenizer argum
 . utils/engine_units.sh    # stages 2-5 and 11: unit steps, shared features, source text
 . utils/engine_espnet.sh   # stages 5-9 and 11: token list, statistics, training, decoding
 . utils/engine_results.sh  # stages 10-12: scoring and the results table
+. utils/engine_resynth.sh  # stage 13: resynthesis and the demo page
 
 if [ -n "${show_stamp}" ]; then
     read -r -a _st <<< "${show_stamp}"
@@ -578,66 +579,13 @@ if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
     rdir=${expdir}/resynth_${feat_tag}_${rset}
     pdir=${expdir}/demo_${feat_tag}  # one page per feature tag (run_ssl.sh shares exp/ with run.sh)
     stage_begin 13 "resynthesis of ${rset} from ${discretizers} -> ${rdir}; demo page -> ${pdir}"
-    voc=${vocoder}
-    if [ "${voc}" = auto ]; then
-        case "${upstream}" in baseline_local|mel) voc=griffinlim ;; *) voc=train ;; esac
-    fi
-    vkind=${voc}  # griffinlim, train, or a given vocoder file (by its content)
-    case "${voc}" in griffinlim|train) ;; *) vkind="file:$(file_sig "${voc}")" ;; esac
-    if [ "${voc}" = train ]; then
-        vdir=${expdir}/vocoder_${feat_tag}
-        voc=${vdir}/vocoder.pt
-        stamp=$(stamp_of st_vocoder)
-        if redo_if_changed "${vdir}/.done" "${stamp}"; then
-            mkdir -p "${vdir}"
-            cp "${vocoder_config}" "${vdir}/config.yaml"
-            voc_opts=()
-            [ -n "${upstream_ckpt}" ] && voc_opts=(--upstream_ckpt "${upstream_ckpt}")
-            # stage 2's features of the training set where it has them (and the same forward)
-            stamp_ok "${featdir}/.done" "$(stamp_of st_feats)" && voc_opts+=(--feats_dir "${featdir}")
-            log "training a HiFi-GAN on ${train_set} features -> ${voc} (log: ${vdir}/train.log)"
-            _dev=${device}; [ "${ngpu}" -gt 0 ] && _dev=cuda
-            # shellcheck disable=SC2086  # vocoder_args is a word list
-            ${cuda_cmd} --gpu "${ngpu}" "${vdir}/train.log" rpq-units train_vocoder \
-                --data_dir "${datadir}/${train_set}" --config "${vdir}/config.yaml" --out "${voc}" \
-                --upstream "${upstream}" "${voc_opts[@]}" --layer "${layer}" --device "${_dev}" ${vocoder_args}
-            stamp_write "${vdir}/.done" "${stamp}"
-        fi
-    fi
+    choose_vocoder  # sets voc and vkind; trains a HiFi-GAN for --vocoder train (or auto)
     rstamp=$(stamp_of st_resynth "${rset}" "${vkind}")
     if redo_if_changed "${rdir}/.done" "${rstamp}"; then
-        names=(); codebooks=(); unitfiles=()
-        for d in ${discretizers}; do
-            names+=("${d}")
-            codebooks+=("$(unitsdir_of "${d}")/codebook.pt")
-            unitfiles+=("$(unitsdump_of "${d}" "${rset}")/units")
-        done
-        asr_opts=()
-        if [ "${resynth_judge}" = whisper ]; then
-            asr_opts=(--judge whisper)
-        elif [ -f "${contdir}/.done_train" ]; then
-            asr_opts=(--asr_dir "${contdir}" --asr_decode_config "${inference_config}"
-                      "--asr_decode_args=${inference_args}")
-        else
-            log "no continuous model in ${contdir} (--run_continuous true, stage 11): WER/dWER of the resynthesized speech skipped"
-        fi
-        log "resynthesizing $([ "${resynth_utts}" -gt 0 ] && echo "${resynth_utts}" || echo all) utterances of ${rset} (${voc}; log: ${rdir}/resynth.log)"
-        mkdir -p "${rdir}"
-        # shellcheck disable=SC2086  # resynth_args is a word list
-        ${train_cmd} --num_threads 1 "${rdir}/resynth.log" rpq-units resynth \
-            --data_dir "${datadir}/${rset}" --names "${names[@]}" --codebooks "${codebooks[@]}" \
-            --units "${unitfiles[@]}" --out_dir "${rdir}" --vocoder "${voc}" \
-            --stats_data_dir "${datadir}/${train_set}" --max_utts "${resynth_utts}" \
-            --score_unit "${score_unit}" --device "${device}" "${asr_opts[@]}" ${resynth_args}
+        resynthesize "${rset}" "${rdir}"
         stamp_write "${rdir}/.done" "${rstamp}"
     fi
-    heatmaps=()
-    for d in ${discretizers}; do
-        h=$(unitsdir_of "${d}")/analysis/dim_correlation.png
-        [ -f "${h}" ] && { heatmaps+=("${h}"); break; }  # the features' correlation: one suffices
-    done
-    rpq-units demo_page --resynth_dir "${rdir}" --page_dir "${pdir}" --num_utts "${page_utts}" \
-        --results_md "${results}" --heatmaps "${heatmaps[@]}"
+    demo_page "${rdir}" "${pdir}"
     cat "${rdir}/resynth.md"
     log "demo page: ${pdir}/index.html"
     stage_end "resynthesis"
