@@ -41,16 +41,8 @@ _run_args=$(printf '%q ' "$0" "$@")
 . utils/parse_options.sh
 SECONDS=0
 
-if [ $# -ne 0 ]; then
-    echo "$0: unexpected arguments: $* (see --help)" >&2
-    exit 2
-fi
-for v in train_set valid_set ssl_config; do
-    if [ -z "${!v}" ]; then
-        echo "$0: --${v} is required (see --help)" >&2
-        exit 2
-    fi
-done
+. utils/engine_checks.sh  # expect_options
+expect_options train_set valid_set ssl_config -- "$@"
 case "${num_nodes}" in ''|*[!0-9]*|0) echo "$0: --num_nodes must be a positive integer" >&2; exit 2 ;; esac
 [ -f "${ssl_config}" ] || { echo "$0: no such config: ${ssl_config}" >&2; exit 1; }
 if [ -z "${ssl_tag}" ]; then

@@ -4,6 +4,8 @@
 #
 #   check_options "$@"      every option value, checked before any stage acts on it (a usage
 #                           error: one line, exit 2), numbers rewritten one way
+#   expect_options <name>... -- "$@"   no argument left over and each named option given (also
+#                           ssl.sh's first check)
 #   take_lock <dir>         hold <dir>/.lock for this run and the jobs it starts, or stop
 
 usage_error() { echo "$0: $*" >&2; exit 2; }
@@ -12,17 +14,25 @@ number() {  # number <value>: the value written one way (1.0 for 1, 0.5 for 0.50
     awk -v x="$1" 'BEGIN { s = sprintf("%.10g", x + 0); if (s !~ /[.e]/) s = s ".0"; print s }'
 }
 
-check_options() {  # check_options "$@": the options after parse_options.sh, each checked (and
-    if [ $# -ne 0 ]; then  # numbers rewritten); an argument left over is a usage error
+expect_options() {  # expect_options <name>... -- "$@": the arguments parse_options.sh left
+    local names=()     # (none expected) and the options that must not be empty
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do names+=("$1"); shift; done
+    shift
+    if [ $# -ne 0 ]; then
         echo "$0: unexpected arguments: $* (see --help)" >&2
         exit 2
     fi
-    for v in train_set valid_set test_sets; do
+    local v
+    for v in "${names[@]}"; do
         if [ -z "${!v}" ]; then
             echo "$0: --${v} is required (see --help)" >&2
             exit 2
         fi
     done
+}
+
+check_options() {  # check_options "$@": the options after parse_options.sh, each checked (and
+    expect_options train_set valid_set test_sets -- "$@"  # numbers rewritten)
     case "${token_type}" in char|bpe) ;; *) echo "$0: --token_type must be char or bpe" >&2; exit 2 ;; esac
     case "${score_unit}" in word|char) ;; *) echo "$0: --score_unit must be word or char" >&2; exit 2 ;; esac
     case "${train_jobs}" in ''|*[!0-9]*|0) echo "$0: --train_jobs must be a positive integer" >&2; exit 2 ;; esac
