@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,9 +77,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator[P
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` under its temporary name, then rename (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, suffix: str = TMP_SUFFIX) -> None:
+    """Write ``data`` to ``path`` under its temporary name, then rename (:func:`atomic_path`;
+    ``suffix`` as there)."""
+    with atomic_path(path, suffix) as tmp:
         fh = open(tmp, "wb")
         try:
             fh.write(data)
@@ -88,9 +90,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         fh.close()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str, suffix: str = TMP_SUFFIX) -> None:
     """Write ``text`` (UTF-8) to ``path`` under its temporary name, then rename."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"), suffix)
+
+
+def writer_suffix() -> str:
+    """A temporary-name suffix of this writer alone (``.<random>.tmp``), for a file that several
+    processes, on one host or several, may write at the same moment: with one shared temporary
+    name a writer's rename finds the file already renamed by another, and fails."""
+    return f".{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rpq_units.errors import OptionError, UserError
-from rpq_units.files import discard, named_os_error, tmp_path, write_text_atomic
+from rpq_units.files import discard, named_os_error, tmp_path, write_text_atomic, writer_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,10 @@ class FeatureShardWriter:
 
 
 def write_feats_json(out_dir: str | os.PathLike, info: dict[str, Any]) -> None:
-    """Write ``feats.json`` (sorted keys, atomic)."""
-    write_text_atomic(Path(out_dir) / FEATS_JSON, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    """Write ``feats.json`` (sorted keys, atomic). Every shard's job writes the same file, and
+    jobs of an array end together: each renames its own temporary file."""
+    write_text_atomic(Path(out_dir) / FEATS_JSON, json.dumps(info, indent=2, sort_keys=True) + "\n",
+                      writer_suffix())
 
 
 # ---- reader ------------------------------------------------------------------------------

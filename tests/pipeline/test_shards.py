@@ -136,3 +136,24 @@ def test_empty_shard_is_valid(tmp_path):
     s = FeatureShards(tmp_path)
     assert s.ids == ["a"] and s.num_frames == 3 and s.frames().shape == (3, 2)
     assert [k for k, _ in s.utterances()] == ["a"]
+
+
+def test_feats_json_written_by_two_shards_at_once(tmp_path, monkeypatch):
+    """Every shard's job writes feats.json, and an array's jobs end together (seen on Slurm:
+    two tasks 50 ms apart). One shard's writer runs whole between the other's write and rename:
+    both must succeed, and feats.json is one of the two, whole."""
+    import os
+
+    real_replace, renamed = os.replace, []
+
+    def replace(src, dst):
+        renamed.append(os.path.basename(src))
+        if len(renamed) == 1:  # the other shard's job ends here
+            write_feats_json(tmp_path, {"rank": 1, "dim": 4})
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_feats_json(tmp_path, {"rank": 0, "dim": 4})
+    assert len(set(renamed)) == 2 and all(n.endswith(".tmp") for n in renamed)
+    assert json.loads((tmp_path / "feats.json").read_text()) == {"rank": 0, "dim": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.json"]
