@@ -103,12 +103,15 @@ class LayerStreams(Quantizer):
         for p, xs in zip(self.parts, self._slices(x), strict=True):
             p.fit(xs, lengths, memory_budget=self._memory_budget)
 
+    # encode/decode have checked the frames (finite, D) and the codes (M, range) of the whole
+    # frame: each layer's quantizer gets its slice through its own sequence hook, not through
+    # its public encode/decode, which would check every slice again
     def _encode_seq(self, x: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
-        return torch.cat([torch.as_tensor(p.encode(xs, lengths)).to(self.device)
+        return torch.cat([p._encode_seq(xs.contiguous(), lengths)
                           for p, xs in zip(self.parts, self._slices(x), strict=True)], dim=1)
 
     def _decode_seq(self, codes: torch.Tensor, lengths: list[int] | None) -> torch.Tensor:
-        return torch.cat([torch.as_tensor(p.decode(codes[:, a:b], lengths)).to(self.device)
+        return torch.cat([p._decode_seq(codes[:, a:b].contiguous(), lengths)
                           for p, (a, b) in zip(self.parts, self._code_edges, strict=True)], dim=1)
 
     def _state(self) -> dict[str, torch.Tensor]:
