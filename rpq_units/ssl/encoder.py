@@ -29,6 +29,7 @@ kind, an unsupported format version, or a layer beyond the depth raises
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -104,6 +105,22 @@ def encoder_hidden_states(
     if upto == num_layers and getattr(encoder, "normalize_before", False):
         hidden[-1] = encoder.after_norm(hidden[-1])
     return hidden, masks.squeeze(1).sum(1)
+
+
+@contextlib.contextmanager
+def dropout_off(module: torch.nn.Module):
+    """Within the block, every dropout layer of ``module`` acts as in eval mode; everything else
+    (BatchNorm's batch statistics in training) is left as it is, and the modes come back after.
+    BiRQ's label pass uses it: its labels are then a function of the parameters and the input."""
+    drops = [m for m in module.modules()
+             if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training]
+    for m in drops:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.training = True
 
 
 def _takes_mask(embed: torch.nn.Module) -> bool:

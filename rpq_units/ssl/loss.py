@@ -263,7 +263,9 @@ class BiRQLoss(BestRQLoss):
     ``enhanced_target`` ("gumbel" samples or the "argmax" code; "gumbel" is needed by
     ``label_gradient: gumbel``), ``enhanced_whiten`` (False: whiten R N(h) per utterance before
     the cosine), ``diversity_weight`` (0.0: weight of wav2vec 2.0's diversity penalty on the
-    batch's mean softmax of the enhanced logits; its gradient reaches layers 1..k).
+    batch's mean softmax of the enhanced logits; its gradient reaches layers 1..k),
+    ``label_dropout`` (False: the unmasked pass that makes the labels runs without the encoder's
+    dropout, read by :class:`rpq_units.ssl.model.BestRQModel`; True: with it, the former default).
     """
 
     def __init__(self, encoder_output_size: int, *, enhanced_layer: int | None = None,
@@ -274,7 +276,7 @@ class BiRQLoss(BestRQLoss):
                  shared_head: bool = False, enhanced_seed: int | None = None,
                  label_gradient: str = "none", enhanced_target: str = "gumbel",
                  enhanced_whiten: bool = False, diversity_weight: float = 0.0,
-                 **kwargs) -> None:
+                 label_dropout: bool = False, **kwargs) -> None:
         super().__init__(encoder_output_size, **kwargs)
         self.required_inputs = self.required_inputs + ["unmasked_hidden"]
         self.enhanced_layer = enhanced_layer
@@ -301,6 +303,7 @@ class BiRQLoss(BestRQLoss):
         self.enhanced_target = enhanced_target
         self.enhanced_whiten = bool(enhanced_whiten)
         self.diversity_weight = float(diversity_weight)
+        self.label_dropout = bool(label_dropout)
         self.enhanced_codebook_size = int(enhanced_codebook_size or self.codebook_size)
         self.shared_head = bool(shared_head)
         if self.shared_head and (self.enhanced_codebook_size != self.codebook_size

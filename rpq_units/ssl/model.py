@@ -9,20 +9,22 @@ keeps ESPnet's ``forward`` (losses, stats, weights, step counter) and replaces `
     speech (B, S) -> frontend -> log-mel (B, T_in, F) -> normalize -> x
     x -> span_mask util (noise on masked frames) -> encoder, all layers -> encoder_output
     x -> encoder layers 1..k (only when a loss asks for ``unmasked_hidden``; without a graph
-         unless the loss sends a gradient through it)
+         unless the loss sends a gradient through it, without dropout unless its
+         ``label_dropout`` asks for it)
 
 and gives the losses ``feats`` (= x, unmasked), ``mask_info`` and ``unmasked_hidden``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 
-from rpq_units.ssl.encoder import encoder_hidden_states, subsampling_factor
+from rpq_units.ssl.encoder import dropout_off, encoder_hidden_states, subsampling_factor
 
 
 class BestRQModel(ESPnetSSLModel):
@@ -93,7 +95,10 @@ class BestRQModel(ESPnetSSLModel):
         if self.enhanced_layer is not None:
             # without a gradient through the labels (BiRQ's default) the unmasked pass keeps no graph
             keep = any(getattr(loss, "label_needs_grad", False) for loss in self.losses)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and keep):
+            # and, by default, no dropout: the labels are those of the current parameters
+            quiet = not any(getattr(loss, "label_dropout", True) for loss in self.losses)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and keep), \
+                    (dropout_off(self.encoder) if quiet else contextlib.nullcontext()):
                 states, _ = encoder_hidden_states(self.encoder, feats, lens, self.enhanced_layer)
             data["unmasked_hidden"] = states[self.enhanced_layer]
         return data

@@ -11,7 +11,13 @@ import yaml
 from ssl_helpers import build_tiny_encoder_file
 
 from rpq_units.quant.random_projection import RandomProjectionQuantizer
-from rpq_units.ssl.encoder import KIND, SSLCheckpointError, load_encoder
+from rpq_units.ssl.encoder import (
+    KIND,
+    SSLCheckpointError,
+    dropout_off,
+    encoder_hidden_states,
+    load_encoder,
+)
 from rpq_units.ssl.export import export_encoder
 from rpq_units.ssl.export import main as export_main
 from rpq_units.ssl.labels import AnchorLabeller, normalise_per_utterance
@@ -323,6 +329,32 @@ def test_birq_labels_without_gradient_do_not_collapse(tmp_path):
     assert old[0] == new[0] > 35  # the same start
     assert old[-1] < 8, old
     assert min(new[2:]) > 20, new
+
+
+@pytest.mark.parametrize("label_dropout", [False, True])
+def test_birq_label_pass_runs_without_dropout_by_default(tmp_path, label_dropout):
+    """The labels are a function of the parameters and the input (``label_dropout: false``, the
+    default): in training mode two label passes over one batch give the states of the encoder
+    without dropout, and every dropout layer is back in training mode after (the masked pass
+    keeps its dropout).
+    ``label_dropout: true`` (the former behaviour) draws other labels each pass."""
+    conf = tiny_config("birq", enhanced_layer=2, label_dropout=label_dropout)
+    conf["encoder_conf"].update(dropout_rate=0.3, attention_dropout_rate=0.3)
+    model, _ = build(conf, tmp_path)
+    model.train()
+    wav, lens = batch()
+    torch.manual_seed(0)
+    first = model.encode(wav, lens)
+    torch.manual_seed(1)
+    second = model.encode(wav, lens)
+    drops = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.training for m in drops)
+    same = torch.equal(first["unmasked_hidden"], second["unmasked_hidden"])
+    assert same is (not label_dropout)
+    with dropout_off(model.encoder):
+        ref, _ = encoder_hidden_states(model.encoder, first["feats"], first["feats_lengths"], 2)
+        assert not any(m.training for m in drops)
+    assert torch.equal(ref[2], first["unmasked_hidden"]) is (not label_dropout)
 
 
 def test_whitening_gives_each_utterance_identity_covariance():
