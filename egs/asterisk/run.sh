@@ -16,7 +16,8 @@ set -euo pipefail
 
 feat_sources="whisper_l4"  # whisper_l<L>: Whisper encoder layer L (0..4 for tiny.en; 2 the
                            # middle, 4 the output); mel: 80 log-mel bins, 20 ms; several, e.g.
-                           # "whisper_l2 whisper_l4 mel", each one more run (RESULTS.md has all three)
+                           # "whisper_l2 whisper_l4 mel", each one more run (RESULTS.md has all three);
+                           # ssl_<tag>_l<L>: layer L of exp/ssl_<tag>/encoder.pt (run_ssl.sh)
 whisper_ckpt=""         # Whisper checkpoint (CTranslate2, Hugging Face or openai; default: the bundled tiny.en)
 whisper_name=whisper_tiny_en  # the <upstream> part of the Whisper sources' feature tags
 resynth_sources="whisper_l4"  # sources that also run stage 13 (resynthesis judged by Whisper;
@@ -61,8 +62,14 @@ for src in ${feat_sources}; do
         mel)
             feat=(--upstream baseline_local --upstream_ckpt conf/upstream/mel_20ms.yaml)
             tag=mel_20ms_llast ;;
+        ssl_*_l[0-9]*)  # an encoder pre-trained here by ssl.sh (run_ssl.sh): ssl_<tag>_l<layer>
+            layer=${src##*_l}
+            tag=${src#ssl_}; tag=${tag%_l*}
+            feat=(--upstream rpq_ssl --upstream_ckpt "${expdir}/ssl_${tag}/encoder.pt" --layer "${layer}"
+                  --feat_tag "${tag}_l${layer}")
+            tag=${tag}_l${layer} ;;
         *)
-            echo "$0: unknown feature source '${src}' (whisper_l<layer> or mel)" >&2
+            echo "$0: unknown feature source '${src}' (whisper_l<layer>, mel or ssl_<tag>_l<layer>)" >&2
             exit 2 ;;
     esac
     ./units_asr.sh \

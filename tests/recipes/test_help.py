@@ -159,6 +159,28 @@ def test_recipe_help_names_run_sh_from_anywhere(recipe, where):
     assert flat(header(EGS / recipe / "run.sh")) in flat(r.stdout)  # the recipe's description
 
 
+@pytest.mark.parametrize("source, want", [
+    ("ssl_birq_l3", {"upstream": "rpq_ssl", "upstream_ckpt": "exp/ssl_birq/encoder.pt",
+                     "layer": "3", "feat_tag": "birq_l3"}),
+    ("ssl_bestrq_v2_l1", {"upstream": "rpq_ssl", "upstream_ckpt": "exp/ssl_bestrq_v2/encoder.pt",
+                          "layer": "1", "feat_tag": "bestrq_v2_l1"}),
+    ("whisper_l2", {"upstream": "whisper", "layer": "2", "feat_tag": "whisper_tiny_en_l2"}),
+])
+def test_asterisk_feature_source_sets_the_engines_upstream(source, want):
+    """egs/asterisk/run.sh's sources (run_ssl.sh hands it ssl_<tag>_l<layer>) become the
+    engine's upstream options: its help shows them as the values in effect."""
+    r = run(["./run.sh", "--feat_sources", source, "--help"], cwd=EGS / "asterisk")
+    assert r.returncode == 0, r.stderr
+    for opt, value in want.items():
+        assert re.search(rf"^  --{opt} +\[{re.escape(value)}\]", r.stdout, re.M), (opt, value)
+
+
+def test_asterisk_unknown_feature_source_is_one_line():
+    r = run(["./run.sh", "--feat_sources", "ssl_l3", "--stage", "2"], cwd=EGS / "asterisk")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "unknown feature source 'ssl_l3'" in r.stderr
+
+
 @pytest.mark.parametrize("script", sorted(EGS.glob("*/run_ssl.sh")), ids=lambda p: p.parent.name)
 def test_run_ssl_help_from_the_repository_root(script):
     r = run([script.relative_to(ROOT), "--help"], cwd=ROOT)

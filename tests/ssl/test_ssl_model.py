@@ -547,7 +547,7 @@ def test_tiny_encoder_file_and_checkpoint_errors(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("name", ["bestrq_demo", "birq_demo", "bestrq_librispeech960",
-                                  "birq_librispeech960"])
+                                  "birq_librispeech960", "bestrq_asterisk", "birq_asterisk"])
 def test_shipped_configs_build(name):
     """Every shipped config builds through ESPnet's parser; report its size."""
     from pathlib import Path
@@ -555,14 +555,30 @@ def test_shipped_configs_build(name):
     register()
     from espnet2.tasks.ssl import SSLTask
 
-    root = Path(__file__).resolve().parents[2]  # the demo's configs live with the demo recipe
-    path = (root / "egs" / "mini_librispeech" if name.endswith("_demo") else root) / "conf" / "ssl" / f"{name}.yaml"
+    root = Path(__file__).resolve().parents[2]  # small configs live with their recipe
+    home = {"demo": root / "egs" / "mini_librispeech", "asterisk": root / "egs" / "asterisk"}
+    path = home.get(name.split("_")[-1], root) / "conf" / "ssl" / f"{name}.yaml"
     args = SSLTask.get_parser().parse_args(["--config", str(path)])
     model = SSLTask.build_model(args)
     enc = sum(p.numel() for p in model.encoder.parameters())
     want = {"bestrq_demo": (1e6, 5e6), "birq_demo": (1e6, 5e6),
+            "bestrq_asterisk": (1e6, 5e6), "birq_asterisk": (1e6, 5e6),
             "bestrq_librispeech960": (80e6, 130e6), "birq_librispeech960": (120e6, 170e6)}[name]
     assert want[0] < enc < want[1], enc
     if name.startswith("birq"):
         assert model.enhanced_layer == round(0.7 * len(model.encoder.encoders))
         assert model.losses[0].label_gradient == "none"  # no gradient through the labels
+        assert model.losses[0].label_dropout is False  # nor dropout in the label pass
+
+
+@pytest.mark.parametrize("method", ["bestrq", "birq"])
+def test_asterisk_configs_are_the_demos_but_for_epochs(method):
+    """The real-speech pre-training (egs/asterisk) trains the demo's model with the demo's labels:
+    only the number of epochs differs (its corpus is a sixth of the demo's)."""
+    from pathlib import Path
+
+    egs = Path(__file__).resolve().parents[2] / "egs"
+    demo = yaml.safe_load((egs / "mini_librispeech" / "conf" / "ssl" / f"{method}_demo.yaml").read_text())
+    real = yaml.safe_load((egs / "asterisk" / "conf" / "ssl" / f"{method}_asterisk.yaml").read_text())
+    assert real.pop("max_epoch") > demo.pop("max_epoch")
+    assert real == demo
