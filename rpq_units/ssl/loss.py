@@ -65,6 +65,29 @@ utterances a step, AdamW 2e-3; seed 0, figures at steps 0 / 50 / 100 / 149 unles
   labels still change, as the encoder learns from both. Dropping the labels' own derivative is
   the first-order step; it costs no backward pass through the unmasked pass.
 
+Why the label pass runs without dropout (``label_dropout: false``, the default). With the labels
+held constant, the demo's training log still showed the enhanced-label perplexity fall from 328
+(epoch 1, mean over its steps) to 79 (epoch 3) while the validation pass, which runs without
+dropout, stayed at 67-74 over the same epochs (egs/mini_librispeech/RESULTS.md, 2026-12-05). The
+training labels were made by the encoder in training mode: each frame's code depended on the
+dropout draw. Measured on 24 demo training utterances (1716 label frames) with the demo model
+(``tests/ssl/birq_label_noise.py``, the model of that run's 5th epoch): at initialisation a label pass with dropout gives the
+code of the pass without it on 10 % of the frames, and two passes with dropout agree on 5 %; after
+the 5 epochs of that run, 50 % and 34 %. Dropout also adds codes (perplexity 556 against 499 at
+initialisation, 181-186 against 143 after 5 epochs). So most of what the first epoch's figure
+counted was dropout noise, and its decline was the encoder learning to be robust to dropout, not
+the labels collapsing. The bilevel reading above makes the labels those of the current
+parameters; dropout makes them those of a random sub-network. Without dropout in the label pass
+(the masked pass keeps it) the labels are a function of the parameters and the input, as a
+teacher's are in HuBERT and data2vec; ``label_dropout: true`` keeps the former behaviour.
+
+The Gumbel-softmax selection (the paper's) is kept. With the logits ``s * cos`` (s 10) and tau
+0.5 a sample is the nearest code on 9 % of the frames, at initialisation and after 5 epochs
+alike, so the training targets are mostly the noise's: their training accuracy stays at
+0.01-0.02 while the validation accuracy against the nearest code is 0.09-0.19. In expectation a
+hard sample is softmax(s cos / tau), so F trains the head towards that distribution;
+``enhanced_target: argmax`` trains on the nearest code instead.
+
 Alternatives kept as options, the same probe after 150 steps (batch perplexity at step 149 /
 dev perplexity / dev anchor accuracy; seed 0): ``label_gradient: gumbel`` 3.1 / 2.4 / 0.110
 (seed 1: 3.3 / 3.1 / 0.119); ``none`` (default, Gumbel-sampled targets) 193 / 96 / 0.100 (seed 1:
