@@ -10,7 +10,8 @@
 #   2  ESPnet SSL collect stats (shape files of the training and validation audio)
 #   3  pre-training: python -m rpq_units.ssl.train (ESPnet's SSL trainer and launcher, resumable)
 #   4  export: python -m rpq_units.ssl.export -> exp/ssl_<tag>/encoder.pt
-#   5  plots: masked-prediction accuracy and label perplexity per epoch -> exp/ssl_<tag>/curves.png
+#   5  plots: masked-prediction accuracy and label perplexity per epoch -> exp/ssl_<tag>/curves.png;
+#      each changing label stream against a quarter of its first epoch (the label floor) on stderr
 set -euo pipefail
 
 log() {

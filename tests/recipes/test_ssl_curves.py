@@ -47,3 +47,19 @@ def test_a_stream_that_shrank_to_a_few_codes_is_named():
     assert mod.collapsed(mod.curves(stats)) == [
         "train ppl_enhanced fell from 193.3 (epoch 1) to 2.98 (epoch 4): those labels shrank to "
         "a few codes per batch"]
+
+
+def test_label_floor_is_a_quarter_of_the_first_epoch():
+    """The check BiRQ's pre-training is held to, on the demo's two runs of 2026-12-05: with
+    dropout in the label pass the training stream went to 0.24 of epoch 1 (below), without it
+    to 0.34; fixed labels are not listed."""
+    mod = load()
+    old = (328.472, 164.329, 78.7456, 101.33, 122.001)
+    new = (189.969, 91.6501, 63.84, 97.6786, 115.164)
+    stats = {e: {"train": {"ppl_enhanced": o, "ppl_anchor": 116.656, "ppl_new": n}}
+             for e, (o, n) in enumerate(zip(old, new, strict=True), start=1)}
+    report = mod.floor_report(mod.curves(stats))
+    assert [below for _, below in report] == [True, False]
+    assert report[0][0] == ("train ppl_enhanced: lowest 78.7 (epoch 3) is 0.24 of epoch 1's 328.5 "
+                            "(floor 0.25): BELOW the floor")
+    assert report[1][0].startswith("train ppl_new: lowest 63.8 (epoch 3) is 0.34 of epoch 1's 190.0")

@@ -69,6 +69,25 @@ def collapsed(data: dict, threshold: float = 2.0, drop: float = 0.1) -> list[str
     return out
 
 
+def floor_report(data: dict, fraction: float = 0.25) -> list[tuple[str, bool]]:
+    """For each label stream whose perplexity changes over the epochs (BiRQ's enhanced labels;
+    fixed labels stay put): its lowest value against ``fraction`` of its first epoch's, as
+    (line, below the floor). A stream that falls under a quarter of where it started has lost
+    most of its codes, the check BiRQ's pre-training is held to."""
+    out = []
+    for (part, name), points in sorted(data.items()):
+        if not name.startswith("ppl_") or len({v for _, v in points}) < 2:
+            continue
+        first_epoch, first = points[0]
+        low_epoch, low = min(points, key=lambda p: p[1])
+        ratio = low / first if first > 0 else 0.0
+        below = ratio < fraction
+        out.append((f"{part} {name}: lowest {low:.1f} (epoch {low_epoch}) is {ratio:.2f} of epoch "
+                    f"{first_epoch}'s {first:.1f} (floor {fraction:g}): "
+                    f"{'BELOW the floor' if below else 'above the floor'}", below))
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--exp_dir", required=True, help="ESPnet SSL experiment dir")
@@ -84,6 +103,8 @@ def main() -> int:
         return 1
     for msg in collapsed(data):
         print(f"warning: {args.exp_dir}: {msg}", file=sys.stderr)
+    for line, below in floor_report(data):
+        print(f"{'warning' if below else 'label floor'}: {args.exp_dir}: {line}", file=sys.stderr)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +116,11 @@ def main() -> int:
         for (part, name), points in sorted(data.items()):
             if name.startswith(prefix + "_") or name == prefix:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", linestyle="-" if part == "valid" else "--",
-                        label=f"{part} {name}")
+                line, = ax.plot(xs, ys, marker="o", linestyle="-" if part == "valid" else "--",
+                                label=f"{part} {name}")
+                if prefix == "ppl" and len(set(ys)) > 1:  # the floor of floor_report
+                    ax.axhline(0.25 * ys[0], color=line.get_color(), linestyle=":", linewidth=1,
+                               label=f"{part} {name}: 1/4 of epoch {xs[0]}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
