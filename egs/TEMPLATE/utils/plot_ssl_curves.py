@@ -13,8 +13,15 @@ import argparse
 import math
 import os
 import sys
+from fractions import Fraction
 
 PANELS = (("acc", "masked-prediction accuracy"), ("ppl", "label perplexity"))
+FLOOR = 0.25  # a changing label stream should stay above this share of its first epoch
+
+
+def changing(points: list) -> bool:
+    """Whether a stream's values change over the epochs (fixed labels' perplexity does not)."""
+    return len({v for _, v in points}) > 1
 
 
 def read_stats(exp_dir: str) -> dict:
@@ -69,14 +76,14 @@ def collapsed(data: dict, threshold: float = 2.0, drop: float = 0.1) -> list[str
     return out
 
 
-def floor_report(data: dict, fraction: float = 0.25) -> list[tuple[str, bool]]:
+def floor_report(data: dict, fraction: float = FLOOR) -> list[tuple[str, bool]]:
     """For each label stream whose perplexity changes over the epochs (BiRQ's enhanced labels;
     fixed labels stay put): its lowest value against ``fraction`` of its first epoch's, as
     (line, below the floor). A stream that falls under a quarter of where it started has lost
     most of its codes, the check BiRQ's pre-training is held to."""
     out = []
     for (part, name), points in sorted(data.items()):
-        if not name.startswith("ppl_") or len({v for _, v in points}) < 2:
+        if not name.startswith("ppl_") or not changing(points):
             continue
         first_epoch, first = points[0]
         low_epoch, low = min(points, key=lambda p: p[1])
@@ -118,9 +125,9 @@ def main() -> int:
                 xs, ys = zip(*points, strict=True)
                 line, = ax.plot(xs, ys, marker="o", linestyle="-" if part == "valid" else "--",
                                 label=f"{part} {name}")
-                if prefix == "ppl" and len(set(ys)) > 1:  # the floor of floor_report
-                    ax.axhline(0.25 * ys[0], color=line.get_color(), linestyle=":", linewidth=1,
-                               label=f"{part} {name}: 1/4 of epoch {xs[0]}")
+                if prefix == "ppl" and changing(points):  # the floor of floor_report
+                    ax.axhline(FLOOR * ys[0], color=line.get_color(), linestyle=":", linewidth=1,
+                               label=f"{part} {name}: {Fraction(FLOOR)} of epoch {xs[0]}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
