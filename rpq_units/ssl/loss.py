@@ -93,7 +93,10 @@ egs/asterisk/RESULTS.md, 2026-12-05): on the demo the training stream's lowest p
 0.34 and 0.38 of epoch 1 (two trainer seeds; 0.24 with dropout in the label pass). On the
 Asterisk recordings, where an epoch is 18 steps, it fell from 290 (epoch 1, mostly the random
 encoder's labels) to 40 by epoch 3 (0.14) and rose to 137 by epoch 20: early on the anchor task
-narrows layer k, as BEST-RQ alone does in the probe, and the labels follow. The units of layer 3
+narrows layer k, and the labels follow. With w1 0 (BEST-RQ's training, the labels only measured)
+they took the same course (291, 83, 41 over epochs 1-3), so the enhanced loss plays no part in
+it; labels from a moving-average copy (``label_ema_decay: 0.99``) only delayed it (389 in epoch 1,
+54 in epoch 7, 0.14), layer 2 instead of 3 fell to 0.24 (egs/asterisk/RESULTS.md). The units of layer 3
 moved far more with the pre-training seed than with the method (demo PQ WER 76.9 and 40.1 for two
 seeds of this config, BEST-RQ 44.2).
 
@@ -107,7 +110,8 @@ whitened per utterance before the cosine, so no projected direction can be switc
 enhanced accuracy 0.00-0.01 in training, 0.02 on dev), nothing learnt from them yet;
 ``gumbel`` with ``diversity_weight: 0.1`` (wav2vec 2.0's penalty on the batch's mean code
 distribution) 131 at step 100, 16 at 149 / 7.4 / 0.108: it delays the collapse only. Labels from an EMA copy
-of the encoder (decay 0.99, probe only, not an option) 225 / 108 / 0.118, like ``none``. BEST-RQ
+of the encoder (``label_ema_decay: 0.99``, data2vec's teacher; measured in the probe before it
+was an option) 225 / 108 / 0.118, like ``none``. BEST-RQ
 alone (w1 0): 210 / 114 / 0.122 (seed 1: 166 / 104 / 0.120). Within 150 steps the variants that
 do not collapse cannot be told apart by the anchor task (seed-to-seed spread about 0.01); which
 gives the better encoder needs the demo's pre-training and ASR stages.
@@ -297,7 +301,10 @@ class BiRQLoss(BestRQLoss):
     the cosine), ``diversity_weight`` (0.0: weight of wav2vec 2.0's diversity penalty on the
     batch's mean softmax of the enhanced logits; its gradient reaches layers 1..k),
     ``label_dropout`` (False: the unmasked pass that makes the labels runs without the encoder's
-    dropout, read by :class:`rpq_units.ssl.model.BestRQModel`; True: with it, the former default).
+    dropout, read by :class:`rpq_units.ssl.model.BestRQModel`; True: with it, the former default),
+    ``label_ema_decay`` (0.0: the labels come from the encoder in training; d in (0, 1): from an
+    exponential moving average of its parameters, updated by d per training step before the
+    label pass, data2vec's teacher; also read by the model, which keeps the copy).
     """
 
     def __init__(self, encoder_output_size: int, *, enhanced_layer: int | None = None,
@@ -308,7 +315,8 @@ class BiRQLoss(BestRQLoss):
                  shared_head: bool = False, enhanced_seed: int | None = None,
                  label_gradient: str = "none", enhanced_target: str = "gumbel",
                  enhanced_whiten: bool = False, diversity_weight: float = 0.0,
-                 label_dropout: bool = False, **kwargs) -> None:
+                 label_dropout: bool = False, label_ema_decay: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(encoder_output_size, **kwargs)
         self.required_inputs = self.required_inputs + ["unmasked_hidden"]
         self.enhanced_layer = enhanced_layer
@@ -336,6 +344,13 @@ class BiRQLoss(BestRQLoss):
         self.enhanced_whiten = bool(enhanced_whiten)
         self.diversity_weight = float(diversity_weight)
         self.label_dropout = bool(label_dropout)
+        if not 0.0 <= label_ema_decay < 1.0:
+            raise ValueError(f"birq: label_ema_decay must be in [0, 1), not {label_ema_decay}")
+        if label_ema_decay > 0 and (label_gradient == "gumbel" or diversity_weight > 0):
+            raise ValueError("birq: label_ema_decay makes the labels with a copy of the encoder, "
+                             "which no gradient reaches: it needs label_gradient 'none' and "
+                             "diversity_weight 0")
+        self.label_ema_decay = float(label_ema_decay)
         self.enhanced_codebook_size = int(enhanced_codebook_size or self.codebook_size)
         self.shared_head = bool(shared_head)
         if self.shared_head and (self.enhanced_codebook_size != self.codebook_size

@@ -10,7 +10,9 @@ keeps ESPnet's ``forward`` (losses, stats, weights, step counter) and replaces `
     x -> span_mask util (noise on masked frames) -> encoder, all layers -> encoder_output
     x -> encoder layers 1..k (only when a loss asks for ``unmasked_hidden``; without a graph
          unless the loss sends a gradient through it, without dropout unless its
-         ``label_dropout`` asks for it)
+         ``label_dropout`` asks for it; with ``label_ema_decay`` d > 0 through a moving-average
+         copy of the encoder instead, updated once per training forward after the first step:
+         theta' <- d theta' + (1 - d) theta)
 
 and gives the losses ``feats`` (= x, unmasked), ``mask_info`` and ``unmasked_hidden``.
 """
@@ -18,6 +20,7 @@ and gives the losses ``feats`` (= x, unmasked), ``mask_info`` and ``unmasked_hid
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any
 
 import torch
@@ -53,6 +56,7 @@ class BestRQModel(ESPnetSSLModel):
         sub = _encoder_subsampling(encoder)
         num_layers = len(encoder.encoders)
         self.enhanced_layer = None
+        self.label_ema_decay = 0.0
         for loss in self.losses:
             if not hasattr(loss, "setup"):
                 raise ValueError(f"model bestrq: loss {type(loss).__name__} is not a BEST-RQ "
@@ -63,6 +67,12 @@ class BestRQModel(ESPnetSSLModel):
             loss.setup(int(input_size), num_layers)
             if "unmasked_hidden" in loss.required_inputs:
                 self.enhanced_layer = loss.enhanced_layer
+                self.label_ema_decay = getattr(loss, "label_ema_decay", 0.0)
+        # BiRQ's labels from a delayed copy (written by hand: ESPnet 202511's SSL task has no EMA
+        # teacher); its weights are saved with the model, so a resumed run keeps them
+        self.label_encoder = None
+        if self.label_ema_decay > 0:
+            self.label_encoder = copy.deepcopy(encoder).requires_grad_(False)
         if "span_mask" not in self.util_modules:
             raise ValueError("model bestrq needs the span_mask util")
 
@@ -97,11 +107,28 @@ class BestRQModel(ESPnetSSLModel):
             keep = any(getattr(loss, "label_needs_grad", False) for loss in self.losses)
             # and, by default, no dropout: the labels are those of the current parameters
             quiet = not any(getattr(loss, "label_dropout", True) for loss in self.losses)
+            teacher = self.encoder
+            if self.label_encoder is not None:
+                # ESPnet's SSL model counts a step per training forward (accum_grad 1 assumed,
+                # as its own EMA); the first forward has no update behind it yet
+                if self.training and int(self.global_step) > 0:
+                    self.update_label_encoder()
+                teacher = self.label_encoder
             with torch.set_grad_enabled(torch.is_grad_enabled() and keep), \
-                    (dropout_off(self.encoder) if quiet else contextlib.nullcontext()):
-                states, _ = encoder_hidden_states(self.encoder, feats, lens, self.enhanced_layer)
+                    (dropout_off(teacher) if quiet else contextlib.nullcontext()):
+                states, _ = encoder_hidden_states(teacher, feats, lens, self.enhanced_layer)
             data["unmasked_hidden"] = states[self.enhanced_layer]
         return data
+
+    @torch.no_grad()
+    def update_label_encoder(self) -> None:
+        """theta' <- d theta' + (1 - d) theta for the label encoder's weights; its buffers
+        (BatchNorm statistics) are the encoder's."""
+        d = self.label_ema_decay
+        mine = list(self.label_encoder.parameters())
+        torch._foreach_lerp_(mine, [p.detach() for p in self.encoder.parameters()], 1.0 - d)
+        for b_t, b_s in zip(self.label_encoder.buffers(), self.encoder.buffers(), strict=True):
+            b_t.copy_(b_s)
 
 
 def _encoder_subsampling(encoder: torch.nn.Module) -> int:

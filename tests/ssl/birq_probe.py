@@ -14,13 +14,13 @@ statistics over 20 dev utterances (eval mode: argmax labels). Data, from egs/min
     local/data.sh --num_train 200 --num_dev 20 --num_test 10 --num_heldout 10 \\
         --corpus_dir /tmp/birq/corpus --datadir /tmp/birq/data
 
-Two modes. Default: the model's own forward with the birq loss conf ``--loss_conf`` (JSON),
-optionally labels from an EMA copy of the encoder (``--ema DECAY``, a probe of a delayed label
-encoder; not a loss option). ``--paths`` (ablation): the loss assembled here from the loss's own
-parts, with F's gradient through the labels (``label``), F's gradient through the masked pass
-(``pred``) and G (``anchor``) each on or off, and every ``--every`` steps the gradient of each
-part on the label encoder (embed and layers 1..k): its norm and the first-order change of the
-batch's soft label entropy (entropy of the mean softmax(logits / tau)) along minus it (``dH_*``).
+Two modes. Default: the model's own forward with the birq loss conf ``--loss_conf`` (JSON; labels
+from a moving-average copy of the encoder: ``{"label_ema_decay": 0.99}``). ``--paths`` (ablation):
+the loss assembled here from the loss's own parts, with F's gradient through the labels
+(``label``), F's gradient through the masked pass (``pred``) and G (``anchor``) each on or off, and
+every ``--every`` steps the gradient of each part on the label encoder (embed and layers 1..k): its
+norm and the first-order change of the batch's soft label entropy (entropy of the mean
+softmax(logits / tau)) along minus it (``dH_*``).
 Runs take 2.5-4 minutes for 150 steps on a loaded 2-core machine; seeds 0 and 1 were measured.
 
     python tests/ssl/birq_probe.py --tag old --loss_conf '{"label_gradient": "gumbel"}'
@@ -31,7 +31,6 @@ Runs take 2.5-4 minutes for 150 steps on a loaded 2-core machine; seeds 0 and 1 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -235,7 +234,7 @@ def run_paths(a):
 
 
 def run_forward(a):
-    """The model's own forward with ``--loss_conf``; optional EMA label encoder."""
+    """The model's own forward with ``--loss_conf``."""
     torch.set_num_threads(1)
     wavs = load_data(a.wav_scp, a.num_utts)
     dev = load_data(a.dev_scp, 20)
@@ -243,20 +242,6 @@ def run_forward(a):
     model = build(config(a.dim, a.layers, a.k, a.codebook, extra), f"{a.out_dir}/conf_{a.tag}.yaml",
                   a.seed)
     loss_fn = model.losses[0]
-    if a.ema > 0:
-        ema = copy.deepcopy(model.encoder)
-        for p_ in ema.parameters():
-            p_.requires_grad_(False)
-        orig = model.encode
-
-        def encode(speech, speech_lengths, *args, **kw):
-            data = orig(speech, speech_lengths, *args, **kw)
-            ema.train(model.training)
-            with torch.no_grad():
-                states, _ = ehs(ema, data["feats"], data["feats_lengths"], a.k)
-            data["unmasked_hidden"] = states[a.k]
-            return data
-        model.encode = encode
     opt, sched, g = training_setup(model, a)
     step, t0 = 0, time.time()
     log = []
@@ -287,10 +272,6 @@ def run_forward(a):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            if a.ema > 0:
-                with torch.no_grad():
-                    for pe, pm in zip(ema.parameters(), model.encoder.parameters(), strict=True):
-                        pe.mul_(a.ema).add_(pm.detach(), alpha=1 - a.ema)
             step += 1
     # held-out: ESPnet's validation (eval mode: argmax enhanced labels, masking as in training)
     model.eval()
@@ -327,7 +308,6 @@ if __name__ == "__main__":
     p.add_argument("--every", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss_conf", default="{}", help="birq loss conf, JSON")
-    p.add_argument("--ema", type=float, default=0.0, help="labels from an EMA encoder copy")
     p.add_argument("--paths", default=None,
                    help="ablation: comma list of label, pred, anchor (see the docstring)")
     args = p.parse_args()

@@ -17,6 +17,7 @@ from rpq_units.ssl.encoder import (
     dropout_off,
     encoder_hidden_states,
     load_encoder,
+    read_payload,
 )
 from rpq_units.ssl.export import export_encoder
 from rpq_units.ssl.export import main as export_main
@@ -357,6 +358,47 @@ def test_birq_label_pass_runs_without_dropout_by_default(tmp_path, label_dropout
     assert torch.equal(ref[2], first["unmasked_hidden"]) is (not label_dropout)
 
 
+def test_birq_ema_label_encoder_is_a_moving_average_no_gradient_reaches(tmp_path):
+    """``label_ema_decay`` d: the labels come from a copy of the encoder that starts equal to it,
+    no gradient reaches, and moves by theta' <- d theta' + (1 - d) theta once per training
+    forward after the first step (not in eval); it is saved with the model (resumable) and the
+    export holds only the encoder."""
+    d = 0.9
+    model, args = build(tiny_config("birq", enhanced_layer=2, label_ema_decay=d), tmp_path)
+    teacher, student = model.label_encoder, model.encoder
+    assert teacher is not None and all(not p.requires_grad for p in teacher.parameters())
+    init = [p.clone() for p in student.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), init, strict=True))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    wav, lens = batch()
+    model.train()
+    after_step = []
+    for _ in range(2):
+        loss, _, _ = model(wav, lens)
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None for p in teacher.parameters())
+        opt.step()
+        after_step.append([p.detach().clone() for p in student.parameters()])
+    assert not all(torch.equal(a, b) for a, b in zip(after_step[0], init, strict=True))
+    # forward 1 (global_step 0) left the copy alone; forward 2 moved it towards step 1's weights
+    for t, i, w1 in zip(teacher.parameters(), init, after_step[0], strict=True):
+        torch.testing.assert_close(t, d * i + (1 - d) * w1)
+    model.eval()
+    frozen = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        model.encode(wav, lens)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, teacher.parameters(), strict=True))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(vars(args)))
+    ckpt = tmp_path / "1epoch.pth"
+    torch.save(model.state_dict(), ckpt)
+    assert any(k.startswith("label_encoder.") for k in model.state_dict())
+    export_encoder(str(config), str(ckpt), str(tmp_path / "encoder.pt"))
+    assert not any(k.startswith("label_encoder") for k in read_payload(tmp_path / "encoder.pt")
+                   ["state_dict"])
+
+
 def test_whitening_gives_each_utterance_identity_covariance():
     torch.manual_seed(0)
     lens = torch.tensor([40, 25])
@@ -410,6 +452,10 @@ def test_birq_label_options_are_checked(tmp_path):
         build(tiny_config("birq", enhanced_target="soft"), tmp_path)
     with pytest.raises(ValueError, match="diversity_weight must be >= 0"):
         build(tiny_config("birq", diversity_weight=-1.0), tmp_path)
+    with pytest.raises(ValueError, match="label_ema_decay must be in"):
+        build(tiny_config("birq", label_ema_decay=1.0), tmp_path)
+    with pytest.raises(ValueError, match="which no gradient reaches"):
+        build(tiny_config("birq", label_ema_decay=0.9, label_gradient="gumbel"), tmp_path)
     model, _ = build(tiny_config("birq"), tmp_path)
     loss_fn = model.losses[0]
     assert (loss_fn.label_gradient, loss_fn.enhanced_target, loss_fn.enhanced_whiten,
