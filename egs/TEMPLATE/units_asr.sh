@@ -116,7 +116,8 @@ run_continuous=false    # also train the continuous reference (asr_train on the 
 continuous_config=conf/asr/train_continuous.yaml  # asr_train config for the reference
 results=RESULTS.md      # results table to (re)write in stage 12
 results_tags=""         # more feature tags whose rows join the table (as their own last stage 12
-                        # left them, each checked against its decode's done marker)
+                        # left them, each checked against its decode's done marker); another
+                        # source text's rows have its suffix (whisper_l4_rm for --src_case rm)
 # Resynthesis and demo page (stage 13)
 resynth_set=""          # set to resynthesize (default: the first test set)
 resynth_utts=10         # utterances of it resynthesized and scored (0: all)

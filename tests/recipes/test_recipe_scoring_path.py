@@ -111,6 +111,19 @@ def test_results_tags_join_other_feature_tags_while_their_decodes_stand(tmp_path
     assert rows["| wavlm_large_l12_continuous"].endswith("| 50.0 |")  # 1 sub + 2 del of 6
     assert rows["| wavlm_large_l12_kmeans"].endswith("| 50.0 |")
 
+    # another source text of l12 (repeated frames removed; no decode of its own yet) keeps its
+    # rows apart: l12's as-encoded rows still join l21's table
+    opts = ["--run_continuous", "true", "--test_sets", LS, "--discretizers", "kmeans", "--layer", "12"]
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", *opts, "--src_case", "rm"], cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rm_rows = (recipe / "exp" / "results_rows" / "wavlm_large_l12_rm.tsv").read_text()
+    assert "asr_wavlm_large_l12_continuous" in rm_rows and "kmeans" not in rm_rows
+    r = run(["./run.sh", "--stage", "12", "--stop_stage", "12", "--run_continuous", "true",
+             "--test_sets", LS, "--discretizers", "", "--results_tags", "wavlm_large_l12"],
+            cwd=recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| wavlm_large_l12_kmeans |" in (recipe / "RESULTS.md").read_text()
+
     # l21's decode is redone with other settings: its row no longer joins l12's table
     marker = recipe / "exp" / "asr_wavlm_large_l21_continuous" / f"decode_{LS}_nolm" / ".done"
     marker.write_text(marker.read_text() + "inference_args=--beam_size 1\n")

@@ -53,10 +53,12 @@ score_decodes() {  # score_decodes <decode dir> <test set> ...: the one scoring 
 }
 
 result_rows() {  # result_rows: <expdir>/results_rows.tsv, the rows of stage 12's table
-    local rowdir ddir d v s conf t mdir res msig marker
+    local rowdir rowtag ddir d v s conf t mdir res msig marker
     # the rows: the current discretizers' decodes whose stamps match the current settings, each
-    # with a signature of its done marker, kept per feature tag for later tables (--results_tags)
+    # with a signature of its done marker, kept per feature tag and source text (the model dirs'
+    # suffix: whisper_l4, whisper_l4_rm, ...) for later tables (--results_tags)
     rowdir=${expdir}/results_rows
+    rowtag=${feat_tag}${src_tag}
     mkdir -p "${rowdir}"
     current_decodes | while IFS=$'\t' read -r ddir d v s; do
         if [ "${d}" = continuous ]; then
@@ -67,13 +69,13 @@ result_rows() {  # result_rows: <expdir>/results_rows.tsv, the rows of stage 12'
         fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${ddir%/*}" "${v}" "${s}" "${ddir}/result.txt" "${conf}" \
             "$(sig < "${ddir}/.done")"
-    done > "${rowdir}/${feat_tag}.tsv.tmp"
-    mv "${rowdir}/${feat_tag}.tsv.tmp" "${rowdir}/${feat_tag}.tsv"
-    cut -f1-5 "${rowdir}/${feat_tag}.tsv" > "${expdir}/results_rows.tsv"
+    done > "${rowdir}/${rowtag}.tsv.tmp"
+    mv "${rowdir}/${rowtag}.tsv.tmp" "${rowdir}/${rowtag}.tsv"
+    cut -f1-5 "${rowdir}/${rowtag}.tsv" > "${expdir}/results_rows.tsv"
     for t in ${results_tags}; do
-        [ "${t}" = "${feat_tag}" ] && continue
+        [ "${t}" = "${rowtag}" ] && continue
         if [ ! -f "${rowdir}/${t}.tsv" ]; then
-            log "error: --results_tags: no rows of '${t}' in ${rowdir} (run stage 12 with --feat_tag ${t} first)"
+            log "error: --results_tags: no rows of '${t}' in ${rowdir} (run stage 12 with that feature tag, and --src_case / --src_token_type for a suffix, first)"
             exit 1
         fi
         # a row of another tag joins only while its decode is the one that tag's table showed
@@ -82,7 +84,7 @@ result_rows() {  # result_rows: <expdir>/results_rows.tsv, the rows of stage 12'
             if [ -f "${marker}" ] && [ "$(sig < "${marker}")" = "${msig}" ]; then
                 printf '%s\t%s\t%s\t%s\t%s\n' "${mdir}" "${v}" "${s}" "${res}" "${conf}"
             else
-                log "warning: ${res%/*} (--results_tags ${t}) was redone or removed since stage 12 of ${t} tabled it: left out (rerun stage 12 with --feat_tag ${t})"
+                log "warning: ${res%/*} (--results_tags ${t}) was redone or removed since stage 12 of ${t} tabled it: left out (rerun stage 12 of ${t})"
             fi
         done < "${rowdir}/${t}.tsv" >> "${expdir}/results_rows.tsv"
     done
