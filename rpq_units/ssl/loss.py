@@ -89,16 +89,17 @@ hard sample is softmax(s cos / tau), so F trains the head towards that distribut
 ``enhanced_target: argmax`` trains on the nearest code instead.
 
 What the demo and the real recordings showed with both defaults (egs/mini_librispeech/RESULTS.md,
-egs/asterisk/RESULTS.md, 2026-12-05): on the demo the training stream's lowest perplexity was
-0.34 and 0.38 of epoch 1 (two trainer seeds; 0.24 with dropout in the label pass). On the
+egs/asterisk/RESULTS.md, 2026-12-05): on the demo the training stream's lowest perplexity was 0.34,
+0.38 and 0.41 of epoch 1 (three trainer seeds; 0.24 with dropout in the label pass). On the
 Asterisk recordings, where an epoch is 18 steps, it fell from 290 (epoch 1, mostly the random
 encoder's labels) to 40 by epoch 3 (0.14) and rose to 137 by epoch 20: early on the anchor task
 narrows layer k, and the labels follow. With w1 0 (BEST-RQ's training, the labels only measured)
-they took the same course (291, 83, 41 over epochs 1-3), so the enhanced loss plays no part in
-it; labels from a moving-average copy (``label_ema_decay: 0.99``) only delayed it (389 in epoch 1,
-54 in epoch 7, 0.14), layer 2 instead of 3 fell to 0.24 (egs/asterisk/RESULTS.md). The units of layer 3
-moved far more with the pre-training seed than with the method (demo PQ WER 76.9 and 40.1 for two
-seeds of this config, BEST-RQ 44.2).
+they took the same course (291, 83, 41 over epochs 1-3), so the enhanced loss plays no part in it;
+labels from a moving-average copy (``label_ema_decay: 0.99``) only delayed it (389 in epoch 1, 54
+in epoch 7, 0.14), layer 2 instead of 3 fell to 0.24 (egs/asterisk/RESULTS.md). Over three trainer
+seeds of each method on the demo, BiRQ's PQ units of layer 3 gave 40.1-76.9 % WER (mean 56.9),
+BEST-RQ's 43.4-48.2 (mean 45.3): the labels kept the floor in all three, but the units they lead to
+vary far more than BEST-RQ's (egs/mini_librispeech/RESULTS.md).
 
 Alternatives kept as options, the same probe after 150 steps (batch perplexity at step 149 /
 dev perplexity / dev anchor accuracy; seed 0): ``label_gradient: gumbel`` 3.1 / 2.4 / 0.110
