@@ -96,10 +96,12 @@ encoder's labels) to 40 by epoch 3 (0.14) and rose to 137 by epoch 20: early on 
 narrows layer k, and the labels follow. With w1 0 (BEST-RQ's training, the labels only measured)
 they took the same course (291, 83, 41 over epochs 1-3), so the enhanced loss plays no part in it;
 labels from a moving-average copy (``label_ema_decay: 0.99``) only delayed it (389 in epoch 1, 54
-in epoch 7, 0.14), layer 2 instead of 3 fell to 0.24 (egs/asterisk/RESULTS.md). Over three trainer
-seeds of each method on the demo, BiRQ's PQ units of layer 3 gave 40.1-76.9 % WER (mean 56.9),
-BEST-RQ's 43.4-48.2 (mean 45.3): the labels kept the floor in all three, but the units they lead to
-vary far more than BEST-RQ's (egs/mini_librispeech/RESULTS.md).
+in epoch 7, 0.14), layer 2 instead of 3 fell to 0.24 (egs/asterisk/RESULTS.md). Only
+``enhanced_whiten: true`` kept the floor there (0.79 over 20 epochs; 0.88 on the demo), with labels
+predicted at 0.02 at most on validation and PQ units not clearly better than the plain BiRQ's on
+either corpus. Over three trainer seeds of each method on the demo, BiRQ's PQ units of layer 3 gave
+40.1-76.9 % WER (mean 56.9), BEST-RQ's 43.4-48.2 (mean 45.3): the labels kept the floor in all
+three, but the units they lead to vary far more than BEST-RQ's (egs/mini_librispeech/RESULTS.md).
 
 Alternatives kept as options, the same probe after 150 steps (batch perplexity at step 149 /
 dev perplexity / dev anchor accuracy; seed 0): ``label_gradient: gumbel`` 3.1 / 2.4 / 0.110
