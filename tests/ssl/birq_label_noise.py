@@ -30,10 +30,12 @@ from rpq_units.ssl.registry import register
 def label_ids(model, wav, lens, dropout: bool, gumbel: bool = False):
     """-> (B, T') enhanced label ids of one label pass, (B, T') valid frames."""
     loss = model.losses[0]
-    with torch.no_grad(), (contextlib.nullcontext() if dropout else dropout_off(model.encoder)):
+    # the encoder that makes the labels: the moving-average copy under label_ema_decay
+    teacher = model.encoder if model.label_encoder is None else model.label_encoder
+    with torch.no_grad(), (contextlib.nullcontext() if dropout else dropout_off(teacher)):
         feats, flens = model._extract_feats(wav, lens)
         feats, flens = model.normalize(feats, flens)
-        states, out_lens = encoder_hidden_states(model.encoder, feats, flens, loss.enhanced_layer)
+        states, out_lens = encoder_hidden_states(teacher, feats, flens, loss.enhanced_layer)
         logits = loss.enhanced_logits(states[loss.enhanced_layer], out_lens)
     valid = torch.arange(logits.shape[1]).unsqueeze(0) < out_lens.unsqueeze(1)
     if gumbel:
