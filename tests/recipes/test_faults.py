@@ -16,6 +16,7 @@ The rpq-units commands are also killed alone, and run on a full tmpfs and a read
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,51 @@ def kill_group(p: subprocess.Popen) -> None:
     pytest.fail(f"processes of the killed group {p.pid} still run:\n{out}")
 
 
+def lock_holders(lock: Path) -> str:
+    """The processes that have ``lock`` open (from /proc), one per line, with their session."""
+    lines = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        if fd_dir.parent.name == str(os.getpid()):  # this test's own handle
+            continue
+        try:
+            if any(os.readlink(fd) == str(lock) for fd in fd_dir.iterdir()):
+                pid = int(fd_dir.parent.name)
+                cmd = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+                lines.append(f"pid {pid} (session {os.getsid(pid)}): {cmd}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return "\n".join(lines) or "(none found)"
+
+
+def wait_unlocked(cwd: Path, timeout_s: float = 10.0) -> None:
+    """Wait until the killed run's experiment locks (flock on <dir>/.lock, which the engine and
+    every job it started hold) are free; fail naming the holders if they stay taken. The kernel
+    drops a lock when the last process holding it has exited, which kill_group waited for; a
+    lock still taken after that names a process that escaped the kill."""
+    for lock in sorted(cwd.glob("*/.lock")):
+        start = time.monotonic()
+        holders = None
+        with open(lock, "a") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    holders = holders or lock_holders(lock)
+                    if time.monotonic() - start > timeout_s:
+                        pytest.fail(f"{lock} is still locked {timeout_s:.0f} s after the killed "
+                                    f"run's processes ended; held by:\n{lock_holders(lock)}")
+                    time.sleep(0.1)
+        waited = time.monotonic() - start
+        # a fraction of a second is the kernel releasing the dead processes' files (seen: 0.1 s
+        # with no process left holding the file); longer is said, so that it is seen
+        if holders is not None and waited > 1.0:
+            warnings.warn(f"{lock} was still locked after the killed run's processes ended, "
+                          f"free {waited:.1f} s later; held by: {holders}",
+                          stacklevel=2)
+
+
 def run_killed(cwd: Path, args: list[str], err: Path, frac: float, span_s: float, reset,
                when=None, extra_env: dict[str, str] | None = None, settled=None) -> str:
     """Run, wait until ``when()`` holds (if given), then ``frac`` of ``span_s`` (the reference
@@ -102,6 +149,7 @@ def run_killed(cwd: Path, args: list[str], err: Path, frac: float, span_s: float
         finished = p.poll()
         took = time.monotonic() - t0 if t0 is not None else 0.0
         kill_group(p)
+        wait_unlocked(cwd)
         text = err.read_text()
         if finished is None:
             return text
