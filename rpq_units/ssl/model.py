@@ -107,18 +107,22 @@ class BestRQModel(ESPnetSSLModel):
             keep = any(getattr(loss, "label_needs_grad", False) for loss in self.losses)
             # and, by default, no dropout: the labels are those of the current parameters
             quiet = not any(getattr(loss, "label_dropout", True) for loss in self.losses)
-            teacher = self.encoder
-            if self.label_encoder is not None:
-                # ESPnet's SSL model counts a step per training forward (accum_grad 1 assumed,
-                # as its own EMA); the first forward has no update behind it yet
-                if self.training and int(self.global_step) > 0:
-                    self.update_label_encoder()
-                teacher = self.label_encoder
+            # ESPnet's SSL model counts a step per training forward (accum_grad 1 assumed, as
+            # its own EMA); the first forward has no update behind it yet
+            if self.label_encoder is not None and self.training and int(self.global_step) > 0:
+                self.update_label_encoder()
+            teacher = self.labeller
             with torch.set_grad_enabled(torch.is_grad_enabled() and keep), \
                     (dropout_off(teacher) if quiet else contextlib.nullcontext()):
                 states, _ = encoder_hidden_states(teacher, feats, lens, self.enhanced_layer)
             data["unmasked_hidden"] = states[self.enhanced_layer]
         return data
+
+    @property
+    def labeller(self) -> torch.nn.Module:
+        """The encoder whose unmasked pass makes BiRQ's enhanced labels: the moving-average copy
+        under ``label_ema_decay``, else the encoder in training."""
+        return self.encoder if self.label_encoder is None else self.label_encoder
 
     @torch.no_grad()
     def update_label_encoder(self) -> None:

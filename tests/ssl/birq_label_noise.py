@@ -30,8 +30,7 @@ from rpq_units.ssl.registry import register
 def label_ids(model, wav, lens, dropout: bool, gumbel: bool = False):
     """-> (B, T') enhanced label ids of one label pass, (B, T') valid frames."""
     loss = model.losses[0]
-    # the encoder that makes the labels: the moving-average copy under label_ema_decay
-    teacher = model.encoder if model.label_encoder is None else model.label_encoder
+    teacher = model.labeller  # the moving-average copy under label_ema_decay
     with torch.no_grad(), (contextlib.nullcontext() if dropout else dropout_off(teacher)):
         feats, flens = model._extract_feats(wav, lens)
         feats, flens = model.normalize(feats, flens)

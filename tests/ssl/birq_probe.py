@@ -255,10 +255,7 @@ def run_forward(a):
                 with torch.no_grad():
                     feats, flens = model._extract_feats(wav, lens)
                     feats, flens = model.normalize(feats, flens)
-                    # the encoder that makes the labels (label_ema_decay: the moving-average copy)
-                    labeller = (model.encoder if model.label_encoder is None
-                                else model.label_encoder)
-                    states, olens = ehs(labeller, feats, flens, a.k)
+                    states, olens = ehs(model.labeller, feats, flens, a.k)
                     y, hn = projected(loss_fn, states[a.k], olens)
                     r, top = eff_rank(y)
                     rh, _ = eff_rank(hn)
